@@ -1,0 +1,213 @@
+//! Running the entry point: environment, process group, timeout, output to the journal and a log.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// How many apply logs to keep.
+pub const KEEP_LOGS: usize = 20;
+
+/// What the entry point is run with.
+pub struct Run<'a> {
+    /// The checkout path (the symlink) the entry point runs in.
+    pub checkout: &'a Path,
+    /// The real tree behind it, where we look for the entry point.
+    pub tree: &'a Path,
+    pub entrypoint: &'a str,
+    pub env: Vec<(&'static str, String)>,
+    pub timeout: Duration,
+    pub log: &'a Path,
+}
+
+/// How the entry point ended; `Ok(())` only for exit status 0.
+pub type RunResult = std::result::Result<(), String>;
+
+/// Run the entry point to completion. Only problems with the log file are errors of ours; what
+/// happens to the entry point itself comes back as the `RunResult`.
+pub fn run(spec: &Run<'_>) -> Result<RunResult> {
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(spec.log)
+        .with_context(|| format!("could not create the apply log {}", spec.log.display()))?;
+    let tee_log = log
+        .try_clone()
+        .context("could not duplicate the apply log")?;
+    let mut note = |line: String| {
+        eprintln!("gitops: {line}");
+        let _ = writeln!(log, "gitops: {line}");
+    };
+    let path = spec.tree.join(spec.entrypoint);
+    let shown = spec.checkout.join(spec.entrypoint);
+    let meta = match fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => meta,
+        _ => {
+            let why = format!(
+                "entry point {} not found in this commit: add it to the repository or set --entrypoint",
+                shown.display()
+            );
+            note(why.clone());
+            return Ok(Err(why));
+        }
+    };
+    let expression = if meta.permissions().mode() & 0o111 == 0 {
+        note(format!(
+            "{} is not executable; running it with /bin/sh (commit it with mode 755 to silence this)",
+            spec.entrypoint
+        ));
+        duct::cmd("/bin/sh", [&shown])
+    } else {
+        duct::cmd(&shown, std::iter::empty::<&str>())
+    };
+    note(format!("running {}", shown.display()));
+
+    let (reader, writer) =
+        std::io::pipe().context("could not create a pipe for the entry point's output")?;
+    let mut expression = expression
+        .dir(spec.checkout)
+        .stdin_null()
+        .stdout_file(
+            writer
+                .try_clone()
+                .context("could not duplicate the output pipe")?,
+        )
+        .stderr_file(writer)
+        .unchecked()
+        // Its own process group, so a timeout kills everything it started, not just the shell.
+        .before_spawn(|command| {
+            command.process_group(0);
+            Ok(())
+        });
+    for (key, value) in &spec.env {
+        expression = expression.env(key, value);
+    }
+    let handle = match expression.start() {
+        Ok(handle) => handle,
+        Err(e) => {
+            let why = format!("could not start {}: {e}", shown.display());
+            note(why.clone());
+            return Ok(Err(why));
+        }
+    };
+    // `expression` holds the last copies of the pipe's write end; drop it or EOF never comes.
+    drop(expression);
+
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        tee(reader, tee_log);
+        let _ = done_tx.send(());
+    });
+
+    let pgid = handle.pids().first().map(|&p| Pid::from_raw(p as i32));
+    let status = match handle
+        .wait_timeout(spec.timeout)
+        .context("could not wait for the entry point")?
+    {
+        Some(output) => Ok(output.status),
+        None => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGTERM);
+                if handle.wait_timeout(Duration::from_secs(10))?.is_none() {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+            }
+            let _ = handle.kill();
+            let _ = handle.wait();
+            Err(())
+        }
+    };
+    // Background children that inherited the output keep the pipe open; don't wait on them long.
+    if done_rx.recv_timeout(Duration::from_secs(2)).is_err() {
+        note("the entry point left processes holding its output open; not capturing them any further".into());
+    }
+    let result = match status {
+        Err(()) => Err(format!(
+            "{} did not finish within {}s and was killed with its process group; raise --apply-timeout if it needs longer",
+            spec.entrypoint,
+            spec.timeout.as_secs()
+        )),
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(match (status.code(), status.signal()) {
+            (Some(code), _) => format!("{} exited with status {code}", spec.entrypoint),
+            (None, Some(signal)) => format!("{} was killed by signal {signal}", spec.entrypoint),
+            _ => format!("{} failed: {status}", spec.entrypoint),
+        }),
+    };
+    match &result {
+        Ok(()) => note(format!("{} succeeded", spec.entrypoint)),
+        Err(why) => note(why.clone()),
+    }
+    Ok(result)
+}
+
+/// Copy the entry point's output to our stdout (the journal) and to the log, as it comes.
+fn tee(mut reader: std::io::PipeReader, mut log: File) {
+    let mut buf = [0u8; 8192];
+    let stdout = std::io::stdout();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let mut out = stdout.lock();
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+                let _ = log.write_all(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// Log file name for an apply started at `stamp`: names sort in time order.
+pub fn log_path(logs: &Path, stamp: &str, commit: &str) -> PathBuf {
+    logs.join(format!("{stamp}-{commit}.log"))
+}
+
+/// Keep the newest `keep` logs.
+pub fn prune_logs(logs: &Path, keep: usize) -> Result<()> {
+    let mut names: Vec<PathBuf> = fs::read_dir(logs)
+        .with_context(|| format!("could not list {}", logs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    names.sort();
+    let excess = names.len().saturating_sub(keep);
+    for old in &names[..excess] {
+        fs::remove_file(old)
+            .with_context(|| format!("could not remove the old log {}", old.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_logs_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..25 {
+            fs::write(dir.path().join(format!("2026010{:02}-c.log", i)), "").unwrap();
+        }
+        fs::write(dir.path().join("notes.txt"), "").unwrap();
+        prune_logs(dir.path(), 20).unwrap();
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 21);
+        assert_eq!(left[0], "202601005-c.log");
+        assert!(left.contains(&"notes.txt".to_string()));
+    }
+}

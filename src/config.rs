@@ -1,0 +1,586 @@
+//! Configuration: the global flags, their environment variables, the env file, and the
+//! validated `Settings` a pass runs with.
+
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use crate::exit::{fail, Exit, ResultExt};
+
+/// Where the env file lives when neither `--config` nor `GITOPS_CONFIG` names one.
+pub const DEFAULT_CONFIG: &str = "/etc/gitops/gitops.env";
+
+/// Options shared by every subcommand; accepted before or after it.
+#[derive(Args, Debug, Clone)]
+pub struct Options {
+    /// Git URL of the configuration repository (ssh://, user@host:path, git://, http(s)://, file:// or an absolute path). Also read from REPO_URL.
+    #[arg(long, global = true, env = "GITOPS_REPO_URL", value_name = "URL")]
+    pub repo_url: Option<String>,
+
+    /// Branch to follow [default: the remote's default branch]
+    #[arg(long, global = true, env = "GITOPS_BRANCH", value_name = "NAME")]
+    pub branch: Option<String>,
+
+    /// Directory for the object store, checked-out trees, logs and state.json
+    #[arg(
+        long,
+        global = true,
+        env = "GITOPS_STATE_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/gitops"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Path of the symlink that points at the checked-out tree of the commit being applied
+    #[arg(
+        long,
+        global = true,
+        env = "GITOPS_CHECKOUT",
+        value_name = "PATH",
+        default_value = "/gitops"
+    )]
+    pub checkout: PathBuf,
+
+    /// Entry point to run, relative to the repository root
+    #[arg(
+        long,
+        global = true,
+        env = "GITOPS_ENTRYPOINT",
+        value_name = "FILE",
+        default_value = "run.sh"
+    )]
+    pub entrypoint: String,
+
+    /// When to run the entry point: on-change (a new commit, or a failed one to retry) or always (every pass, to correct drift)
+    #[arg(long, global = true, env = "GITOPS_APPLY", value_enum, default_value_t = ApplyPolicy::OnChange)]
+    pub apply: ApplyPolicy,
+
+    /// Kill the entry point's whole process group after this long (30s, 5min, 2h)
+    #[arg(long, global = true, env = "GITOPS_APPLY_TIMEOUT", value_name = "DURATION", default_value = "30min", value_parser = parse_duration)]
+    pub apply_timeout: Duration,
+
+    /// Give up on a fetch that has not finished after this long
+    #[arg(long, global = true, env = "GITOPS_FETCH_TIMEOUT", value_name = "DURATION", default_value = "5min", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// Apply a remote tip that does not descend from the applied commit (force-push, rollback) instead of refusing it
+    #[arg(long, global = true, env = "GITOPS_ALLOW_REWIND")]
+    pub allow_rewind: bool,
+
+    /// Private deploy key for ssh:// URLs; must not be readable by group or others
+    #[arg(long, global = true, env = "GITOPS_SSH_KEY", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// known_hosts file pinning the Git server's host key; the host must be in it
+    #[arg(long, global = true, env = "GITOPS_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// How long to wait for another pass to release the lock before exiting 75
+    #[arg(long, global = true, env = "GITOPS_LOCK_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+
+    /// Env file of KEY=VALUE lines, read as systemd's EnvironmentFile= reads it [default: /etc/gitops/gitops.env]
+    #[arg(long, global = true, env = "GITOPS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// When the entry point runs.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyPolicy {
+    /// Only for a commit that has not been applied yet (or failed and is retried).
+    OnChange,
+    /// On every pass, even when nothing changed: drift correction.
+    Always,
+}
+
+/// Everything a pass needs, validated once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub repo_url: RepoUrl,
+    pub branch: Option<String>,
+    pub state_dir: PathBuf,
+    pub checkout: PathBuf,
+    pub entrypoint: String,
+    pub apply: ApplyPolicy,
+    pub apply_timeout: Duration,
+    pub fetch_timeout: Duration,
+    pub allow_rewind: bool,
+    pub ssh_key: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub lock_timeout: Duration,
+}
+
+/// A repository URL together with the form of it that is safe to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoUrl {
+    /// What gix connects to, credentials included.
+    pub raw: String,
+    /// What logs, state and status show.
+    pub redacted: String,
+    pub scheme: gix::url::Scheme,
+}
+
+impl Settings {
+    /// Validate the options for a pass: every problem here is a usage error (exit 2).
+    pub fn for_sync(opts: &Options) -> Result<Settings> {
+        let raw_url = opts
+            .repo_url
+            .clone()
+            .or_else(|| std::env::var("REPO_URL").ok())
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| {
+                fail(
+                    Exit::Usage,
+                    "no repository URL: pass --repo-url URL or set GITOPS_REPO_URL in /etc/gitops/gitops.env",
+                )
+            })?;
+        let repo_url = RepoUrl::parse(raw_url.trim())?;
+        if let Some(branch) = &opts.branch {
+            let valid = gix::validate::reference::name_partial(
+                format!("refs/heads/{branch}").as_str().into(),
+            )
+            .is_ok();
+            if !valid || branch.is_empty() {
+                return Err(fail(
+                    Exit::Usage,
+                    format!(
+                        "--branch {branch:?} is not a valid branch name: use a name such as main"
+                    ),
+                ));
+            }
+        }
+        let entrypoint = opts.entrypoint.trim().to_string();
+        if entrypoint.is_empty()
+            || Path::new(&entrypoint).is_absolute()
+            || entrypoint.split('/').any(|c| c == "..")
+        {
+            return Err(fail(
+                Exit::Usage,
+                format!("--entrypoint {entrypoint:?} must be a path inside the repository, such as run.sh"),
+            ));
+        }
+        if let Some(key) = &opts.ssh_key {
+            check_deploy_key(key)?;
+        }
+        if let Some(known_hosts) = &opts.known_hosts {
+            std::fs::File::open(known_hosts).or_exit(Exit::Usage, || {
+                format!(
+                    "cannot read the known_hosts file {}: point --known-hosts at a file that pins the Git server's host key",
+                    known_hosts.display()
+                )
+            })?;
+        }
+        Ok(Settings {
+            repo_url,
+            branch: opts.branch.clone(),
+            state_dir: absolute(&opts.state_dir),
+            checkout: absolute(&opts.checkout),
+            entrypoint,
+            apply: opts.apply,
+            apply_timeout: opts.apply_timeout,
+            fetch_timeout: opts.fetch_timeout,
+            allow_rewind: opts.allow_rewind,
+            ssh_key: opts.ssh_key.as_deref().map(absolute),
+            known_hosts: opts.known_hosts.as_deref().map(absolute),
+            lock_timeout: opts.lock_timeout,
+        })
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// ssh refuses keys that others can read, with a message that is easy to miss in a journal;
+/// say it up front, with the fix.
+fn check_deploy_key(key: &Path) -> Result<()> {
+    let meta = std::fs::metadata(key).or_exit(Exit::Usage, || {
+        format!(
+            "cannot read the deploy key {}: point --ssh-key at the private key file",
+            key.display()
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the deploy key {} is not a regular file: point --ssh-key at the private key file",
+                key.display()
+            ),
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the deploy key {} is readable by group or others (mode {mode:04o}): run chmod 600 {}",
+                key.display(),
+                key.display()
+            ),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the deploy key {} belongs to uid {}, not to the user running gitops (uid {me}): chown it",
+                key.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl RepoUrl {
+    /// Accept the URL forms Git users write, reject the rest with the reason.
+    pub fn parse(raw: &str) -> Result<RepoUrl> {
+        use gix::url::Scheme;
+        let bad = |why: &str| {
+            fail(
+                Exit::Usage,
+                format!(
+                    "--repo-url {:?} is not a usable Git URL ({why}): use ssh://host/path, user@host:path, git://, http(s):// or an absolute path",
+                    redact(raw)
+                ),
+            )
+        };
+        // A relative path would change meaning with the working directory of whoever runs us.
+        let raw = if raw.starts_with('.') {
+            absolute(Path::new(raw)).display().to_string()
+        } else {
+            raw.to_string()
+        };
+        let url = gix::url::parse(gix::bstr::BStr::new(raw.as_str()))
+            .map_err(|_| bad("it does not parse"))?;
+        match url.scheme {
+            Scheme::File => {
+                if !Path::new(&url.path.to_string()).is_absolute() {
+                    return Err(bad("a local path must be absolute"));
+                }
+            }
+            Scheme::Git | Scheme::Http | Scheme::Https | Scheme::Ssh => {
+                if url.host().is_none_or(str::is_empty) {
+                    return Err(bad("it names no host"));
+                }
+                if url.path.is_empty() || url.path == "/" {
+                    return Err(bad("it names no repository path"));
+                }
+            }
+            Scheme::Ext | Scheme::Helper(_) | Scheme::HelperUrl(_) => {
+                return Err(bad("only ssh, git, http(s) and file URLs are supported"))
+            }
+        }
+        Ok(RepoUrl {
+            redacted: redact(&raw),
+            scheme: url.scheme,
+            raw,
+        })
+    }
+}
+
+/// Hide credentials: the whole user part of http(s) URLs (tokens are often sent as the user
+/// name), the password part of any other URL.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let shown = if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+        "***".to_string()
+    } else {
+        match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***"),
+            None => userinfo.to_string(),
+        }
+    };
+    format!("{scheme}://{shown}@{}", &rest[at + 1..])
+}
+
+/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration: write it like 30s, 5min or 2h");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let seconds = match unit {
+            "ms" | "msec" => {
+                total += Duration::from_millis(number);
+                continue;
+            }
+            "" | "s" | "sec" | "second" | "seconds" => 1,
+            "m" | "min" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86400,
+            _ => return Err(invalid()),
+        };
+        total += Duration::from_secs(number.checked_mul(seconds).ok_or_else(invalid)?);
+    }
+    Ok(total)
+}
+
+/// Parse an env file as systemd's `EnvironmentFile=` does: `KEY=VALUE` lines, `#` and `;`
+/// comments, optional single or double quotes, a trailing backslash continuing the line.
+pub fn parse_env_file(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    let mut start_line = 0;
+    for (number, line) in text.lines().enumerate() {
+        if logical.is_empty() {
+            start_line = number + 1;
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+                continue;
+            }
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            logical.push_str(stripped);
+            continue;
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("line {start_line} is not KEY=VALUE"))?;
+        let key = key.trim();
+        let key = key.strip_prefix("export ").map(str::trim).unwrap_or(key);
+        if key.is_empty()
+            || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!(
+                "line {start_line}: {key:?} is not a valid variable name"
+            ));
+        }
+        out.push((key.to_string(), unquote(value.trim())));
+    }
+    if !logical.is_empty() {
+        return Err(format!(
+            "line {start_line} ends with a backslash and nothing follows"
+        ));
+    }
+    Ok(out)
+}
+
+fn unquote(value: &str) -> String {
+    let bytes = value.as_bytes();
+    if bytes.len() >= 2 && bytes[0] == b'\'' && bytes[bytes.len() - 1] == b'\'' {
+        return value[1..value.len() - 1].to_string();
+    }
+    if bytes.len() >= 2 && bytes[0] == b'"' && bytes[bytes.len() - 1] == b'"' {
+        let mut out = String::new();
+        let mut chars = value[1..value.len() - 1].chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        return out;
+    }
+    value.to_string()
+}
+
+/// Load the env file into the process environment, below variables already set, so that a
+/// manual run sees what the timer's run sees (systemd exports the same file to the service).
+/// A missing default file is fine; a missing file that was asked for is an error.
+pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(()),
+        Err(e) => {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "cannot read the config file {} ({e}): create it or point --config at an existing file",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    let pairs = parse_env_file(&text).map_err(|why| {
+        fail(
+            Exit::Usage,
+            format!(
+                "the config file {} is malformed: {why}; fix it (KEY=VALUE per line)",
+                path.display()
+            ),
+        )
+    })?;
+    for (key, value) in pairs {
+        if std::env::var_os(&key).is_none() {
+            std::env::set_var(&key, value);
+        }
+    }
+    Ok(())
+}
+
+/// The value a flag was given on the command line, if any, without validating the rest: used
+/// to find `--config` before the env file can take part in parsing.
+pub fn config_flag(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(value) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(value));
+        }
+    }
+    std::env::var_os("GITOPS_CONFIG").map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_systemd() {
+        let table = [
+            ("30s", 30),
+            ("5min", 300),
+            ("2h", 7200),
+            ("90", 90),
+            ("1h 30min", 5400),
+            ("1d", 86400),
+            (" 10 s ", 10),
+        ];
+        for (text, secs) in table {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in [
+            "",
+            "abc",
+            "5 parsecs",
+            "min",
+            "-1s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn env_file_follows_environmentfile_syntax() {
+        let text = "# comment\n; other comment\n\nGITOPS_REPO_URL=git://h/r\n  GITOPS_BRANCH = prod \nQ1='a b'\nQ2=\"x \\\"y\\\"\"\nLONG=one \\\ntwo\nexport E=1\nEMPTY=\n";
+        let parsed = parse_env_file(text).unwrap();
+        let expect = [
+            ("GITOPS_REPO_URL", "git://h/r"),
+            ("GITOPS_BRANCH", "prod"),
+            ("Q1", "a b"),
+            ("Q2", "x \"y\""),
+            ("LONG", "one two"),
+            ("E", "1"),
+            ("EMPTY", ""),
+        ];
+        let got: Vec<(&str, &str)> = parsed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, expect);
+        assert!(parse_env_file("just words\n")
+            .unwrap_err()
+            .contains("line 1"));
+        assert!(parse_env_file("A=1\n9X=2\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse_env_file("A=1 \\").is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let table = [
+            ("https://user:tok@host/r.git", "https://***@host/r.git"),
+            ("https://tok@host/r.git", "https://***@host/r.git"),
+            ("http://host/r.git", "http://host/r.git"),
+            ("ssh://git@host/r.git", "ssh://git@host/r.git"),
+            ("ssh://git:pw@host/r.git", "ssh://git:***@host/r.git"),
+            ("git@host:org/r.git", "git@host:org/r.git"),
+            ("/srv/r.git", "/srv/r.git"),
+            ("https://host/p@th", "https://host/p@th"),
+        ];
+        for (url, shown) in table {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_are_validated() {
+        for good in [
+            "git://127.0.0.1:9418/r",
+            "https://h/r.git",
+            "ssh://git@h:22/r",
+            "git@h:org/r.git",
+            "/srv/r.git",
+            "file:///srv/r.git",
+        ] {
+            assert!(RepoUrl::parse(good).is_ok(), "{good} should parse");
+        }
+        for bad in [
+            "ftp://h/r",
+            "git://",
+            "http:///r",
+            "https://h",
+            "file://relative",
+        ] {
+            let err = RepoUrl::parse(bad).unwrap_err();
+            assert_eq!(crate::exit::code_of(&err), Exit::Usage, "{bad}");
+        }
+        let err = RepoUrl::parse("ftp://u:secret@h/r").unwrap_err();
+        assert!(!format!("{err:#}").contains("secret"));
+    }
+
+    #[test]
+    fn config_flag_is_found_before_parsing() {
+        let args: Vec<OsString> = ["gitops", "sync", "--config", "/x.env"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(config_flag(&args), Some(PathBuf::from("/x.env")));
+        let args: Vec<OsString> = ["gitops", "--config=/y.env", "status"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(config_flag(&args), Some(PathBuf::from("/y.env")));
+    }
+}

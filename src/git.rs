@@ -1,0 +1,355 @@
+//! Everything gix: the bare object store, fetching one branch, ancestry, writing a tree.
+
+use std::io::BufWriter;
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use gix::bstr::ByteSlice;
+use gix::protocol::transport::client::blocking_io::Transport;
+use gix::remote::Direction;
+use gix::ObjectId;
+
+use crate::config::Settings;
+use crate::exit::{fail, Exit, ResultExt};
+
+/// Open the bare object store, creating it on the first pass. Creation happens in a temporary
+/// directory renamed into place, so a pass killed half-way never leaves a store gix cannot open.
+pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
+    if !path.exists() {
+        let tmp = path.with_extension("git.tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("could not remove {}", tmp.display()))?;
+        }
+        gix::init_bare(&tmp)
+            .with_context(|| format!("could not create the object store {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("could not move the object store to {}", path.display()))?;
+    }
+    // Isolated: the host's and the user's git config (url rewrites, credential helpers that
+    // prompt) must not change what a pass does. What we need is passed as overrides.
+    let options = gix::open::Options::isolated()
+        .strict_config(false)
+        .config_overrides(ssh_overrides(settings));
+    gix::open_opts(path, options).or_exit(Exit::Internal, || {
+        format!(
+            "the object store {} cannot be opened: remove it and the next pass clones afresh",
+            path.display()
+        )
+    })
+}
+
+/// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
+/// host keys it is given.
+fn ssh_overrides(settings: &Settings) -> Vec<String> {
+    let mut command = String::from("ssh -o BatchMode=yes");
+    if let Some(key) = &settings.ssh_key {
+        command.push_str(&format!(
+            " -i {} -o IdentitiesOnly=yes",
+            shell_quote(&key.display().to_string())
+        ));
+    }
+    if let Some(known_hosts) = &settings.known_hosts {
+        command.push_str(&format!(
+            " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes",
+            shell_quote(&known_hosts.display().to_string())
+        ));
+    }
+    vec![
+        format!("core.sshCommand={command}"),
+        "ssh.variant=ssh".to_string(),
+    ]
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The remote tip of the followed branch after a fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub tip: ObjectId,
+    pub branch: String,
+}
+
+/// Fetch only the followed branch (the remote's HEAD branch when none is configured), bounded
+/// by `--fetch-timeout`. Every failure here exits 3.
+pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
+    let shown = settings.repo_url.redacted.clone();
+    let what = match &settings.branch {
+        Some(b) => format!("branch {b} of {shown}"),
+        None => format!("the default branch of {shown}"),
+    };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let url = settings.repo_url.raw.clone();
+    let branch = settings.branch.clone();
+    let flag = interrupt.clone();
+    let timeout = settings.fetch_timeout;
+    let store = store.to_path_buf();
+    let thread_settings = settings.clone();
+    // The fetch runs on its own thread so that a server that accepts and then stalls cannot hold
+    // the pass (and the lock) forever: gix's blocking reads have no deadline of their own.
+    std::thread::Builder::new()
+        .name("fetch".into())
+        .spawn(move || {
+            // A gix::Repository is not Send without gix's "parallel" feature: open one here.
+            let result = open_store(&store, &thread_settings)
+                .and_then(|repo| fetch_inner(&repo, &url, branch.as_deref(), timeout, &flag));
+            let _ = tx.send(result);
+        })
+        .context("could not start the fetch thread")?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(fetched)) => Ok(fetched),
+        Ok(Err(e)) if crate::exit::code_of(&e) != Exit::Internal => Err(e),
+        Ok(Err(e)) => Err(e.context(crate::exit::Coded::new(
+            Exit::FetchFailed,
+            format!("could not fetch {what}"),
+        ))),
+        Err(_) => {
+            interrupt.store(true, Ordering::Relaxed);
+            Err(fail(
+                Exit::FetchFailed,
+                format!(
+                    "could not fetch {what}: no answer within {}s; check the network or raise --fetch-timeout",
+                    timeout.as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+fn fetch_inner(
+    repo: &gix::Repository,
+    url: &str,
+    branch: Option<&str>,
+    timeout: Duration,
+    interrupt: &AtomicBool,
+) -> Result<Fetched> {
+    let spec = match branch {
+        Some(b) => format!("+refs/heads/{b}:refs/remotes/origin/{b}"),
+        None => "+HEAD:refs/remotes/origin/HEAD".to_string(),
+    };
+    let remote = repo
+        .remote_at(url)?
+        .with_refspecs(Some(spec.as_str()), Direction::Fetch)?
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let connection = connect(&remote, timeout)?;
+    let prepare = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
+    let map = prepare.ref_map();
+    let tip = map
+        .mappings
+        .iter()
+        .find_map(|m| m.remote.as_id().map(ToOwned::to_owned));
+    let resolved_branch = match branch {
+        Some(b) => Some(b.to_string()),
+        None => map.remote_refs.iter().find_map(|r| match r {
+            gix::protocol::handshake::Ref::Symbolic {
+                full_ref_name,
+                target,
+                ..
+            } if full_ref_name == "HEAD" => target
+                .to_str()
+                .ok()
+                .and_then(|t| t.strip_prefix("refs/heads/"))
+                .map(str::to_string),
+            _ => None,
+        }),
+    };
+    let (Some(tip), Some(resolved_branch)) = (tip, resolved_branch) else {
+        drop(prepare);
+        return Err(explain_missing(&remote, branch, timeout));
+    };
+    prepare.receive(gix::progress::Discard, interrupt)?;
+    Ok(Fetched {
+        tip,
+        branch: resolved_branch,
+    })
+}
+
+/// The branch did not resolve: list the remote's branches (only on this error path) to tell an
+/// empty repository from a wrong branch name.
+fn explain_missing(
+    remote: &gix::Remote<'_>,
+    branch: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Error {
+    let listing = connect(remote, timeout).and_then(|c| {
+        let options = gix::remote::ref_map::Options {
+            prefix_from_spec_as_filter_on_remote: false,
+            ..Default::default()
+        };
+        Ok(c.ref_map(gix::progress::Discard, options)?)
+    });
+    let branches: Vec<String> = match listing {
+        Ok((map, _)) => map
+            .remote_refs
+            .iter()
+            .filter_map(|r| {
+                let (name, _, _) = r.unpack();
+                name.to_str()
+                    .ok()?
+                    .strip_prefix("refs/heads/")
+                    .map(str::to_string)
+            })
+            .collect(),
+        Err(e) => return e.context("could not list the remote's branches"),
+    };
+    match (branch, branches.is_empty()) {
+        (_, true) => anyhow!("the repository is empty: push a first commit with an entry point"),
+        (Some(b), false) => anyhow!(
+            "the remote has no branch {b:?} (it has: {}): push it or fix --branch",
+            branches
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (None, false) => anyhow!("the remote's HEAD names no existing branch: set --branch"),
+    }
+}
+
+/// git:// gets a connection we build ourselves: gix writes each pkt-line as its own small write
+/// and leaves Nagle on, which stalls every v2 request ~40 ms behind the server's delayed ACK.
+/// TCP_NODELAY plus one buffered write per request removes the stall. Other schemes use gix's own.
+fn connect<'a, 'repo>(
+    remote: &'a gix::Remote<'repo>,
+    timeout: Duration,
+) -> Result<gix::remote::Connection<'a, 'static, 'repo, Box<dyn Transport + Send>>> {
+    let (url, version) = remote.sanitized_url_and_version(Direction::Fetch)?;
+    let connection = if url.scheme == gix::url::Scheme::Git {
+        let host = url
+            .host()
+            .ok_or_else(|| anyhow!("the git:// URL names no host"))?;
+        let port = url.port.unwrap_or(9418);
+        let address = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .with_context(|| format!("could not resolve {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+        let stream = TcpStream::connect_timeout(&address, timeout.min(Duration::from_secs(30)))
+            .with_context(|| format!("could not connect to {host}:{port}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        let write = BufWriter::new(stream.try_clone()?);
+        let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
+            stream,
+            write,
+            version,
+            url.path.clone(),
+            Some((host.to_string(), url.port)),
+            gix::protocol::transport::client::git::ConnectMode::Daemon,
+            false,
+        );
+        remote.to_connection_with_transport(Box::new(transport) as Box<dyn Transport + Send>)
+    } else {
+        remote.connect(Direction::Fetch)?
+    };
+    let (user, password) = (
+        url.user().map(str::to_string),
+        url.password().map(str::to_string),
+    );
+    // Credentials come from the URL or nowhere: no helper, no prompt.
+    Ok(connection.with_credentials(move |action| match action {
+        gix::credentials::helper::Action::Get(ctx) => match (&user, &password) {
+            (Some(username), Some(password)) => Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: username.clone(),
+                    password: password.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: ctx.into(),
+            })),
+            _ => Err(gix::Error::from_error(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the server asks for credentials and the URL carries none",
+            ))),
+        },
+        _ => Ok(None),
+    }))
+}
+
+/// How the remote tip relates to the applied commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Nothing applied yet.
+    Fresh,
+    /// The tip is the applied commit.
+    Same,
+    /// The applied commit is an ancestor of the tip.
+    Descends,
+    /// The tip's history does not contain the applied commit (force-push, rollback).
+    Diverged,
+}
+
+pub fn relation(
+    repo: &gix::Repository,
+    applied: Option<ObjectId>,
+    tip: ObjectId,
+) -> Result<Relation> {
+    let Some(applied) = applied else {
+        return Ok(Relation::Fresh);
+    };
+    if applied == tip {
+        return Ok(Relation::Same);
+    }
+    // The whole history of the tip is in the store after the fetch: a missing applied commit
+    // cannot be its ancestor (and merge_base would error on it).
+    if !repo.has_object(applied) {
+        return Ok(Relation::Diverged);
+    }
+    let base = repo
+        .merge_base(applied, tip)
+        .context("could not compute the merge base")?;
+    Ok(if base.map(|b| b.detach()) == Some(applied) {
+        Relation::Descends
+    } else {
+        Relation::Diverged
+    })
+}
+
+/// The first line of a commit's message.
+pub fn subject(repo: &gix::Repository, commit: ObjectId) -> Option<String> {
+    let commit = repo.find_commit(commit).ok()?;
+    let message = commit.message().ok()?;
+    Some(message.summary().to_string())
+}
+
+/// Write the tree of `commit` into the empty directory `dest`.
+pub fn write_tree(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> Result<()> {
+    let tree = repo
+        .find_commit(commit)
+        .with_context(|| format!("commit {commit} is not in the object store"))?
+        .tree_id()?;
+    let mut index = repo.index_from_tree(&tree)?;
+    let mut options =
+        repo.checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)?;
+    options.destination_is_initially_empty = true;
+    let outcome = gix::worktree::state::checkout(
+        &mut index,
+        dest,
+        repo.objects.clone().into_arc()?,
+        &gix::progress::Discard,
+        &gix::progress::Discard,
+        &AtomicBool::new(false),
+        options,
+    )
+    .with_context(|| {
+        format!(
+            "could not write the tree of {commit} into {}",
+            dest.display()
+        )
+    })?;
+    if let Some(first) = outcome.errors.first() {
+        return Err(anyhow!(
+            "could not write {} of {commit}: {}",
+            first.path,
+            first.error
+        ));
+    }
+    Ok(())
+}

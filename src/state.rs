@@ -1,0 +1,317 @@
+//! The state directory: `state.json` (written atomically) and the lock that keeps passes apart.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::exit::{fail, Exit, ResultExt};
+
+/// What `state.json` holds; `gitops status --json` prints it as is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub repo_url: Option<String>,
+    pub branch: Option<String>,
+    pub applied: Option<Applied>,
+    pub last_pass: Option<LastPass>,
+    pub pending: Option<Pending>,
+    pub consecutive_failures: u32,
+}
+
+/// The last commit whose entry point exited 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub commit: String,
+    pub applied_at: String,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+/// How the most recent pass ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastPass {
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: Outcome,
+    pub remote_commit: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A commit that was tried and failed; it is retried on every pass until it applies or the
+/// branch moves on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub commit: String,
+    pub attempts: u32,
+    pub last_error: String,
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+/// The outcome names of DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    UpToDate,
+    Applied,
+    ApplyFailed,
+    FetchFailed,
+    Refused,
+    Untrusted,
+}
+
+impl Outcome {
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::UpToDate | Outcome::Applied)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::UpToDate => "up-to-date",
+            Outcome::Applied => "applied",
+            Outcome::ApplyFailed => "apply-failed",
+            Outcome::FetchFailed => "fetch-failed",
+            Outcome::Refused => "refused",
+            Outcome::Untrusted => "untrusted",
+        }
+    }
+}
+
+/// The paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.root.join("repo.git")
+    }
+    pub fn trees(&self) -> PathBuf {
+        self.root.join("trees")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Create the state directory (0700) and its sub-directories.
+    pub fn create(&self) -> Result<()> {
+        let unwritable = |what: &Path| {
+            let what = what.display().to_string();
+            move || {
+                format!(
+                    "cannot create the state directory {what}: point --state-dir at a writable directory (default /var/lib/gitops, run as root)"
+                )
+            }
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .or_exit(Exit::Usage, unwritable(&self.root))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .or_exit(Exit::Usage, unwritable(&self.root))?;
+        for dir in [self.trees(), self.logs()] {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&dir)
+                .or_exit(Exit::Usage, unwritable(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Take the pass lock, waiting up to `timeout` for a running pass to finish.
+    pub fn lock(&self, timeout: Duration) -> Result<Flock<File>> {
+        let path = self.lock_file();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .or_exit(Exit::Usage, || {
+                format!(
+                    "cannot open the lock file {}: make the state directory writable",
+                    path.display()
+                )
+            })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
+                    file = returned;
+                    if Instant::now() >= deadline {
+                        return Err(fail(
+                            Exit::Locked,
+                            format!(
+                                "another gitops pass holds the lock {} (waited {}s): let it finish, or raise --lock-timeout",
+                                path.display(),
+                                timeout.as_secs()
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(50).min(deadline - Instant::now()));
+                }
+                Err((_, errno)) => {
+                    return Err(anyhow::Error::from(errno))
+                        .with_context(|| format!("could not lock {}", path.display()))
+                }
+            }
+        }
+    }
+}
+
+/// Read `state.json`. A missing file is a fresh machine; an unreadable one is moved aside with a
+/// warning and the pass starts from scratch rather than stopping the machine from converging.
+pub fn load(layout: &Layout) -> Result<State> {
+    let path = layout.state_file();
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let aside = path.with_extension(format!("json.corrupt-{}", std::process::id()));
+            fs::rename(&path, &aside).with_context(|| {
+                format!("could not move the unreadable {} aside", path.display())
+            })?;
+            eprintln!(
+                "gitops: warning: {} was unreadable ({e}); moved it to {} and starting from a fresh state",
+                path.display(),
+                aside.display()
+            );
+            Ok(State::default())
+        }
+    }
+}
+
+/// Read `state.json` without ever modifying anything (for `gitops status`).
+pub fn read(layout: &Layout) -> Result<Option<State>> {
+    let path = layout.state_file();
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+            format!(
+                "{} is unreadable; the next gitops sync moves it aside",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
+    }
+}
+
+/// Write `state.json` so that a crash leaves either the old or the new file, never a mix.
+pub fn save(layout: &Layout, state: &State) -> Result<()> {
+    let path = layout.state_file();
+    let mut json = serde_json::to_vec_pretty(state).context("could not serialize the state")?;
+    json.push(b'\n');
+    write_atomic(&path, &json).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// Temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_with_the_documented_names() {
+        let state = State {
+            repo_url: Some("git://h/r".into()),
+            branch: Some("main".into()),
+            applied: None,
+            last_pass: Some(LastPass {
+                started_at: "2026-01-01T00:00:00Z".into(),
+                finished_at: "2026-01-01T00:00:01Z".into(),
+                outcome: Outcome::ApplyFailed,
+                remote_commit: None,
+                error: Some("x".into()),
+            }),
+            pending: None,
+            consecutive_failures: 2,
+        };
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["last_pass"]["outcome"], "apply-failed");
+        assert!(json["applied"].is_null());
+        assert!(json["pending"].is_null());
+        assert_eq!(json["consecutive_failures"], 2);
+        let back: State = serde_json::from_value(json).unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn corrupt_state_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        fs::write(layout.state_file(), b"{\"applied\": tru").unwrap();
+        assert_eq!(load(&layout).unwrap(), State::default());
+        assert!(!layout.state_file().exists());
+        let aside: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(aside.len(), 1);
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        save(&layout, &State::default()).unwrap();
+        let state = State {
+            consecutive_failures: 7,
+            ..State::default()
+        };
+        save(&layout, &state).unwrap();
+        assert_eq!(load(&layout).unwrap(), state);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+}

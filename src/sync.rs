@@ -1,0 +1,314 @@
+//! The pass: fetch, decide (a pure function), apply, record.
+
+use std::path::Path;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use crate::apply;
+use crate::checkout;
+use crate::config::{ApplyPolicy, Settings};
+use crate::exit::{fail, Exit};
+use crate::git::{self, Relation};
+use crate::state::{self, Applied, LastPass, Layout, Outcome, Pending, State};
+
+/// What a pass does once it knows where the remote stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to run.
+    UpToDate,
+    /// Run the entry point on the tip; `attempt` counts tries of this commit, from 1.
+    Apply { attempt: u32, reason: Reason },
+    /// The tip does not descend from the applied commit and rewinds are not allowed.
+    Refuse,
+}
+
+/// Why the entry point runs, for the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    FirstApply,
+    NewCommit,
+    Retry,
+    Always,
+    Rewind,
+}
+
+/// The decision of the pass, from the facts alone. `pending` is the commit that failed last.
+pub fn decide(
+    relation: Relation,
+    tip: &str,
+    pending: Option<&Pending>,
+    apply: ApplyPolicy,
+    allow_rewind: bool,
+) -> Action {
+    let attempt = match pending {
+        Some(p) if p.commit == tip => p.attempts.saturating_add(1),
+        _ => 1,
+    };
+    let retry_or = |reason| if attempt > 1 { Reason::Retry } else { reason };
+    match relation {
+        Relation::Same if apply == ApplyPolicy::Always => Action::Apply {
+            attempt,
+            reason: Reason::Always,
+        },
+        Relation::Same => Action::UpToDate,
+        Relation::Fresh => Action::Apply {
+            attempt,
+            reason: retry_or(Reason::FirstApply),
+        },
+        Relation::Descends => Action::Apply {
+            attempt,
+            reason: retry_or(Reason::NewCommit),
+        },
+        Relation::Diverged if allow_rewind => Action::Apply {
+            attempt,
+            reason: retry_or(Reason::Rewind),
+        },
+        Relation::Diverged => Action::Refuse,
+    }
+}
+
+/// One pass. Holds the lock throughout, records its outcome in state.json whatever happens after
+/// the lock is taken, and returns the error that decides the exit code.
+pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let layout = Layout::new(&settings.state_dir);
+    layout.create()?;
+    let _lock = layout.lock(settings.lock_timeout)?;
+    let mut state = state::load(&layout)?;
+    let started_at = rfc3339(now());
+
+    let mut remote_commit = None;
+    let result = pass(settings, &layout, &mut state, &mut remote_commit, now);
+    let outcome = match &result {
+        Ok(outcome) => *outcome,
+        Err((outcome, _)) => *outcome,
+    };
+    state.repo_url = Some(settings.repo_url.redacted.clone());
+    state.consecutive_failures = if outcome.is_success() {
+        0
+    } else {
+        state.consecutive_failures.saturating_add(1)
+    };
+    state.last_pass = Some(LastPass {
+        started_at,
+        finished_at: rfc3339(now()),
+        outcome,
+        remote_commit,
+        error: result.as_ref().err().map(|(_, e)| one_line(e)),
+    });
+    state::save(&layout, &state)?;
+    result.map(|_| ()).map_err(|(_, e)| e)
+}
+
+type Staged<T> = std::result::Result<T, (Outcome, anyhow::Error)>;
+
+fn pass(
+    settings: &Settings,
+    layout: &Layout,
+    state: &mut State,
+    remote_commit: &mut Option<String>,
+    now: &dyn Fn() -> OffsetDateTime,
+) -> Staged<Outcome> {
+    let fetch_failed = |e| (Outcome::FetchFailed, e);
+    let fetched = git::fetch(&layout.repo(), settings).map_err(fetch_failed)?;
+    let tip = fetched.tip.to_string();
+    *remote_commit = Some(tip.clone());
+    state.branch = Some(fetched.branch.clone());
+    let repo = git::open_store(&layout.repo(), settings).map_err(fetch_failed)?;
+
+    let applied_id = state
+        .applied
+        .as_ref()
+        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
+    let relation = git::relation(&repo, applied_id, fetched.tip).map_err(fetch_failed)?;
+    let short = &tip[..12];
+    match decide(
+        relation,
+        &tip,
+        state.pending.as_ref(),
+        settings.apply,
+        settings.allow_rewind,
+    ) {
+        Action::UpToDate => {
+            state.pending = None;
+            eprintln!("gitops: up to date at {short} ({})", fetched.branch);
+            Ok(Outcome::UpToDate)
+        }
+        Action::Refuse => {
+            let applied = state
+                .applied
+                .as_ref()
+                .map(|a| a.commit.as_str())
+                .unwrap_or_default();
+            Err((
+                Outcome::Refused,
+                fail(
+                    Exit::Refused,
+                    format!(
+                        "refusing {short}: {} no longer descends from the applied commit {} (force-push or rollback); revert with a new commit, or pass --allow-rewind to apply it anyway",
+                        fetched.branch,
+                        &applied[..applied.len().min(12)]
+                    ),
+                ),
+            ))
+        }
+        Action::Apply { attempt, reason } => {
+            let what = match reason {
+                Reason::FirstApply => "first apply",
+                Reason::NewCommit => "new commit",
+                Reason::Retry => "retry",
+                Reason::Always => "--apply always",
+                Reason::Rewind => "rewind allowed by --allow-rewind",
+            };
+            eprintln!(
+                "gitops: applying {short} ({}, {what}, attempt {attempt})",
+                fetched.branch
+            );
+            let stamp = now()
+                .format(time::macros::format_description!(
+                    "[year][month][day]T[hour][minute][second]Z"
+                ))
+                .unwrap_or_default();
+            let log = apply::log_path(&layout.logs(), &stamp, &tip);
+            let result = apply_commit(settings, layout, state, &repo, &tip, &fetched.branch, &log);
+            let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS);
+            let log_shown = Some(log.display().to_string());
+            match result {
+                Ok(()) => {
+                    state.applied = Some(Applied {
+                        commit: tip.clone(),
+                        applied_at: rfc3339(now()),
+                        log: log_shown,
+                        subject: git::subject(&repo, fetched.tip),
+                    });
+                    state.pending = None;
+                    if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
+                        eprintln!("gitops: warning: {e:#}");
+                    }
+                    Ok(Outcome::Applied)
+                }
+                Err(e) => {
+                    state.pending = Some(Pending {
+                        commit: tip.clone(),
+                        attempts: attempt,
+                        last_error: one_line(&e),
+                        log: log_shown,
+                    });
+                    let applied = state
+                        .applied
+                        .as_ref()
+                        .map(|a| a.commit.clone())
+                        .unwrap_or_default();
+                    if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip]) {
+                        eprintln!("gitops: warning: {e:#}");
+                    }
+                    Err((Outcome::ApplyFailed, e))
+                }
+            }
+        }
+    }
+}
+
+/// Write the tree, point the checkout at it, run the entry point.
+fn apply_commit(
+    settings: &Settings,
+    layout: &Layout,
+    state: &State,
+    repo: &gix::Repository,
+    tip: &str,
+    branch: &str,
+    log: &Path,
+) -> Result<()> {
+    let id = gix::ObjectId::from_hex(tip.as_bytes())?;
+    let tree = checkout::prepare(&layout.trees(), tip, |dir| git::write_tree(repo, id, dir))?;
+    checkout::switch_link(&settings.checkout, &tree)?;
+    let previous = state
+        .applied
+        .as_ref()
+        .map(|a| a.commit.clone())
+        .unwrap_or_default();
+    let run = apply::Run {
+        checkout: &settings.checkout,
+        tree: &tree,
+        entrypoint: &settings.entrypoint,
+        env: vec![
+            ("GITOPS_COMMIT", tip.to_string()),
+            ("GITOPS_PREVIOUS_COMMIT", previous),
+            ("GITOPS_REPO_URL", settings.repo_url.redacted.clone()),
+            ("GITOPS_BRANCH", branch.to_string()),
+            ("GITOPS_CHECKOUT", settings.checkout.display().to_string()),
+        ],
+        timeout: settings.apply_timeout,
+        log,
+    };
+    apply::run(&run)?.map_err(|why| fail(Exit::ApplyFailed, why))
+}
+
+/// The error chain on one line, as status and the journal show it.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// RFC 3339 to the second: what state.json and status show.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+    use ApplyPolicy::{Always, OnChange};
+    use Relation::*;
+
+    const TIP: &str = "1111111111111111111111111111111111111111";
+    const OTHER: &str = "2222222222222222222222222222222222222222";
+
+    fn pending(commit: &str, attempts: u32) -> Option<Pending> {
+        Some(Pending {
+            commit: commit.into(),
+            attempts,
+            last_error: "x".into(),
+            log: None,
+        })
+    }
+
+    #[test]
+    fn decision_table() {
+        #[rustfmt::skip]
+        let table: &[(Relation, Option<Pending>, ApplyPolicy, bool, Action)] = &[
+            // relation  pending           policy    rewind  action
+            (Same,       None,             OnChange, false, UpToDate),
+            (Same,       pending(OTHER, 3), OnChange, false, UpToDate),
+            (Same,       None,             Always,   false, Apply { attempt: 1, reason: Reason::Always }),
+            (Same,       pending(TIP, 1),  Always,   false, Apply { attempt: 2, reason: Reason::Always }),
+            (Fresh,      None,             OnChange, false, Apply { attempt: 1, reason: Reason::FirstApply }),
+            (Fresh,      pending(TIP, 2),  OnChange, false, Apply { attempt: 3, reason: Reason::Retry }),
+            (Descends,   None,             OnChange, false, Apply { attempt: 1, reason: Reason::NewCommit }),
+            (Descends,   pending(TIP, 1),  OnChange, false, Apply { attempt: 2, reason: Reason::Retry }),
+            (Descends,   pending(OTHER, 5), OnChange, false, Apply { attempt: 1, reason: Reason::NewCommit }),
+            (Descends,   None,             Always,   false, Apply { attempt: 1, reason: Reason::NewCommit }),
+            (Diverged,   None,             OnChange, false, Refuse),
+            (Diverged,   pending(TIP, 1),  Always,   false, Refuse),
+            (Diverged,   None,             OnChange, true,  Apply { attempt: 1, reason: Reason::Rewind }),
+            (Diverged,   pending(TIP, 1),  OnChange, true,  Apply { attempt: 2, reason: Reason::Retry }),
+        ];
+        for (relation, pending, policy, rewind, expected) in table {
+            let got = decide(*relation, TIP, pending.as_ref(), *policy, *rewind);
+            assert_eq!(
+                got, *expected,
+                "{relation:?} {pending:?} {policy:?} rewind={rewind}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_to_the_second() {
+        let t = time::macros::datetime!(2026-11-25 10:15:30.123 UTC);
+        assert_eq!(rfc3339(t), "2026-11-25T10:15:30Z");
+    }
+}
