@@ -265,6 +265,11 @@ impl RepoUrl {
                     return Err(bad("a local path must be absolute"));
                 }
             }
+            Scheme::Http if url.password().is_some() || url.user().is_some() => {
+                return Err(bad(
+                    "credentials would travel in clear text over http: use https://",
+                ))
+            }
             Scheme::Git | Scheme::Http | Scheme::Https | Scheme::Ssh => {
                 if url.host().is_none_or(str::is_empty) {
                     return Err(bad("it names no host"));

@@ -43,6 +43,33 @@ pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
     })
 }
 
+/// A pass killed during a fetch leaves `*.lock` files behind, and gix then refuses to update
+/// those refs. We hold the pass lock, so nobody else can be writing here: they are stale.
+fn clear_stale_locks(store: &Path) {
+    fn walk(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path);
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    walk(&store.join("refs"));
+    for file in [
+        "HEAD.lock",
+        "packed-refs.lock",
+        "config.lock",
+        "shallow.lock",
+    ] {
+        let _ = std::fs::remove_file(store.join(file));
+    }
+}
+
 /// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
 /// host keys it is given.
 fn ssh_overrides(settings: &Settings) -> Vec<String> {
@@ -84,6 +111,7 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         Some(b) => format!("branch {b} of {shown}"),
         None => format!("the default branch of {shown}"),
     };
+    clear_stale_locks(store);
     let interrupt = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let url = settings.repo_url.raw.clone();

@@ -68,12 +68,31 @@ fn main() -> ExitCode {
     ExitCode::from(i32::from(code) as u8)
 }
 
+/// clap's message, on the one line every other error gets.
+fn usage_error(e: &clap::Error) -> anyhow::Error {
+    let text = e.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .collect();
+    let joined = lines.join(" ");
+    let message = joined.strip_prefix("error: ").unwrap_or(&joined);
+    fail(Exit::Usage, format!("{message} (see gitops --help)"))
+}
+
 fn run() -> anyhow::Result<Exit> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The env file sits below flags and the process environment, and clap reads the
     // environment: load it first, then parse once.
     config::load_env_file(config::config_flag(&args).as_deref())?;
-    let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| e.exit());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => return Err(usage_error(&e)),
+    };
     let now = OffsetDateTime::now_utc;
     match cli.command {
         Command::Sync => {

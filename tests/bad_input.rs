@@ -1,0 +1,194 @@
+//! Bad input: one line naming cause and fix, the documented exit code, state as it was.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::support::{free_port, GitDaemon, Upstream};
+
+/// Run a sync that must fail with `code` and leave an existing state.json byte-identical.
+#[track_caller]
+fn fails_cleanly(m: &Machine, url: Option<&str>, args: &[&str], code: i32) -> String {
+    let before = m.state_bytes();
+    let mut full = vec!["sync"];
+    if let Some(url) = url {
+        full.extend(["--repo-url", url]);
+    }
+    full.extend(args);
+    let run = m.run(&full).expect(code);
+    if code == 2 {
+        assert_eq!(
+            m.state_bytes(),
+            before,
+            "a usage error leaves state.json alone"
+        );
+    }
+    run.error_line()
+}
+
+/// A machine that already applied something, so "state unchanged" means something.
+fn applied_machine() -> (Upstream, GitDaemon, Machine, String) {
+    let up = Upstream::new();
+    let commit = up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    m.sync(&daemon.url("config.git"), &[]).expect(0);
+    (up, daemon, m, commit)
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (_up, _daemon, m, _) = applied_machine();
+    let line = fails_cleanly(&m, None, &[], 2);
+    assert!(
+        line.contains("--repo-url") && line.contains("GITOPS_REPO_URL"),
+        "{line}"
+    );
+    for url in [
+        "ftp://host/repo",
+        "git://",
+        "https://host-only",
+        "relative/path/but/not/dotted:x",
+    ] {
+        let line = fails_cleanly(&m, Some(url), &[], 2);
+        assert!(line.contains("not a usable Git URL"), "{url}: {line}");
+    }
+    let line = fails_cleanly(
+        &m,
+        Some("git://127.0.0.1/x"),
+        &["--apply-timeout", "soon"],
+        2,
+    );
+    assert!(line.contains("30s"), "{line}");
+    let line = fails_cleanly(&m, Some("git://127.0.0.1/x"), &["--branch", "bad..name"], 2);
+    assert!(line.contains("branch"), "{line}");
+    let line = fails_cleanly(
+        &m,
+        Some("git://127.0.0.1/x"),
+        &["--entrypoint", "../escape.sh"],
+        2,
+    );
+    assert!(line.contains("inside the repository"), "{line}");
+}
+
+#[test]
+fn clap_errors_are_usage_errors_without_backtrace() {
+    let m = Machine::new();
+    let run = m.run(&["sync", "--no-such-flag"]).expect(2);
+    assert!(!run.stderr.contains("panicked") && !run.stderr.contains("Backtrace"));
+    m.run(&["frobnicate"]).expect(2);
+}
+
+#[test]
+fn an_unwritable_state_dir_exits_2() {
+    let m = Machine::new();
+    let file = m.dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let state = file.join("state");
+    let line = fails_cleanly(
+        &m,
+        Some("git://127.0.0.1/x"),
+        &["--state-dir", state.to_str().unwrap()],
+        2,
+    );
+    assert!(line.contains("--state-dir"), "{line}");
+}
+
+#[test]
+fn unreachable_missing_and_empty_remotes_exit_3() {
+    let (_up, daemon, m, commit) = applied_machine();
+    let port = free_port();
+    let line = fails_cleanly(
+        &m,
+        Some(&format!("git://127.0.0.1:{port}/config.git")),
+        &[],
+        3,
+    );
+    assert!(line.contains("could not connect"), "{line}");
+
+    let line = fails_cleanly(&m, Some(&daemon.url("missing.git")), &[], 3);
+    assert!(line.contains("could not fetch"), "{line}");
+
+    let line = fails_cleanly(
+        &m,
+        Some(&daemon.url("config.git")),
+        &["--branch", "nope"],
+        3,
+    );
+    assert!(
+        line.contains("no branch \"nope\"") && line.contains("main"),
+        "{line}"
+    );
+
+    let empty = Upstream::empty();
+    let empty_daemon = GitDaemon::serve(&empty.srv());
+    let line = fails_cleanly(&m, Some(&empty_daemon.url("config.git")), &[], 3);
+    assert!(line.contains("empty"), "{line}");
+
+    let state = m.state_json();
+    assert_eq!(
+        state["applied"]["commit"],
+        commit.as_str(),
+        "a failed fetch never touches what is applied"
+    );
+    assert_eq!(state["last_pass"]["outcome"], "fetch-failed");
+    assert!(state["last_pass"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("empty"));
+    assert_eq!(state["consecutive_failures"], 4);
+    assert!(m.checkout.join("run.sh").exists());
+    m.run(&["status"]).expect(1);
+}
+
+#[test]
+fn a_server_that_never_answers_hits_the_fetch_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold connections without ever answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let mut buf = [0u8; 64];
+            let _ = held.last_mut().unwrap().read(&mut buf);
+        }
+    });
+    let m = Machine::new();
+    let started = Instant::now();
+    let line = fails_cleanly(
+        &m,
+        Some(&format!("git://127.0.0.1:{port}/config.git")),
+        &["--fetch-timeout", "1s"],
+        3,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the timeout bounded the pass"
+    );
+    assert!(
+        line.contains("--fetch-timeout")
+            || line.contains("timed out")
+            || line.contains("Resource temporarily unavailable"),
+        "{line}"
+    );
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "fetch-failed");
+}
+
+#[test]
+fn the_checkout_path_must_not_be_a_plain_directory() {
+    let up = Upstream::new();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    std::fs::create_dir(&m.checkout).unwrap();
+    std::fs::write(m.checkout.join("precious"), "data").unwrap();
+    let run = m.sync(&daemon.url("config.git"), &[]).expect(2);
+    assert!(run.error_line().contains("is not a symlink"));
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("precious")).unwrap(),
+        "data"
+    );
+    assert!(m.runs().is_empty());
+}

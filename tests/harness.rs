@@ -1,0 +1,168 @@
+//! A machine under test: its own state directory, checkout link and env file, and a way to run
+//! the real `gitops` binary against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// The entry point most tests commit: it records each run (commit, previous commit, branch)
+/// in `$OUT/runs`, so tests can count runs and check the environment.
+pub const RECORDING_RUN_SH: &str = "#!/bin/sh\nset -e\necho \"$GITOPS_COMMIT $GITOPS_PREVIOUS_COMMIT $GITOPS_BRANCH $GITOPS_CHECKOUT\" >> \"$OUT/runs\"\n";
+
+pub struct Machine {
+    pub dir: TempDir,
+    pub state: PathBuf,
+    pub checkout: PathBuf,
+    /// Where entry points write (exported as OUT).
+    pub out: PathBuf,
+    /// An empty env file passed as --config, so the host's /etc/gitops never leaks in.
+    pub config: PathBuf,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Assert the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The error line gitops printed: exactly one, naming the cause, never a panic or backtrace.
+    #[track_caller]
+    pub fn error_line(&self) -> String {
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        assert!(
+            !self.stderr.contains("backtrace") && !self.stderr.contains("Backtrace"),
+            "backtrace: {}",
+            self.stderr
+        );
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("gitops: error: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "one error line expected in:\n{}",
+            self.stderr
+        );
+        errors[0].to_string()
+    }
+}
+
+impl Machine {
+    pub fn new() -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let config = dir.path().join("gitops.env");
+        std::fs::write(&config, "").unwrap();
+        Machine {
+            state: dir.path().join("state"),
+            checkout: dir.path().join("gitops"),
+            out,
+            config,
+            dir,
+        }
+    }
+
+    /// The binary with this machine's paths and a clean GITOPS_* environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitops"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("GITOPS_") || key == "REPO_URL" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_BACKTRACE", "1")
+            .env("GITOPS_CONFIG", &self.config)
+            .env("GITOPS_STATE_DIR", &self.state)
+            .env("GITOPS_CHECKOUT", &self.checkout)
+            .env("OUT", &self.out)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `gitops sync --repo-url URL ARGS…`
+    pub fn sync(&self, url: &str, args: &[&str]) -> Run {
+        let mut cmd = self.command();
+        cmd.arg("sync").arg("--repo-url").arg(url).args(args);
+        Run::from(cmd.output().unwrap())
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command();
+        cmd.args(args);
+        Run::from(cmd.output().unwrap())
+    }
+
+    pub fn state_json(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.state.join("state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Bytes of state.json, or None: to prove a command left it alone.
+    pub fn state_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.state.join("state.json")).ok()
+    }
+
+    /// Lines of `$OUT/runs`: one per entry point run.
+    pub fn runs(&self) -> Vec<String> {
+        match std::fs::read_to_string(self.out.join("runs")) {
+            Ok(text) => text.lines().map(str::to_string).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn applied(&self) -> Option<String> {
+        self.state_json()["applied"]["commit"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The tree the checkout link points at.
+    pub fn linked_tree(&self) -> PathBuf {
+        std::fs::read_link(&self.checkout).unwrap()
+    }
+
+    pub fn trees(&self) -> Vec<String> {
+        names(&self.state.join("trees"))
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        names(&self.state.join("logs"))
+    }
+}
+
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

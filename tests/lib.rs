@@ -1,0 +1,10 @@
+//! The integration tests: the real binary against real Git servers on 127.0.0.1.
+
+mod harness;
+mod support;
+
+mod bad_input;
+mod config_file;
+mod crash;
+mod sync_pass;
+mod transports;

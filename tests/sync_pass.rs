@@ -1,0 +1,320 @@
+//! The pass over git://: apply, no-op, retry, always, rewind, default branch, retention.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::support::{GitDaemon, Upstream};
+
+fn served() -> (Upstream, GitDaemon, String) {
+    let up = Upstream::new();
+    let daemon = GitDaemon::serve(&up.srv());
+    let url = daemon.url("config.git");
+    (up, daemon, url)
+}
+
+#[test]
+fn first_pass_applies_and_the_next_is_a_no_op() {
+    let (up, _daemon, url) = served();
+    let first = up.commit(
+        &[("run.sh", RECORDING_RUN_SH), ("etc/motd", "hello\n")],
+        "Set the motd",
+    );
+    let m = Machine::new();
+
+    let run = m.sync(&url, &[]).expect(0);
+    assert!(run.stderr.contains("applying"), "{}", run.stderr);
+    assert_eq!(
+        m.runs(),
+        [format!("{first}  main {}", m.checkout.display())]
+    );
+    assert_eq!(m.linked_tree(), m.state.join("trees").join(&first));
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("etc/motd")).unwrap(),
+        "hello\n"
+    );
+
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], first.as_str());
+    assert_eq!(state["branch"], "main");
+    assert_eq!(state["repo_url"], url.as_str());
+    assert_eq!(state["last_pass"]["outcome"], "applied");
+    assert_eq!(state["last_pass"]["remote_commit"], first.as_str());
+    assert!(state["pending"].is_null());
+    assert_eq!(state["consecutive_failures"], 0);
+
+    // Nothing moved: nothing runs.
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(m.runs().len(), 1);
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "up-to-date");
+
+    // A new commit applies, with the previous one in the environment.
+    let second = up.commit(&[("etc/motd", "bye\n")], "Change the motd");
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(
+        m.runs()[1],
+        format!("{second} {first} main {}", m.checkout.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("etc/motd")).unwrap(),
+        "bye\n"
+    );
+    assert_eq!(
+        m.trees(),
+        [second.as_str()],
+        "the superseded tree is removed"
+    );
+}
+
+#[test]
+fn state_is_private() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let m = Machine::new();
+    m.sync(&url, &[]).expect(0);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&m.state), 0o700);
+    assert_eq!(mode(&m.state.join("state.json")), 0o600);
+    let log = m.state.join("logs").join(&m.logs()[0]);
+    assert_eq!(mode(&log), 0o600);
+}
+
+#[test]
+fn a_failed_apply_is_retried_until_it_succeeds() {
+    let (up, _daemon, url) = served();
+    let good = up.commit(&[("run.sh", RECORDING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &[]).expect(0);
+
+    let failing =
+        "#!/bin/sh\necho \"try $GITOPS_COMMIT\" >> \"$OUT/runs\"\necho broken config >&2\nexit 3\n";
+    let bad = up.commit(&[("run.sh", failing)], "breaks");
+    let run = m.sync(&url, &[]).expect(1);
+    assert!(
+        run.stdout.contains("broken config"),
+        "entry point output reaches stdout: {run:?}"
+    );
+    assert!(run.error_line().contains("run.sh exited with status 3"));
+    let state = m.state_json();
+    assert_eq!(
+        state["applied"]["commit"],
+        good.as_str(),
+        "applied means exit 0, nothing else"
+    );
+    assert_eq!(state["pending"]["commit"], bad.as_str());
+    assert_eq!(state["pending"]["attempts"], 1);
+    assert_eq!(state["last_pass"]["outcome"], "apply-failed");
+    assert_eq!(state["consecutive_failures"], 1);
+    let log = state["pending"]["log"].as_str().unwrap().to_string();
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("broken config"),
+        "the log keeps the output"
+    );
+    // The tried tree and the applied one are both kept.
+    let mut expected = vec![good.clone(), bad.clone()];
+    expected.sort();
+    assert_eq!(m.trees(), expected);
+
+    // The remote did not move, and the commit is still retried.
+    m.sync(&url, &[]).expect(1);
+    assert_eq!(m.state_json()["pending"]["attempts"], 2);
+    assert_eq!(m.state_json()["consecutive_failures"], 2);
+    assert_eq!(m.runs().len(), 3);
+
+    let status = m.run(&["status"]).expect(1);
+    assert!(
+        status.stdout.contains("after 2 failed attempts"),
+        "{}",
+        status.stdout
+    );
+
+    let fixed = up.commit(&[("run.sh", RECORDING_RUN_SH)], "fix");
+    m.sync(&url, &[]).expect(0);
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], fixed.as_str());
+    assert!(state["pending"].is_null());
+    assert_eq!(state["consecutive_failures"], 0);
+    m.run(&["status"]).expect(0);
+}
+
+#[test]
+fn apply_always_reruns_every_pass() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let m = Machine::new();
+    for _ in 0..3 {
+        m.sync(&url, &["--apply", "always"]).expect(0);
+    }
+    assert_eq!(m.runs().len(), 3);
+    m.sync(&url, &["--apply", "on-change"]).expect(0);
+    assert_eq!(m.runs().len(), 3);
+    let run = m.sync(&url, &["--apply", "sometimes"]).expect(2);
+    assert!(
+        run.stderr.contains("on-change"),
+        "valid values are listed: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_rewritten_history_is_refused_unless_allowed() {
+    let (up, _daemon, url) = served();
+    let first = up.commit(&[("run.sh", RECORDING_RUN_SH), ("v", "1")], "one");
+    let second = up.commit(&[("v", "2")], "two");
+    let m = Machine::new();
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(second.as_str()));
+
+    up.rewind(&first);
+    let run = m.sync(&url, &[]).expect(4);
+    assert!(run.error_line().contains("--allow-rewind"));
+    assert_eq!(m.runs().len(), 1, "nothing ran");
+    assert_eq!(
+        m.linked_tree(),
+        m.state.join("trees").join(&second),
+        "checkout untouched"
+    );
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], second.as_str());
+    assert_eq!(state["last_pass"]["outcome"], "refused");
+    assert_eq!(state["last_pass"]["remote_commit"], first.as_str());
+
+    // A force-push to an unrelated commit is refused as well.
+    let unrelated = up.commit(&[("v", "3")], "three on top of one");
+    m.sync(&url, &[]).expect(4);
+
+    m.sync(&url, &["--allow-rewind"]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(unrelated.as_str()));
+}
+
+#[test]
+fn follows_the_remote_default_branch_or_the_configured_one() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", RECORDING_RUN_SH), ("which", "main")], "main");
+    up.push_branch("trunk");
+    let trunk_tip = up.commit(&[("which", "trunk-only")], "later on main");
+    // HEAD of the bare repository now names trunk, which lags behind main.
+    up.set_head("trunk");
+    let m = Machine::new();
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(m.state_json()["branch"], "trunk");
+    assert_ne!(m.applied().as_deref(), Some(trunk_tip.as_str()));
+
+    let m2 = Machine::new();
+    m2.sync(&url, &["--branch", "main"]).expect(0);
+    assert_eq!(m2.applied().as_deref(), Some(trunk_tip.as_str()));
+    assert_eq!(
+        std::fs::read_to_string(m2.checkout.join("which")).unwrap(),
+        "trunk-only"
+    );
+}
+
+#[test]
+fn only_the_newest_twenty_logs_are_kept() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let m = Machine::new();
+    std::fs::create_dir_all(m.state.join("logs")).unwrap();
+    for i in 0..25 {
+        std::fs::write(
+            m.state
+                .join("logs")
+                .join(format!("20200101T0000{i:02}Z-old.log")),
+            "",
+        )
+        .unwrap();
+    }
+    m.sync(&url, &[]).expect(0);
+    let logs = m.logs();
+    assert_eq!(logs.len(), 20);
+    assert!(
+        !logs[19].contains("old"),
+        "the newest log is this apply's: {logs:?}"
+    );
+}
+
+#[test]
+fn the_entry_point_option_and_a_non_executable_entry_point() {
+    let (up, _daemon, url) = served();
+    up.commit_file_mode("deploy/apply.sh", RECORDING_RUN_SH, 0o644, "not executable");
+    let m = Machine::new();
+    let run = m.sync(&url, &["--entrypoint", "deploy/apply.sh"]).expect(0);
+    assert!(
+        run.stderr
+            .contains("not executable; running it with /bin/sh"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(m.runs().len(), 1);
+    let log = m.state_json()["applied"]["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("not executable"),
+        "the log says so too"
+    );
+}
+
+#[test]
+fn a_missing_entry_point_fails_with_its_path() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("README", "no entry point here")], "init");
+    let m = Machine::new();
+    let run = m.sync(&url, &[]).expect(1);
+    let line = run.error_line();
+    assert!(
+        line.contains(&m.checkout.join("run.sh").display().to_string()),
+        "{line}"
+    );
+    assert_eq!(m.state_json()["pending"]["attempts"], 1);
+}
+
+#[test]
+fn the_apply_timeout_kills_the_whole_process_group() {
+    let (up, _daemon, url) = served();
+    let run_sh = "#!/bin/sh\nsleep 300 &\necho $! > \"$OUT/child\"\nsleep 300\n";
+    up.commit(&[("run.sh", run_sh)], "hangs");
+    let m = Machine::new();
+    let run = m.sync(&url, &["--apply-timeout", "1s"]).expect(1);
+    assert!(run.error_line().contains("did not finish within 1s"));
+    let child: i32 = std::fs::read_to_string(m.out.join("child"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The background child was in the entry point's process group: it is gone too.
+    let alive = std::path::Path::new(&format!("/proc/{child}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(!alive, "background child {child} survived the timeout");
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "apply-failed");
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let m = Machine::new();
+    std::fs::create_dir_all(&m.state).unwrap();
+    std::fs::write(
+        m.state.join("state.json"),
+        "{\"applied\": {\"commit\": \"ab",
+    )
+    .unwrap();
+    let run = m.sync(&url, &[]).expect(0);
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("moved it to"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"));
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "applied");
+    assert!(crate::harness::names(&m.state)
+        .iter()
+        .any(|n| n.starts_with("state.json.corrupt-")));
+}

@@ -1,0 +1,122 @@
+//! The same pass over http:// (git http-backend) and ssh:// (a real sshd), and what stays secret.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::support::{HttpServer, Sshd, Upstream};
+
+#[test]
+fn http_fetches_and_applies() {
+    let up = Upstream::new();
+    let first = up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let http = HttpServer::serve(&up.srv(), None);
+    let m = Machine::new();
+    m.sync(&http.url("config.git"), &[]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(first.as_str()));
+    let second = up.commit(&[("file", "x")], "more");
+    m.sync(&http.url("config.git"), &[]).expect(0);
+    m.sync(&http.url("config.git"), &[]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(second.as_str()));
+    assert_eq!(m.runs().len(), 2);
+
+    let line = m.sync(&http.url("missing.git"), &[]).expect(3).error_line();
+    assert!(line.contains("could not fetch"), "{line}");
+}
+
+#[test]
+fn http_authentication_is_required_and_clear_text_credentials_are_refused() {
+    let secret = "s3cr3t-t0ken";
+    let up = Upstream::new();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let http = HttpServer::serve(&up.srv(), Some(("deploy", secret)));
+    let m = Machine::new();
+
+    // The server asks for credentials, the URL has none: authentication refused.
+    let run = m.sync(&http.url("config.git"), &[]).expect(3);
+    assert!(run.error_line().contains("could not fetch"));
+    assert!(m.runs().is_empty());
+
+    // Credentials in a plain http:// URL would cross the network readable: refused up front.
+    let before = m.state_bytes();
+    let url = http.url_with_credentials("deploy", secret, "config.git");
+    let run = m.sync(&url, &[]).expect(2);
+    assert!(run.error_line().contains("https://"));
+    assert!(!run.stderr.contains(secret), "{}", run.stderr);
+    assert_eq!(m.state_bytes(), before);
+}
+
+#[test]
+fn credentials_in_the_url_never_reach_state_status_or_errors() {
+    let secret = "s3cr3t-t0ken";
+    let port = crate::support::free_port();
+    let m = Machine::new();
+    let url = format!("https://deploy:{secret}@127.0.0.1:{port}/config.git");
+    let run = m.sync(&url, &[]).expect(3);
+    let line = run.error_line();
+    assert!(
+        !line.contains(secret) && line.contains("***@127.0.0.1"),
+        "{line}"
+    );
+    let state = std::fs::read_to_string(m.state.join("state.json")).unwrap();
+    assert!(!state.contains(secret), "{state}");
+    for args in [&["status"][..], &["status", "--json"][..]] {
+        let out = m.run(args).expect(1);
+        assert!(!out.stdout.contains(secret), "{}", out.stdout);
+        assert!(out.stdout.contains("***@127.0.0.1"), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn ssh_with_a_deploy_key_and_pinned_host_key() {
+    let up = Upstream::new();
+    let commit = up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let sshd = Sshd::start();
+    let url = sshd.url(&up.bare());
+    let key = sshd.key().display().to_string();
+    let known = sshd.known_hosts().display().to_string();
+    let m = Machine::new();
+
+    m.sync(&url, &["--ssh-key", &key, "--known-hosts", &known])
+        .expect(0);
+    assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
+    let next = up.commit(&[("x", "y")], "next");
+    m.sync(&url, &["--ssh-key", &key, "--known-hosts", &known])
+        .expect(0);
+    assert_eq!(m.applied().as_deref(), Some(next.as_str()));
+
+    // A key the server does not accept: authentication refused.
+    let wrong = sshd.wrong_key().display().to_string();
+    let run = m
+        .sync(&url, &["--ssh-key", &wrong, "--known-hosts", &known])
+        .expect(3);
+    assert!(run.error_line().contains("could not fetch"));
+
+    // A server whose host key is not the pinned one: refused before authenticating.
+    let other_hosts = sshd.wrong_known_hosts().display().to_string();
+    let run = m
+        .sync(&url, &["--ssh-key", &key, "--known-hosts", &other_hosts])
+        .expect(3);
+    run.error_line();
+    assert_eq!(m.applied().as_deref(), Some(next.as_str()));
+}
+
+#[test]
+fn a_deploy_key_readable_by_others_is_rejected() {
+    let sshd = Sshd::start();
+    let m = Machine::new();
+    let key = m.dir.path().join("deploy_key");
+    std::fs::copy(sshd.key(), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = sshd.url(std::path::Path::new("/srv/x.git"));
+    let line = m
+        .sync(&url, &["--ssh-key", key.to_str().unwrap()])
+        .expect(2)
+        .error_line();
+    assert!(line.contains("chmod 600"), "{line}");
+    let missing = m.dir.path().join("no_key");
+    let line = m
+        .sync(&url, &["--ssh-key", missing.to_str().unwrap()])
+        .expect(2)
+        .error_line();
+    assert!(line.contains("--ssh-key"), "{line}");
+}
