@@ -153,16 +153,22 @@ fn kill_9_during_the_apply_then_a_normal_pass_applies() {
     let m = Machine::new();
     m.sync(&url, &[]).expect(0);
 
-    let hangs_once = "#!/bin/sh\nif [ ! -e \"$OUT/hung\" ]; then touch \"$OUT/hung\"; exec sleep 300; fi\necho \"$GITOPS_COMMIT\" >> \"$OUT/runs\"\n";
+    let hangs_once = "#!/bin/sh\nif [ ! -e \"$OUT/hung\" ]; then echo $$ > \"$OUT/pid\"; touch \"$OUT/hung\"; exec sleep 300; fi\necho \"$GITOPS_COMMIT\" >> \"$OUT/runs\"\n";
     let second = up.commit(&[("run.sh", hangs_once)], "hangs the first time");
     let mut child = spawn_sync(&m, &url, &[]);
     wait_for(&m.out.join("hung"));
     child.kill().unwrap();
     child.wait().unwrap();
     // The orphaned entry point is the operator's to clean up; here it is the test's.
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "sleep 300"])
-        .status();
+    let pid: i32 = std::fs::read_to_string(m.out.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 
     assert_ne!(
         m.applied().as_deref(),

@@ -318,3 +318,58 @@ fn a_corrupt_state_file_is_moved_aside() {
         .iter()
         .any(|n| n.starts_with("state.json.corrupt-")));
 }
+
+#[test]
+fn the_shipped_example_repository_applies() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config-repo");
+    let up = Upstream::new();
+    let files: Vec<(String, String)> = ["run.sh", "README.md"]
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read_to_string(example.join(f)).unwrap(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let commit = up.commit(&refs, "example");
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    let root = m.dir.path().join("root");
+    let mut cmd = m.command();
+    cmd.args(["sync", "--repo-url", &daemon.url("config.git")])
+        .env("DEMO_ROOT", &root);
+    assert!(cmd.status().unwrap().success());
+    let motd = std::fs::read_to_string(root.join("etc/motd")).unwrap();
+    assert!(motd.contains(&format!("Commit: {commit}")), "{motd}");
+}
+
+#[test]
+fn only_the_followed_branch_is_fetched() {
+    let (up, _daemon, url) = served();
+    let main = up.commit(&[("run.sh", RECORDING_RUN_SH)], "main");
+    let other = up.commit(&[("big", "only on the other branch")], "other");
+    up.push_branch("feature");
+    up.rewind(&main);
+    let m = Machine::new();
+    m.sync(&url, &["--branch", "main"]).expect(0);
+    let store = m.state.join("repo.git");
+    let refs = crate::support::run(
+        crate::support::git(m.dir.path())
+            .arg("--git-dir")
+            .arg(&store)
+            .args(["for-each-ref", "--format=%(refname)"]),
+    );
+    assert_eq!(refs.trim(), "refs/remotes/origin/main");
+    let has_other = crate::support::output(
+        crate::support::git(m.dir.path())
+            .arg("--git-dir")
+            .arg(&store)
+            .args(["cat-file", "-e", &other]),
+    );
+    assert!(!has_other.status.success(), "the feature branch's commit was fetched");
+}
