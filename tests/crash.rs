@@ -104,7 +104,6 @@ fn kill_9_at_any_moment_then_a_normal_pass_is_consistent() {
         std::fs::write(m.state.join("state.json"), state.to_string()).unwrap();
         std::fs::remove_dir_all(m.state.join("trees")).unwrap();
         std::fs::create_dir(m.state.join("trees")).unwrap();
-        std::os::unix::fs::symlink(m.dir.path(), m.dir.path().join("placeholder")).unwrap();
 
         let mut child = spawn_sync(&m, &url, &[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
