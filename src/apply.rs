@@ -25,6 +25,7 @@ pub struct Run<'a> {
     pub env: Vec<(&'static str, String)>,
     pub timeout: Duration,
     pub log: &'a Path,
+    pub umask: nix::sys::stat::Mode,
 }
 
 /// How the entry point ended; `Ok(())` only for exit status 0.
@@ -70,6 +71,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     };
     note(format!("running {}", shown.display()));
 
+    let umask = spec.umask;
     let (reader, writer) =
         std::io::pipe().context("could not create a pipe for the entry point's output")?;
     let mut expression = expression
@@ -83,8 +85,15 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         .stderr_file(writer)
         .unchecked()
         // Its own process group, so a timeout kills everything it started, not just the shell.
-        .before_spawn(|command| {
+        .before_spawn(move |command| {
             command.process_group(0);
+            // SAFETY: umask(2) is async-signal-safe and touches no memory of ours.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::stat::umask(umask);
+                    Ok(())
+                });
+            }
             Ok(())
         });
     for (key, value) in &spec.env {

@@ -71,7 +71,9 @@ pub fn decide(
 /// One pass. Holds the lock throughout, records its outcome in state.json whatever happens after
 /// the lock is taken, and returns the error that decides the exit code.
 pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> {
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // Our files are private; the entry point gets back the umask we were started with, so the
+    // files it writes (an /etc/motd, say) get the modes an administrator's shell would give.
+    let entry_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let layout = Layout::new(&settings.state_dir);
     layout.create()?;
     let _lock = layout.lock(settings.lock_timeout)?;
@@ -79,7 +81,14 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     let started_at = rfc3339(now());
 
     let mut remote_commit = None;
-    let result = pass(settings, &layout, &mut state, &mut remote_commit, now);
+    let result = pass(
+        settings,
+        &layout,
+        &mut state,
+        &mut remote_commit,
+        entry_umask,
+        now,
+    );
     let outcome = match &result {
         Ok(outcome) => *outcome,
         Err((outcome, _)) => *outcome,
@@ -108,6 +117,7 @@ fn pass(
     layout: &Layout,
     state: &mut State,
     remote_commit: &mut Option<String>,
+    entry_umask: nix::sys::stat::Mode,
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Staged<Outcome> {
     let fetch_failed = |e| (Outcome::FetchFailed, e);
@@ -171,7 +181,13 @@ fn pass(
                 ))
                 .unwrap_or_default();
             let log = apply::log_path(&layout.logs(), &stamp, &tip);
-            let result = apply_commit(settings, layout, state, &repo, &tip, &fetched.branch, &log);
+            let target = Target {
+                commit: &tip,
+                branch: &fetched.branch,
+                log: &log,
+                umask: entry_umask,
+            };
+            let result = apply_commit(settings, layout, state, &repo, &target);
             let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS);
             let log_shown = Some(log.display().to_string());
             match result {
@@ -210,16 +226,23 @@ fn pass(
     }
 }
 
+/// The commit being applied and where its run goes.
+struct Target<'a> {
+    commit: &'a str,
+    branch: &'a str,
+    log: &'a Path,
+    umask: nix::sys::stat::Mode,
+}
+
 /// Write the tree, point the checkout at it, run the entry point.
 fn apply_commit(
     settings: &Settings,
     layout: &Layout,
     state: &State,
     repo: &gix::Repository,
-    tip: &str,
-    branch: &str,
-    log: &Path,
+    target: &Target<'_>,
 ) -> Result<()> {
+    let (tip, branch, log) = (target.commit, target.branch, target.log);
     let id = gix::ObjectId::from_hex(tip.as_bytes())?;
     let tree = checkout::prepare(&layout.trees(), tip, |dir| git::write_tree(repo, id, dir))?;
     checkout::switch_link(&settings.checkout, &tree)?;
@@ -241,6 +264,7 @@ fn apply_commit(
         ],
         timeout: settings.apply_timeout,
         log,
+        umask: target.umask,
     };
     apply::run(&run)?.map_err(|why| fail(Exit::ApplyFailed, why))
 }

@@ -371,5 +371,37 @@ fn only_the_followed_branch_is_fetched() {
             .arg(&store)
             .args(["cat-file", "-e", &other]),
     );
-    assert!(!has_other.status.success(), "the feature branch's commit was fetched");
+    assert!(
+        !has_other.status.success(),
+        "the feature branch's commit was fetched"
+    );
+}
+
+#[test]
+fn the_entry_point_gets_the_callers_umask_while_state_stays_private() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", "#!/bin/sh\numask > \"$OUT/umask\"\n")], "init");
+    let m = Machine::new();
+    let mut cmd = m.command();
+    // Start gitops under umask 022 whatever the test runner has.
+    cmd.arg("sync").arg("--repo-url").arg(&url);
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$@\"")
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(m.out.join("umask")).unwrap().trim(),
+        "0022"
+    );
+    let mode = std::fs::metadata(m.state.join("state.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
