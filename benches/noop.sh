@@ -62,7 +62,7 @@ fi
 gitops=$(cd "$(dirname "$gitops")" && pwd)/$(basename "$gitops")
 
 # --- 2. GNU time ----------------------------------------------------------------------------
-gnu_time_ok() { [[ -x /usr/bin/time ]] && /usr/bin/time --version 2>&1 | grep -q 'GNU'; }
+gnu_time_ok() { [[ -x /usr/bin/time && $(/usr/bin/time --version 2>&1) == *GNU* ]]; }
 if ! gnu_time_ok; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         say "GNU time (/usr/bin/time) is missing: installing the Debian package 'time' ..." >&2
@@ -75,13 +75,14 @@ if ! gnu_time_ok; then
     fi
 fi
 command -v git >/dev/null || die "git not found"
-git daemon -h 2>&1 | grep -q -- '--base-path' || die "this git has no 'git daemon' (Debian: it is in the 'git' package)"
-command -v python3 >/dev/null || true
+[[ -x $(git --exec-path)/git-daemon ]] || die "this git has no 'git daemon' (Debian: it is in the 'git' package)"
 
 # Wall-clock in microseconds without forking when bash has $EPOCHREALTIME (>= 5.0).
 if [[ -n ${EPOCHREALTIME:-} ]]; then
+    clock='$EPOCHREALTIME'
     now_us() { local t=${EPOCHREALTIME/[.,]/}; REPLY=$((10#$t)); }
 else
+    clock='date +%s%N'
     now_us() { REPLY=$(($(date +%s%N) / 1000)); }
 fi
 
@@ -150,11 +151,8 @@ shape_files=$(git -C "$bare" ls-tree -r --name-only "$BRANCH" | wc -l)
 shape_commits=$(git -C "$bare" rev-list --count "$BRANCH")
 
 free_port() {
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-    else
-        echo $((20000 + RANDOM % 40000))
-    fi
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' \
+        2>/dev/null || echo $((20000 + RANDOM % 40000))
 }
 port=
 for attempt in 1 2 3 4 5; do
@@ -252,7 +250,7 @@ trees=$(find "$tmp/gitops-state/trees" -mindepth 1 -maxdepth 1 | wc -l)
 ((trees == 1)) || die "gitops has $trees trees after the timed runs, expected 1"
 
 # --- 6. report -------------------------------------------------------------------------------
-median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{v[NR]=$1} END {printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 mean() { tr ' ' '\n' | awk 'NF {s+=$1; n++} END {print s/n}'; }
 maxof() { tr ' ' '\n' | awk 'NF && (m == "" || $1 > m) {m=$1} END {print m}'; }
 minof() { tr ' ' '\n' | awk 'NF && (m == "" || $1 < m) {m=$1} END {print m}'; }
@@ -261,7 +259,7 @@ declare -A wall_med wall_min cpu_med cpu_mean rss_max
 for n in "${names[@]}"; do
     wall_med[$n]=$(median <<<"${wall_us[$n]}" | awk '{printf "%.2f", $1 / 1000}')
     wall_min[$n]=$(minof <<<"${wall_us[$n]}" | awk '{printf "%.2f", $1 / 1000}')
-    cpu_med[$n]=$(median <<<"${cpu_ms[$n]}")
+    cpu_med[$n]=$(median <<<"${cpu_ms[$n]}" | awk '{printf "%g", $1}')
     cpu_mean[$n]=$(mean <<<"${cpu_ms[$n]}" | awk '{printf "%.2f", $1}')
     rss_max[$n]=$(maxof <<<"${rss_kib[$n]}" | awk '{printf "%.1f", $1 / 1024}')
 done
@@ -281,7 +279,10 @@ say "  binary size $bin_size bytes ($(calc "$bin_size / 1048576" | awk '{printf 
 say "  git         $(git --version)"
 say "  nproc       $(nproc)     kernel $(uname -r)"
 say "  repository  $shape_files files, $shape_commits commits, branch $BRANCH, served by git daemon at $url"
-say "  runs        $RUNS rounds, order rotated each round; wall from \$EPOCHREALTIME, CPU/RSS from GNU time"
+say "  runs        $RUNS rounds, order rotated each round; wall from $clock, CPU and RSS from GNU time"
+say "  gitops sync     ${cmd_gitops[*]}"
+say "  shell recipe    ${cmd_recipe[*]}: $(tail -n 1 "$tmp/recipe.sh")"
+say "  ls-remote floor ${cmd_floor[*]}"
 say ""
 printf '%-16s %12s %12s %12s %12s %14s\n' contender "wall ms med" "wall ms min" "CPU ms med" "CPU ms mean" "peak RSS MiB"
 for n in "${names[@]}"; do

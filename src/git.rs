@@ -34,7 +34,7 @@ pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
     // prompt) must not change what a pass does. What we need is passed as overrides.
     let options = gix::open::Options::isolated()
         .strict_config(false)
-        .config_overrides(ssh_overrides(settings));
+        .config_overrides(ssh_overrides(&ssh_log(path), settings));
     gix::open_opts(path, options).or_exit(Exit::Internal, || {
         format!(
             "the object store {} cannot be opened: remove it and the next pass clones afresh",
@@ -72,8 +72,17 @@ fn clear_stale_locks(store: &Path) {
 
 /// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
 /// host keys it is given.
-fn ssh_overrides(settings: &Settings) -> Vec<String> {
-    let mut command = String::from("ssh -o BatchMode=yes");
+/// ssh's messages go to this file (`-E`) rather than to our stderr, so that a failure reads as
+/// one line with ssh's own reason in it instead of ssh's multi-line banner.
+fn ssh_log(store: &Path) -> std::path::PathBuf {
+    store.join("gitops-ssh.log")
+}
+
+fn ssh_overrides(log: &Path, settings: &Settings) -> Vec<String> {
+    let mut command = format!(
+        "ssh -o BatchMode=yes -E {}",
+        shell_quote(&log.display().to_string())
+    );
     if let Some(key) = &settings.ssh_key {
         command.push_str(&format!(
             " -i {} -o IdentitiesOnly=yes",
@@ -112,6 +121,8 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         None => format!("the default branch of {shown}"),
     };
     clear_stale_locks(store);
+    let log = ssh_log(store);
+    let _ = std::fs::remove_file(&log);
     let interrupt = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let url = settings.repo_url.raw.clone();
@@ -131,7 +142,11 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
             let _ = tx.send(result);
         })
         .context("could not start the fetch thread")?;
-    match rx.recv_timeout(timeout) {
+    let with_ssh_reason = |e: anyhow::Error| match last_ssh_words(&log) {
+        Some(words) => e.context(format!("ssh: {words}")),
+        None => e,
+    };
+    match rx.recv_timeout(timeout).map(|r| r.map_err(with_ssh_reason)) {
         Ok(Ok(fetched)) => Ok(fetched),
         Ok(Err(e)) if crate::exit::code_of(&e) != Exit::Internal => Err(e),
         Ok(Err(e)) => Err(e.context(crate::exit::Coded::new(
@@ -149,6 +164,19 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
             ))
         }
     }
+}
+
+/// The last two lines ssh logged, which carry the reason ("Host key verification failed.",
+/// "Permission denied (publickey)."), without the banner around them.
+fn last_ssh_words(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('@'))
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(2)..];
+    (!tail.is_empty()).then(|| tail.join(" "))
 }
 
 fn fetch_inner(
