@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use gix::bstr::ByteSlice;
@@ -59,7 +59,7 @@ fn clear_stale_locks(store: &Path) {
             }
         }
     }
-    walk(&store.join("refs"));
+    walk(&store.join("refs/remotes"));
     for file in [
         "HEAD.lock",
         "packed-refs.lock",
@@ -115,7 +115,7 @@ pub struct Fetched {
 /// Fetch only the followed branch (the remote's HEAD branch when none is configured), bounded
 /// by `--fetch-timeout`. Every failure here exits 3.
 pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
-    let shown = settings.repo_url.redacted.clone();
+    let shown = &settings.repo_url.redacted;
     let what = match &settings.branch {
         Some(b) => format!("branch {b} of {shown}"),
         None => format!("the default branch of {shown}"),
@@ -123,45 +123,110 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     clear_stale_locks(store);
     let log = ssh_log(store);
     let _ = std::fs::remove_file(&log);
+    let deadline = Instant::now() + settings.fetch_timeout;
+    // Over git:// every read of our own socket carries the deadline, so the pass needs no
+    // second thread; the other transports block inside gix or a child process, so they run on
+    // a thread that we stop waiting for at the deadline.
+    let outcome = if settings.repo_url.scheme == gix::url::Scheme::Git {
+        Some(fetch_here(
+            store,
+            settings,
+            deadline,
+            &AtomicBool::new(false),
+        ))
+    } else {
+        fetch_on_thread(store, settings, deadline)?
+    };
+    match outcome {
+        Some(Ok(fetched)) => Ok(fetched),
+        Some(Err(e)) => {
+            let e = match last_ssh_words(&log) {
+                Some(words) => e.context(format!("ssh: {words}")),
+                None => e,
+            };
+            if crate::exit::code_of(&e) != Exit::Internal {
+                return Err(e);
+            }
+            Err(e.context(crate::exit::Coded::new(
+                Exit::FetchFailed,
+                format!("could not fetch {what}"),
+            )))
+        }
+        None => Err(fail(
+            Exit::FetchFailed,
+            format!(
+                "could not fetch {what}: no answer within {}s; check the network or raise --fetch-timeout",
+                settings.fetch_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn fetch_here(
+    store: &Path,
+    settings: &Settings,
+    deadline: Instant,
+    interrupt: &AtomicBool,
+) -> Result<Fetched> {
+    let repo = open_store(store, settings)?;
+    let url = settings.repo_url.raw.as_str();
+    fetch_inner(&repo, url, settings.branch.as_deref(), deadline, interrupt)
+}
+
+/// Run the fetch on its own thread; `None` when it did not finish by the deadline.
+fn fetch_on_thread(
+    store: &Path,
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<Option<Result<Fetched>>> {
     let interrupt = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
-    let url = settings.repo_url.raw.clone();
-    let branch = settings.branch.clone();
-    let flag = interrupt.clone();
-    let timeout = settings.fetch_timeout;
-    let store = store.to_path_buf();
-    let thread_settings = settings.clone();
-    // The fetch runs on its own thread so that a server that accepts and then stalls cannot hold
-    // the pass (and the lock) forever: gix's blocking reads have no deadline of their own.
+    let (store, settings, flag) = (store.to_path_buf(), settings.clone(), interrupt.clone());
     std::thread::Builder::new()
         .name("fetch".into())
         .spawn(move || {
-            // A gix::Repository is not Send without gix's "parallel" feature: open one here.
-            let result = open_store(&store, &thread_settings)
-                .and_then(|repo| fetch_inner(&repo, &url, branch.as_deref(), timeout, &flag));
-            let _ = tx.send(result);
+            // A gix::Repository is not Send without gix's "parallel" feature: it is opened here.
+            let _ = tx.send(fetch_here(&store, &settings, deadline, &flag));
         })
         .context("could not start the fetch thread")?;
-    let with_ssh_reason = |e: anyhow::Error| match last_ssh_words(&log) {
-        Some(words) => e.context(format!("ssh: {words}")),
-        None => e,
-    };
-    match rx.recv_timeout(timeout).map(|r| r.map_err(with_ssh_reason)) {
-        Ok(Ok(fetched)) => Ok(fetched),
-        Ok(Err(e)) if crate::exit::code_of(&e) != Exit::Internal => Err(e),
-        Ok(Err(e)) => Err(e.context(crate::exit::Coded::new(
-            Exit::FetchFailed,
-            format!("could not fetch {what}"),
-        ))),
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(result) => Ok(Some(result)),
         Err(_) => {
             interrupt.store(true, Ordering::Relaxed);
-            Err(fail(
-                Exit::FetchFailed,
-                format!(
-                    "could not fetch {what}: no answer within {}s; check the network or raise --fetch-timeout",
-                    timeout.as_secs()
-                ),
-            ))
+            Ok(None)
+        }
+    }
+}
+
+/// A socket whose reads fail once the deadline has passed, however the server trickles.
+struct DeadlineStream {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl std::io::Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let timed_out = || {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within --fetch-timeout; check the network or raise it",
+            )
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match self.stream.read(buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(timed_out())
+            }
+            other => other,
         }
     }
 }
@@ -183,7 +248,7 @@ fn fetch_inner(
     repo: &gix::Repository,
     url: &str,
     branch: Option<&str>,
-    timeout: Duration,
+    deadline: Instant,
     interrupt: &AtomicBool,
 ) -> Result<Fetched> {
     let spec = match branch {
@@ -194,7 +259,7 @@ fn fetch_inner(
         .remote_at(url)?
         .with_refspecs(Some(spec.as_str()), Direction::Fetch)?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let connection = connect(&remote, timeout)?;
+    let connection = connect(&remote, deadline)?;
     let prepare = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
     let map = prepare.ref_map();
     let tip = map
@@ -218,9 +283,17 @@ fn fetch_inner(
     };
     let (Some(tip), Some(resolved_branch)) = (tip, resolved_branch) else {
         drop(prepare);
-        return Err(explain_missing(&remote, branch, timeout));
+        return Err(explain_missing(&remote, branch, deadline));
     };
-    prepare.receive(gix::progress::Discard, interrupt)?;
+    // The common pass: the remote still points where our tracking ref does. Skipping receive()
+    // skips a ref transaction (lock file, reflog, time-zone lookup) that would change nothing.
+    let local = map.mappings.iter().find_map(|m| m.local.clone());
+    let known = local
+        .and_then(|name| repo.try_find_reference(name.as_bstr()).ok().flatten())
+        .and_then(|r| r.target().try_id().map(ToOwned::to_owned));
+    if known != Some(tip) {
+        prepare.receive(gix::progress::Discard, interrupt)?;
+    }
     Ok(Fetched {
         tip,
         branch: resolved_branch,
@@ -232,9 +305,9 @@ fn fetch_inner(
 fn explain_missing(
     remote: &gix::Remote<'_>,
     branch: Option<&str>,
-    timeout: Duration,
+    deadline: Instant,
 ) -> anyhow::Error {
-    let listing = connect(remote, timeout).and_then(|c| {
+    let listing = connect(remote, deadline).and_then(|c| {
         let options = gix::remote::ref_map::Options {
             prefix_from_spec_as_filter_on_remote: false,
             ..Default::default()
@@ -275,7 +348,7 @@ fn explain_missing(
 /// TCP_NODELAY plus one buffered write per request removes the stall. Other schemes use gix's own.
 fn connect<'a, 'repo>(
     remote: &'a gix::Remote<'repo>,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<gix::remote::Connection<'a, 'static, 'repo, Box<dyn Transport + Send>>> {
     let (url, version) = remote.sanitized_url_and_version(Direction::Fetch)?;
     let connection = if url.scheme == gix::url::Scheme::Git {
@@ -287,13 +360,15 @@ fn connect<'a, 'repo>(
             .with_context(|| format!("could not resolve {host}"))?
             .next()
             .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
-        let stream = TcpStream::connect_timeout(&address, timeout.min(Duration::from_secs(30)))
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = TcpStream::connect_timeout(&address, left.max(Duration::from_millis(1)))
             .with_context(|| format!("could not connect to {host}:{port}"))?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
         let write = BufWriter::new(stream.try_clone()?);
+        let read = DeadlineStream { stream, deadline };
         let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-            stream,
+            read,
             write,
             version,
             url.path.clone(),

@@ -125,13 +125,23 @@ fn pass(
     let tip = fetched.tip.to_string();
     *remote_commit = Some(tip.clone());
     state.branch = Some(fetched.branch.clone());
-    let repo = git::open_store(&layout.repo(), settings).map_err(fetch_failed)?;
+    // The store is opened (again: the fetch ran on its own thread) only when a pass needs it:
+    // the usual pass, nothing new, never does.
+    let mut store = None;
+    let open_store = || -> Staged<gix::Repository> {
+        git::open_store(&layout.repo(), settings).map_err(fetch_failed)
+    };
 
     let applied_id = state
         .applied
         .as_ref()
         .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
-    let relation = git::relation(&repo, applied_id, fetched.tip).map_err(fetch_failed)?;
+    let relation = if applied_id == Some(fetched.tip) {
+        Relation::Same
+    } else {
+        let repo = store.insert(open_store()?);
+        git::relation(repo, applied_id, fetched.tip).map_err(fetch_failed)?
+    };
     let short = &tip[..12];
     match decide(
         relation,
@@ -164,6 +174,11 @@ fn pass(
             ))
         }
         Action::Apply { attempt, reason } => {
+            let repo = match store.take() {
+                Some(repo) => repo,
+                None => open_store().map_err(|(_, e)| (Outcome::ApplyFailed, e))?,
+            };
+            let repo = &repo;
             let what = match reason {
                 Reason::FirstApply => "first apply",
                 Reason::NewCommit => "new commit",
@@ -187,7 +202,7 @@ fn pass(
                 log: &log,
                 umask: entry_umask,
             };
-            let result = apply_commit(settings, layout, state, &repo, &target);
+            let result = apply_commit(settings, layout, state, repo, &target);
             let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS);
             let log_shown = Some(log.display().to_string());
             match result {
@@ -196,7 +211,7 @@ fn pass(
                         commit: tip.clone(),
                         applied_at: rfc3339(now()),
                         log: log_shown,
-                        subject: git::subject(&repo, fetched.tip),
+                        subject: git::subject(repo, fetched.tip),
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {

@@ -89,15 +89,28 @@ fn ssh_with_a_deploy_key_and_pinned_host_key() {
     let run = m
         .sync(&url, &["--ssh-key", &wrong, "--known-hosts", &known])
         .expect(3);
-    assert!(run.error_line().contains("Permission denied (publickey)"), "{}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "ssh's own chatter stays out: {}", run.stderr);
+    assert!(
+        run.error_line().contains("Permission denied (publickey)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "ssh's own chatter stays out: {}",
+        run.stderr
+    );
 
     // A server whose host key is not the pinned one: refused before authenticating.
     let other_hosts = sshd.wrong_known_hosts().display().to_string();
     let run = m
         .sync(&url, &["--ssh-key", &key, "--known-hosts", &other_hosts])
         .expect(3);
-    assert!(run.error_line().contains("Host key verification failed"), "{}", run.stderr);
+    assert!(
+        run.error_line().contains("Host key verification failed"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.stderr.lines().count(), 1, "no banner: {}", run.stderr);
     assert_eq!(m.applied().as_deref(), Some(next.as_str()));
 }
