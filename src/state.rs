@@ -222,15 +222,20 @@ pub fn read(layout: &Layout) -> Result<Option<State>> {
 }
 
 /// Write `state.json` so that a crash leaves either the old or the new file, never a mix.
-pub fn save(layout: &Layout, state: &State) -> Result<()> {
+///
+/// `durable` also syncs the directory, so the rename itself survives a power cut. A pass that
+/// changed what is applied or pending asks for it; a pass that only moved timestamps does not:
+/// losing its rename leaves the previous, equally valid file, and saves an fsync every 5 minutes.
+pub fn save(layout: &Layout, state: &State, durable: bool) -> Result<()> {
     let path = layout.state_file();
     let mut json = serde_json::to_vec_pretty(state).context("could not serialize the state")?;
     json.push(b'\n');
-    write_atomic(&path, &json).with_context(|| format!("could not write {}", path.display()))
+    write_atomic(&path, &json, durable)
+        .with_context(|| format!("could not write {}", path.display()))
 }
 
-/// Temp file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// Temp file, fsync, rename, and (if `durable`) fsync of the directory.
+pub fn write_atomic(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -249,7 +254,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -301,12 +309,12 @@ mod tests {
     fn atomic_write_replaces_whole_file() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        save(&layout, &State::default()).unwrap();
+        save(&layout, &State::default(), true).unwrap();
         let state = State {
             consecutive_failures: 7,
             ..State::default()
         };
-        save(&layout, &state).unwrap();
+        save(&layout, &state, false).unwrap();
         assert_eq!(load(&layout).unwrap(), state);
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

@@ -78,6 +78,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     layout.create()?;
     let _lock = layout.lock(settings.lock_timeout)?;
     let mut state = state::load(&layout)?;
+    let loaded = (state.applied.clone(), state.pending.clone());
     let started_at = rfc3339(now());
 
     let mut remote_commit = None;
@@ -106,7 +107,8 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
         remote_commit,
         error: result.as_ref().err().map(|(_, e)| one_line(e)),
     });
-    state::save(&layout, &state)?;
+    let changed = loaded != (state.applied.clone(), state.pending.clone());
+    state::save(&layout, &state, changed)?;
     result.map(|_| ()).map_err(|(_, e)| e)
 }
 
