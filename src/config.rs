@@ -1,7 +1,6 @@
 //! Configuration: the global flags, their environment variables, the env file, and the
 //! validated `Settings` a pass runs with.
 
-use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -313,6 +312,46 @@ pub fn redact(url: &str) -> String {
     format!("{scheme}://{shown}@{}", &rest[at + 1..])
 }
 
+/// The settings given as flags on this command line, as `GITOPS_*` env-file entries, in the
+/// order `gitops --help` lists them (install-units writes them to the env file). Values come
+/// as typed, so `30min` stays `30min`; the URL is validated like sync validates it.
+pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, String)>> {
+    const SETTINGS: [(&str, &str); 12] = [
+        ("repo_url", "GITOPS_REPO_URL"),
+        ("branch", "GITOPS_BRANCH"),
+        ("state_dir", "GITOPS_STATE_DIR"),
+        ("checkout", "GITOPS_CHECKOUT"),
+        ("entrypoint", "GITOPS_ENTRYPOINT"),
+        ("apply", "GITOPS_APPLY"),
+        ("apply_timeout", "GITOPS_APPLY_TIMEOUT"),
+        ("fetch_timeout", "GITOPS_FETCH_TIMEOUT"),
+        ("allow_rewind", "GITOPS_ALLOW_REWIND"),
+        ("ssh_key", "GITOPS_SSH_KEY"),
+        ("known_hosts", "GITOPS_KNOWN_HOSTS"),
+        ("lock_timeout", "GITOPS_LOCK_TIMEOUT"),
+    ];
+    let mut out = Vec::new();
+    for (id, var) in SETTINGS {
+        if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let value = if id == "allow_rewind" {
+            "true".to_string()
+        } else {
+            matches
+                .get_raw(id)
+                .and_then(|mut v| v.next())
+                .map(|v| v.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        if id == "repo_url" {
+            RepoUrl::parse(&value)?;
+        }
+        out.push((var.to_string(), value));
+    }
+    Ok(out)
+}
+
 /// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: write it like 30s, 5min or 2h");
@@ -451,25 +490,6 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The value a flag was given on the command line, if any, without validating the rest: used
-/// to find `--config` before the env file can take part in parsing.
-pub fn config_flag(args: &[OsString]) -> Option<PathBuf> {
-    let mut iter = args.iter().skip(1);
-    while let Some(arg) = iter.next() {
-        let arg = arg.to_string_lossy();
-        if arg == "--" {
-            break;
-        }
-        if arg == "--config" {
-            return iter.next().map(PathBuf::from);
-        }
-        if let Some(value) = arg.strip_prefix("--config=") {
-            return Some(PathBuf::from(value));
-        }
-    }
-    std::env::var_os("GITOPS_CONFIG").map(PathBuf::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,19 +593,5 @@ mod tests {
         }
         let err = RepoUrl::parse("ftp://u:secret@h/r").unwrap_err();
         assert!(!format!("{err:#}").contains("secret"));
-    }
-
-    #[test]
-    fn config_flag_is_found_before_parsing() {
-        let args: Vec<OsString> = ["gitops", "sync", "--config", "/x.env"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        assert_eq!(config_flag(&args), Some(PathBuf::from("/x.env")));
-        let args: Vec<OsString> = ["gitops", "--config=/y.env", "status"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        assert_eq!(config_flag(&args), Some(PathBuf::from("/y.env")));
     }
 }

@@ -8,10 +8,12 @@ mod git;
 mod state;
 mod status;
 mod sync;
+mod textdiff;
+mod units;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::config::{Options, Settings};
@@ -47,11 +49,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write and enable the systemd units and the env file (not implemented yet)
+    /// Write and enable the units and the env file, on a live system or into an image's root.
+    /// The env file gets the settings given as flags here (--repo-url, --branch, --ssh-key, …)
     InstallUnits {
-        /// Install into this root instead of the running system (image builds)
+        /// Install into this root instead of the running system (kickstart %post, Packer, debootstrap)
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: std::path::PathBuf,
+        /// How the periodic pass runs
+        #[arg(long, value_enum, default_value_t = units::Init::Systemd)]
+        init: units::Init,
+        /// On the running system, also reload systemd and start the timer now
+        #[arg(long)]
+        now: bool,
+        /// Replace files an administrator edited (their diff is shown without --force)
+        #[arg(long)]
+        force: bool,
+        /// Remove what install-units installed (and stop the timer on the running system)
+        #[arg(long)]
+        uninstall: bool,
+        /// Print what would be written or removed, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// The systemctl program to run for --now and --uninstall
+        #[arg(
+            long,
+            env = "GITOPS_SYSTEMCTL",
+            value_name = "PROGRAM",
+            default_value = "systemctl"
+        )]
+        systemctl: String,
     },
 }
 
@@ -83,15 +109,27 @@ fn usage_error(e: &clap::Error) -> anyhow::Error {
     fail(Exit::Usage, format!("{message} (see gitops --help)"))
 }
 
-fn run() -> anyhow::Result<Exit> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // The env file sits below flags and the process environment, and clap reads the
-    // environment: load it first, then parse once.
-    config::load_env_file(config::config_flag(&args).as_deref())?;
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
+fn parse(args: &[std::ffi::OsString]) -> anyhow::Result<(Cli, clap::ArgMatches)> {
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(matches) => matches,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => return Err(usage_error(&e)),
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| usage_error(&e))?;
+    Ok((cli, matches))
+}
+
+fn run() -> anyhow::Result<Exit> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (cli, matches) = parse(&args)?;
+    // Everything but install-units reads the env file below flags and the process environment.
+    // clap reads the environment, so the file is loaded and the line parsed again. install-units
+    // writes an env file and must not read this machine's into an image it builds.
+    let (cli, matches) = if matches.subcommand_name() == Some("install-units") {
+        (cli, matches)
+    } else {
+        config::load_env_file(cli.options.config.as_deref())?;
+        parse(&args)?
     };
     let now = OffsetDateTime::now_utc;
     match cli.command {
@@ -104,8 +142,30 @@ fn run() -> anyhow::Result<Exit> {
         Command::RebootPlan { .. } => {
             Err(fail(Exit::Internal, "reboot-plan is not implemented yet"))
         }
-        Command::InstallUnits { .. } => {
-            Err(fail(Exit::Internal, "install-units is not implemented yet"))
+        Command::InstallUnits {
+            root,
+            init,
+            now,
+            force,
+            uninstall,
+            dry_run,
+            systemctl,
+        } => {
+            let sub = matches
+                .subcommand_matches("install-units")
+                .expect("clap matched install-units");
+            let env = config::given_on_command_line(sub)?;
+            units::run(&units::Request {
+                root,
+                init,
+                now,
+                force,
+                uninstall,
+                dry_run,
+                env,
+                systemctl,
+            })?;
+            Ok(Exit::Ok)
         }
     }
 }

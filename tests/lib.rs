@@ -6,5 +6,6 @@ mod support;
 mod bad_input;
 mod config_file;
 mod crash;
+mod install_units;
 mod sync_pass;
 mod transports;

@@ -1,0 +1,592 @@
+//! `gitops install-units`: write the units (or a cron entry / OpenRC script), the env file and
+//! the enablement links into a root, on a live machine or inside an image being built.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+
+use crate::exit::{fail, Exit, ResultExt};
+use crate::textdiff;
+
+/// The unit files, compiled in: `units/` is their one source.
+pub const SERVICE: &str = include_str!("../units/gitops.service");
+pub const TIMER: &str = include_str!("../units/gitops.timer");
+
+/// Where the record of what install-units wrote lives, inside the root.
+const MANIFEST: &str = "etc/gitops/install-units.manifest";
+const ENV_FILE: &str = "etc/gitops/gitops.env";
+const CRON_FILE: &str = "etc/cron.d/gitops";
+const BINARY: &str = "usr/bin/gitops";
+
+/// How the machine runs the periodic pass.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// gitops.service + gitops.timer, enabled through timers.target.wants
+    Systemd,
+    /// /etc/cron.d/gitops every 5 minutes under flock, for machines without systemd
+    Cron,
+    /// /etc/init.d/gitops (a pass at boot) plus the cron entry, for OpenRC machines
+    Openrc,
+}
+
+/// What `gitops install-units` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub root: PathBuf,
+    pub init: Init,
+    pub now: bool,
+    pub force: bool,
+    pub uninstall: bool,
+    pub dry_run: bool,
+    /// `GITOPS_*` settings given on the command line, in the order to write them.
+    pub env: Vec<(String, String)>,
+    pub systemctl: String,
+}
+
+/// One thing install-units manages under the root.
+#[derive(Debug, Clone, PartialEq)]
+enum Item {
+    File {
+        path: &'static str,
+        text: String,
+        mode: u32,
+    },
+    Link {
+        path: &'static str,
+        target: &'static str,
+    },
+}
+
+impl Item {
+    fn path(&self) -> &'static str {
+        match self {
+            Item::File { path, .. } | Item::Link { path, .. } => path,
+        }
+    }
+}
+
+/// The state of one item on disk, compared with what we would write.
+#[derive(Debug, PartialEq)]
+enum Found {
+    Missing,
+    Same,
+    /// Differs, but is exactly what install-units wrote last time: ours to replace.
+    Ours,
+    /// Differs from anything we wrote: an administrator's edit.
+    Edited(String),
+}
+
+pub fn run(req: &Request) -> Result<()> {
+    if !req.root.is_dir() {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "--root {} is not a directory: point it at the root of the system to install into",
+                req.root.display()
+            ),
+        ));
+    }
+    let manifest = read_manifest(&req.root);
+    if req.uninstall {
+        return uninstall(req, &manifest);
+    }
+    let items = plan(req, &manifest)?;
+    let found: Vec<Found> = items
+        .iter()
+        .map(|item| inspect(&req.root, item, &manifest))
+        .collect::<Result<_>>()?;
+
+    let edited: Vec<(&Item, &String)> = items
+        .iter()
+        .zip(&found)
+        .filter_map(|(item, f)| match f {
+            Found::Edited(old) => Some((item, old)),
+            _ => None,
+        })
+        .collect();
+    if !edited.is_empty() && !req.force {
+        for (item, old) in &edited {
+            if let Item::File { text, .. } = item {
+                eprintln!(
+                    "--- {} (installed, edited)\n+++ {} (gitops {})",
+                    item.path(),
+                    item.path(),
+                    env!("CARGO_PKG_VERSION")
+                );
+                eprint!("{}", textdiff::diff(old, text, 3));
+            }
+        }
+        let names: Vec<&str> = edited.iter().map(|(i, _)| i.path()).collect();
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "{} {} changed since install-units wrote {}: keep the edit in a drop-in (systemctl edit), or rerun with --force to replace it",
+                req.root.join(names[0]).display(),
+                if names.len() > 1 { format!("and {} more", names.len() - 1) } else { String::new() },
+                if names.len() > 1 { "them" } else { "it" },
+            )
+            .replace("  ", " "),
+        ));
+    }
+
+    if req.dry_run {
+        for (item, f) in items.iter().zip(&found) {
+            let verb = match f {
+                Found::Same => "unchanged",
+                Found::Missing => "would write",
+                Found::Ours | Found::Edited(_) => "would replace",
+            };
+            match item {
+                Item::File { path, text, mode } => {
+                    println!(
+                        "{verb} {} (mode {mode:04o}):",
+                        req.root.join(path).display()
+                    );
+                    if *f != Found::Same {
+                        for line in text.lines() {
+                            println!("    {line}");
+                        }
+                    }
+                }
+                Item::Link { path, target } => {
+                    println!("{verb} {} -> {target}", req.root.join(path).display())
+                }
+            }
+        }
+        println!("dry run: nothing was written");
+        return Ok(());
+    }
+
+    let mut changed = 0;
+    for (item, f) in items.iter().zip(&found) {
+        if *f == Found::Same {
+            continue;
+        }
+        write(&req.root, item)?;
+        changed += 1;
+        let verb = if *f == Found::Missing {
+            "wrote"
+        } else {
+            "replaced"
+        };
+        println!("{verb} {}", req.root.join(item.path()).display());
+    }
+    let mut manifest = manifest;
+    for item in &items {
+        manifest.insert(item.path().to_string(), fingerprint_item(item));
+    }
+    write_manifest(&req.root, &manifest)?;
+    if changed == 0 {
+        println!("nothing to do: everything is already installed as it should be");
+    }
+    warn_about_gaps(req);
+    start(req, changed > 0)
+}
+
+/// What to install for the request. A previous cron entry's minute offset is kept so that a
+/// second run changes nothing.
+fn plan(req: &Request, manifest: &BTreeMap<String, String>) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    match req.init {
+        Init::Systemd => {
+            items.push(Item::File {
+                path: "etc/systemd/system/gitops.service",
+                text: SERVICE.to_string(),
+                mode: 0o644,
+            });
+            items.push(Item::File {
+                path: "etc/systemd/system/gitops.timer",
+                text: TIMER.to_string(),
+                mode: 0o644,
+            });
+            // What `systemctl enable` would do, done by hand: an image build cannot run systemctl.
+            items.push(Item::Link {
+                path: "etc/systemd/system/timers.target.wants/gitops.timer",
+                target: "/etc/systemd/system/gitops.timer",
+            });
+        }
+        Init::Cron | Init::Openrc => {
+            let minute = existing_cron_minute(&req.root, manifest).unwrap_or_else(random_minute);
+            items.push(Item::File {
+                path: CRON_FILE,
+                text: cron_entry(minute),
+                mode: 0o644,
+            });
+            if req.init == Init::Openrc {
+                items.push(Item::File {
+                    path: "etc/init.d/gitops",
+                    text: OPENRC_SCRIPT.to_string(),
+                    mode: 0o755,
+                });
+                items.push(Item::Link {
+                    path: "etc/runlevels/default/gitops",
+                    target: "/etc/init.d/gitops",
+                });
+            }
+        }
+    }
+    if !req.env.is_empty() {
+        items.push(Item::File {
+            path: ENV_FILE,
+            text: env_file(&req.env),
+            mode: 0o600,
+        });
+    }
+    Ok(items)
+}
+
+/// The env file from the settings given: the syntax `parse_env_file` and systemd both read.
+pub fn env_file(env: &[(String, String)]) -> String {
+    let mut out = String::from(
+        "# Written by `gitops install-units`. gitops.service reads it (EnvironmentFile=) and so does\n# `gitops sync` run by hand: both see the same settings. KEY=VALUE, as systemd reads it.\n",
+    );
+    for (key, value) in env {
+        let plain = !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:@+,=%~".contains(c));
+        if plain {
+            out.push_str(&format!("{key}={value}\n"));
+        } else {
+            out.push_str(&format!(
+                "{key}=\"{}\"\n",
+                value.replace('\\', "\\\\").replace('"', "\\\"")
+            ));
+        }
+    }
+    out
+}
+
+/// The cron entry: every 5 minutes at a per-machine minute offset, one pass at a time.
+pub fn cron_entry(minute: u8) -> String {
+    format!(
+        "# Written by `gitops install-units --init cron`: a gitops pass every 5 minutes, starting at\n\
+         # minute {minute} so that machines installed apart do not all fetch in the same minute.\n\
+         # flock -n skips a tick while a long apply still runs; gitops records every outcome itself\n\
+         # (gitops status), so its output only goes to syslog.\n\
+         SHELL=/bin/sh\n\
+         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         {minute}-59/5 * * * * root flock -n /run/gitops.cron.lock /usr/bin/gitops sync 2>&1 | logger -t gitops\n"
+    )
+}
+
+/// OpenRC: a pass once the network is up at boot; the cron entry does the periodic ones.
+pub const OPENRC_SCRIPT: &str = r#"#!/sbin/openrc-run
+# Written by `gitops install-units --init openrc`: one gitops pass at boot, once the network is
+# up. The periodic passes come from /etc/cron.d/gitops.
+description="gitops pass: apply the configuration repository's new commits"
+
+depend() {
+	need net
+	after firewall
+}
+
+start() {
+	ebegin "Running a gitops pass"
+	/usr/bin/gitops sync
+	eend $?
+}
+"#;
+
+fn existing_cron_minute(root: &Path, manifest: &BTreeMap<String, String>) -> Option<u8> {
+    let text = fs::read_to_string(root.join(CRON_FILE)).ok()?;
+    if manifest.get(CRON_FILE) != Some(&fingerprint(text.as_bytes())) {
+        return None;
+    }
+    let line = text.lines().find(|l| l.contains("/usr/bin/gitops sync"))?;
+    line.split('-').next()?.parse().ok().filter(|m| *m < 5)
+}
+
+fn random_minute() -> u8 {
+    let mut byte = [0u8; 1];
+    let random = fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut byte));
+    match random {
+        Ok(()) => byte[0] % 5,
+        Err(_) => (std::process::id() % 5) as u8,
+    }
+}
+
+fn inspect(root: &Path, item: &Item, manifest: &BTreeMap<String, String>) -> Result<Found> {
+    let full = root.join(item.path());
+    match item {
+        Item::File { text, .. } => match fs::read(&full) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Found::Missing),
+            Err(e) => Err(e).with_context(|| format!("could not read {}", full.display())),
+            Ok(bytes) if bytes == text.as_bytes() => Ok(Found::Same),
+            Ok(bytes) if manifest.get(item.path()) == Some(&fingerprint(&bytes)) => Ok(Found::Ours),
+            Ok(bytes) => Ok(Found::Edited(String::from_utf8_lossy(&bytes).into_owned())),
+        },
+        Item::Link { target, .. } => match fs::read_link(&full) {
+            Ok(existing) if existing == Path::new(target) => Ok(Found::Same),
+            Ok(_) => Ok(Found::Ours),
+            Err(_) if fs::symlink_metadata(&full).is_err() => Ok(Found::Missing),
+            Err(_) => Ok(Found::Edited(format!(
+                "{} is not a symlink",
+                full.display()
+            ))),
+        },
+    }
+}
+
+fn write(root: &Path, item: &Item) -> Result<()> {
+    let full = root.join(item.path());
+    let parent = full.parent().expect("items live in directories");
+    // /etc/gitops holds the deploy key and the env file: nobody but root looks inside.
+    let mode = if item.path().starts_with("etc/gitops/") {
+        0o700
+    } else {
+        0o755
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(parent)
+        .or_exit(Exit::Usage, || {
+            format!("cannot create {}: is the root writable?", parent.display())
+        })?;
+    match item {
+        Item::File { text, mode, .. } => {
+            crate::state::write_atomic(&full, text.as_bytes(), true)
+                .or_exit(Exit::Usage, || {
+                    format!("cannot write {}: is the root writable?", full.display())
+                })?;
+            fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("could not set the mode of {}", full.display()))?;
+        }
+        Item::Link { target, .. } => {
+            let tmp = parent.join(format!(
+                ".{}.gitops-new",
+                full.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp)
+                .with_context(|| format!("could not create {}", tmp.display()))?;
+            fs::rename(&tmp, &full)
+                .with_context(|| format!("could not create {}", full.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
+    if manifest.is_empty() {
+        println!(
+            "nothing to do: install-units has installed nothing under {}",
+            req.root.display()
+        );
+        return Ok(());
+    }
+    let mut edited = Vec::new();
+    for (path, print) in manifest {
+        let full = req.root.join(path);
+        if let Ok(bytes) = fs::read(&full) {
+            if fs::symlink_metadata(&full).is_ok_and(|m| !m.file_type().is_symlink())
+                && fingerprint(&bytes) != *print
+            {
+                edited.push(full);
+            }
+        }
+    }
+    if !edited.is_empty() && !req.force {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "{} changed since install-units wrote it: move your edit away, or rerun with --uninstall --force to remove it anyway",
+                edited[0].display()
+            ),
+        ));
+    }
+    if req.dry_run {
+        for path in manifest.keys() {
+            println!("would remove {}", req.root.join(path).display());
+        }
+        println!("dry run: nothing was removed");
+        return Ok(());
+    }
+    let live = is_live(&req.root);
+    if live && manifest.contains_key("etc/systemd/system/gitops.timer") {
+        systemctl(req, &["disable", "--now", "gitops.timer"])?;
+    }
+    for path in manifest.keys() {
+        let full = req.root.join(path);
+        match fs::remove_file(&full) {
+            Ok(()) => println!("removed {}", full.display()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("could not remove {}", full.display()))
+            }
+        }
+    }
+    fs::remove_file(req.root.join(MANIFEST))
+        .context("could not remove the install-units manifest")?;
+    // Leave /etc/gitops if it still holds something of the admin's (a deploy key).
+    let _ = fs::remove_dir(req.root.join("etc/gitops"));
+    if live && manifest.contains_key("etc/systemd/system/gitops.timer") {
+        systemctl(req, &["daemon-reload"])?;
+    }
+    Ok(())
+}
+
+/// Start the timer when asked and possible; otherwise say what was not done.
+fn start(req: &Request, changed: bool) -> Result<()> {
+    if req.init != Init::Systemd {
+        if req.now {
+            println!(
+                "--now starts systemd timers only; cron picks up /etc/cron.d/gitops by itself"
+            );
+        }
+        return Ok(());
+    }
+    if !req.now {
+        if is_live(&req.root) {
+            println!("enabled; start it now with: systemctl daemon-reload && systemctl start gitops.timer (or rerun with --now)");
+        }
+        return Ok(());
+    }
+    if !is_live(&req.root) {
+        println!(
+            "not started: {} is not a running systemd system; the timer is enabled and starts at its next boot",
+            req.root.display()
+        );
+        return Ok(());
+    }
+    if changed {
+        systemctl(req, &["daemon-reload"])?;
+    }
+    systemctl(req, &["enable", "--now", "gitops.timer"])?;
+    println!("started gitops.timer");
+    Ok(())
+}
+
+/// The running system, with systemd as its init: only there may systemctl run.
+fn is_live(root: &Path) -> bool {
+    root.canonicalize().is_ok_and(|r| r == Path::new("/"))
+        && Path::new("/run/systemd/system").is_dir()
+}
+
+fn systemctl(req: &Request, args: &[&str]) -> Result<()> {
+    let shown = format!("{} {}", req.systemctl, args.join(" "));
+    let output = duct::cmd(&req.systemctl, args)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .or_exit(Exit::Internal, || format!("could not run {shown}"))?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stdout);
+        return Err(fail(
+            Exit::Internal,
+            format!("{shown} failed: {}", said.trim().replace('\n', " ")),
+        ));
+    }
+    Ok(())
+}
+
+fn warn_about_gaps(req: &Request) {
+    if !req.root.join(BINARY).exists() {
+        eprintln!(
+            "gitops: warning: {} does not exist: the units run /usr/bin/gitops, install the binary there",
+            req.root.join(BINARY).display()
+        );
+    }
+    if req.env.is_empty() && !req.root.join(ENV_FILE).exists() {
+        eprintln!(
+            "gitops: warning: no --repo-url given and {} does not exist: passes are skipped until it does",
+            req.root.join(ENV_FILE).display()
+        );
+    }
+    if let Some((_, key)) = req.env.iter().find(|(k, _)| k == "GITOPS_SSH_KEY") {
+        let in_root = req.root.join(key.trim_start_matches('/'));
+        match fs::metadata(&in_root) {
+            Err(_) => eprintln!(
+                "gitops: warning: the deploy key {} does not exist yet: write it (mode 0600) before the first pass",
+                in_root.display()
+            ),
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => eprintln!(
+                "gitops: warning: the deploy key {} is readable by group or others: chmod 600 it",
+                in_root.display()
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A file's fingerprint: its Git blob id, which gix already computes for us.
+fn fingerprint(bytes: &[u8]) -> String {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+}
+
+fn fingerprint_item(item: &Item) -> String {
+    match item {
+        Item::File { text, .. } => fingerprint(text.as_bytes()),
+        Item::Link { target, .. } => format!("link:{target}"),
+    }
+}
+
+fn read_manifest(root: &Path) -> BTreeMap<String, String> {
+    let text = fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(print, path)| (path.to_string(), print.to_string()))
+        .collect()
+}
+
+fn write_manifest(root: &Path, manifest: &BTreeMap<String, String>) -> Result<()> {
+    let mut text = String::from("# What `gitops install-units` wrote here, so it can tell its files from an admin's edits.\n");
+    for (path, print) in manifest {
+        text.push_str(&format!("{print} {path}\n"));
+    }
+    write(
+        root,
+        &Item::File {
+            path: MANIFEST,
+            text,
+            mode: 0o600,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_round_trips_through_our_parser() {
+        let env = vec![
+            (
+                "GITOPS_REPO_URL".to_string(),
+                "git@host:org/cfg.git".to_string(),
+            ),
+            ("GITOPS_BRANCH".to_string(), "prod".to_string()),
+            (
+                "GITOPS_ENTRYPOINT".to_string(),
+                "deploy/run me.sh".to_string(),
+            ),
+            ("GITOPS_X".to_string(), "a \"quoted\" \\ value".to_string()),
+        ];
+        let text = env_file(&env);
+        let parsed = crate::config::parse_env_file(&text).unwrap();
+        assert_eq!(parsed, env);
+    }
+
+    #[test]
+    fn cron_entry_has_five_fields_a_user_and_the_command() {
+        for minute in 0..5 {
+            let text = cron_entry(minute);
+            let line = text.lines().find(|l| l.contains("gitops sync")).unwrap();
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields[0], format!("{minute}-59/5"));
+            assert_eq!(&fields[1..5], ["*", "*", "*", "*"]);
+            assert_eq!(fields[5], "root");
+        }
+    }
+}
