@@ -121,16 +121,16 @@ pub fn run(req: &Request) -> Result<()> {
                 eprint!("{}", textdiff::diff(old, text, 3));
             }
         }
-        let names: Vec<&str> = edited.iter().map(|(i, _)| i.path()).collect();
+        let first = req.root.join(edited[0].0.path());
+        let what = match edited.len() {
+            1 => format!("{} was", first.display()),
+            n => format!("{} and {} more files were", first.display(), n - 1),
+        };
         return Err(fail(
             Exit::Usage,
             format!(
-                "{} {} changed since install-units wrote {}: keep the edit in a drop-in (systemctl edit), or rerun with --force to replace it",
-                req.root.join(names[0]).display(),
-                if names.len() > 1 { format!("and {} more", names.len() - 1) } else { String::new() },
-                if names.len() > 1 { "them" } else { "it" },
-            )
-            .replace("  ", " "),
+                "{what} changed since install-units wrote them (diff above): keep local changes in a drop-in (systemctl edit gitops.service), or rerun with --force to replace them"
+            ),
         ));
     }
 

@@ -25,7 +25,8 @@ e2e_opt_in vm.sh 5 "it boots a Debian VM under QEMU"
 e2e_need_common
 e2e_need qemu-system-x86_64 qemu-system-x86
 e2e_need mkfs.ext4 e2fsprogs
-mkfs.ext4 2>&1 | grep -q -- '-d root-directory' ||
+mkfs_usage=$(mkfs.ext4 2>&1 || true)
+[[ $mkfs_usage == *"-d root-directory"* ]] ||
     e2e_skip "mkfs.ext4 has no -d (e2fsprogs 1.43 or later is needed to build the image without a loop mount)"
 
 # How long each wait may take, in seconds (TCG: boot ~30-60 s, a pass every 15 s).
