@@ -460,7 +460,7 @@ fn start(req: &Request, changed: bool) -> Result<()> {
         systemctl(req, &["daemon-reload"])?;
     }
     systemctl(req, &["enable", "--now", "gitops.timer"])?;
-    println!("started gitops.timer");
+    println!("gitops.timer is enabled and active");
     Ok(())
 }
 

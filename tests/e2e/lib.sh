@@ -2,6 +2,9 @@
 # prerequisites, the gitops binary, the Debian rootfs and its cache, the config repository.
 # Everything is created under one temporary directory ($E2E_TMP) removed at exit; only the
 # rootfs cache survives, and only when GITOPS_E2E_CACHE names it.
+# shellcheck shell=bash
+# The E2E_* variables set here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 
 E2E_SUITE=bookworm
 # What the rootfs holds. systemd-networkd (part of the systemd package) does DHCP in the VM,

@@ -18,10 +18,10 @@
 #   GITOPS_E2E_KEEP=1        keep the temporary directory (serial log, image) at the end
 set -euo pipefail
 
-# shellcheck source=tests/e2e/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-e2e_opt_in vm.sh 5 "it boots a Debian VM under QEMU"
+e2e_opt_in vm.sh 3 "it boots a Debian VM under QEMU"
 e2e_need_common
 e2e_need qemu-system-x86_64 qemu-system-x86
 e2e_need mkfs.ext4 e2fsprogs
@@ -35,7 +35,6 @@ PASS_TIMEOUT=${GITOPS_E2E_PASS_TIMEOUT:-300}
 
 GUEST_URL=git://10.0.2.100/config.git
 QEMU_PID=
-FAILED=
 
 cleanup() {
     local rc=$?
@@ -56,7 +55,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 fail() {
-    FAILED=1
     e2e_log "FAIL: $*"
     if [ -f "${SERIAL:-}" ]; then
         echo "---- last 60 lines of the serial log ----" >&2
@@ -166,25 +164,26 @@ OnBootSec=10s
 OnUnitInactiveSec=15s
 RandomizedDelaySec=0
 EOF
-# After every pass, successful or not, report to the console.
+# After every pass, successful or not, report to the console (one template instance each, so
+# systemd has a single trigger to name).
 cat >"$ROOTFS/etc/systemd/system/gitops.service.d/e2e.conf" <<'EOF'
 [Unit]
-OnSuccess=e2e-report.service
-OnFailure=e2e-report.service
+OnSuccess=e2e-report@success.service
+OnFailure=e2e-report@failure.service
 EOF
-cat >"$ROOTFS/etc/systemd/system/e2e-report.service" <<'EOF'
+cat >"$ROOTFS/etc/systemd/system/e2e-report@.service" <<'EOF'
 [Unit]
-Description=e2e: report /etc/motd and gitops status after a gitops pass
+Description=e2e: report /etc/motd and gitops status after a gitops pass (%i)
 
 [Service]
 Type=oneshot
-ExecStart=/usr/local/sbin/e2e-report
+ExecStart=/usr/local/sbin/e2e-report %i
 EOF
 mkdir -p "$ROOTFS/usr/local/sbin"
 cat >"$ROOTFS/usr/local/sbin/e2e-report" <<'EOF'
 #!/bin/sh
 # One line per fact, each with a prefix the host greps the serial log for.
-echo "E2E-TIMER: last trigger $(systemctl show -P LastTriggerUSec gitops.timer); gitops.service result $(systemctl show -P Result gitops.service)"
+echo "E2E-TIMER: pass $1; gitops.timer last triggered $(systemctl show -P LastTriggerUSec gitops.timer)"
 if [ -f /etc/motd ]; then sed 's/^/E2E-MOTD: /' /etc/motd | head -n 3; else echo "E2E-MOTD: (none)"; fi
 gitops status 2>&1 | sed 's/^/E2E-STATUS: /'
 EOF
@@ -199,9 +198,11 @@ e2e_log "config repo: $SRV/config.git, v1 = $V1"
 
 # --- 4. the disk image --------------------------------------------------------------------------
 t=$EPOCHREALTIME
-KERNEL=$(ls -1 "$ROOTFS"/boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
-INITRD=$(ls -1 "$ROOTFS"/boot/initrd.img-* 2>/dev/null | sort -V | tail -n 1)
-[ -n "$KERNEL" ] && [ -n "$INITRD" ] || fail "no kernel or initrd under $ROOTFS/boot"
+KERNEL=$(find "$ROOTFS/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
+INITRD=$(find "$ROOTFS/boot" -name 'initrd.img-*' | sort -V | tail -n 1)
+if [ -z "$KERNEL" ] || [ -z "$INITRD" ]; then
+    fail "no kernel or initrd under $ROOTFS/boot"
+fi
 cp "$KERNEL" "$E2E_TMP/vmlinuz"
 cp "$INITRD" "$E2E_TMP/initrd.img"
 mkfs.ext4 -q -F -L gitops-e2e -d "$ROOTFS" "$IMAGE" 2G >"$E2E_TMP/mkfs.log" 2>&1 ||
@@ -264,7 +265,7 @@ fi
     fail "run.sh ran more than twice for two commits"
 
 echo "---- serial log: the passes ----"
-grep -a -E "E2E-(MOTD|STATUS): (gitops e2e|applied|last pass)|gitops\[[0-9]+\]" "$SERIAL" | tr -d '\r' | tail -n 25
+grep -a -E "E2E-TIMER|E2E-(MOTD|STATUS): (gitops e2e|applied|last pass)|gitops\[[0-9]+\]" "$SERIAL" | tr -d '\r' | tail -n 25
 echo "---- durations (s) ----"
 printf '%-34s %8s\n' \
     "binary" "$E2E_TIME_BINARY" \
