@@ -44,7 +44,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         .try_clone()
         .context("could not duplicate the apply log")?;
     let mut note = |line: String| {
-        eprintln!("gitops: {line}");
+        say!("gitops: {line}");
         let _ = writeln!(log, "gitops: {line}");
     };
     let path = spec.tree.join(spec.entrypoint);
@@ -69,6 +69,14 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     } else {
         duct::cmd(&shown, std::iter::empty::<&str>())
     };
+    if let Some(signal) = crate::signals::received() {
+        let why = format!(
+            "gitops received {signal} before running {}",
+            spec.entrypoint
+        );
+        note(why.clone());
+        return Ok(Err(why));
+    }
     note(format!("running {}", shown.display()));
 
     let umask = spec.umask;
@@ -117,21 +125,32 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     });
 
     let pgid = handle.pids().first().map(|&p| Pid::from_raw(p as i32));
-    let status = match handle
-        .wait_timeout(spec.timeout)
-        .context("could not wait for the entry point")?
-    {
-        Some(output) => Ok(output.status),
-        None => {
-            if let Some(pgid) = pgid {
-                let _ = killpg(pgid, Signal::SIGTERM);
-                if handle.wait_timeout(Duration::from_secs(10))?.is_none() {
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                }
-            }
-            let _ = handle.kill();
-            let _ = handle.wait();
-            Err(())
+    let deadline = std::time::Instant::now() + spec.timeout;
+    // Wait in short slices: a SIGTERM (systemctl stop, shutdown) or Ctrl-C must reach the
+    // entry point's own process group, not only us.
+    let status = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let slice = left.min(Duration::from_millis(200));
+        if let Some(output) = handle
+            .wait_timeout(slice)
+            .context("could not wait for the entry point")?
+        {
+            break Ok(output.status);
+        }
+        if let Some(signal) = crate::signals::received() {
+            stop_group(&handle, pgid);
+            break Err(format!(
+                "gitops received {signal} and stopped {} with its process group",
+                spec.entrypoint
+            ));
+        }
+        if left.is_zero() {
+            stop_group(&handle, pgid);
+            break Err(format!(
+                "{} did not finish within {}s and was killed with its process group; raise --apply-timeout if it needs longer",
+                spec.entrypoint,
+                spec.timeout.as_secs()
+            ));
         }
     };
     // Background children that inherited the output keep the pipe open; don't wait on them long.
@@ -139,11 +158,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         note("the entry point left processes holding its output open; not capturing them any further".into());
     }
     let result = match status {
-        Err(()) => Err(format!(
-            "{} did not finish within {}s and was killed with its process group; raise --apply-timeout if it needs longer",
-            spec.entrypoint,
-            spec.timeout.as_secs()
-        )),
+        Err(why) => Err(why),
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(match (status.code(), status.signal()) {
             (Some(code), _) => format!("{} exited with status {code}", spec.entrypoint),
@@ -156,6 +171,19 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         Err(why) => note(why.clone()),
     }
     Ok(result)
+}
+
+/// SIGTERM to the whole group, SIGKILL 10 s later; never wait forever on a process stuck in
+/// the kernel.
+fn stop_group(handle: &duct::Handle, pgid: Option<Pid>) {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+        if !matches!(handle.wait_timeout(Duration::from_secs(10)), Ok(Some(_))) {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+    let _ = handle.kill();
+    let _ = handle.wait_timeout(Duration::from_secs(10));
 }
 
 /// Copy the entry point's output to our stdout (the journal) and to the log, as it comes.

@@ -82,6 +82,12 @@ pub fn switch_link(link: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The name of the tree the checkout link points at, if it is a link.
+pub fn linked_tree_name(link: &Path) -> Option<String> {
+    let target = fs::read_link(link).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
 /// Remove every tree except those named in `keep` (and leftovers of interrupted passes).
 pub fn prune(trees: &Path, keep: &[&str]) -> Result<()> {
     let entries = match fs::read_dir(trees) {

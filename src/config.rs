@@ -116,11 +116,29 @@ pub struct Settings {
 /// A repository URL together with the form of it that is safe to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoUrl {
-    /// What gix connects to, credentials included.
+    /// What gix connects to. For http(s) the user and password are taken out (they go to the
+    /// server through the credentials callback), so no gix error message can carry them.
     pub raw: String,
     /// What logs, state and status show.
     pub redacted: String,
     pub scheme: gix::url::Scheme,
+    /// http(s) user and password from the URL.
+    pub credentials: Option<(String, String)>,
+}
+
+impl RepoUrl {
+    /// Strings that must never be printed: the password, and the user name of http(s) URLs
+    /// (tokens are often sent as the user).
+    pub fn secrets(&self) -> Vec<String> {
+        match &self.credentials {
+            Some((user, password)) => [user, password]
+                .into_iter()
+                .filter(|s| s.len() >= 4)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Settings {
@@ -173,11 +191,21 @@ impl Settings {
                 )
             })?;
         }
+        let checkout = absolute(&opts.checkout);
+        if std::fs::symlink_metadata(&checkout).is_ok_and(|m| !m.file_type().is_symlink()) {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "the checkout path {} exists and is not a symlink: move it away (gitops manages it as a link to the applied tree) or choose another --checkout",
+                    checkout.display()
+                ),
+            ));
+        }
         Ok(Settings {
             repo_url,
             branch: opts.branch.clone(),
             state_dir: absolute(&opts.state_dir),
-            checkout: absolute(&opts.checkout),
+            checkout,
             entrypoint,
             apply: opts.apply,
             apply_timeout: opts.apply_timeout,
@@ -246,7 +274,7 @@ impl RepoUrl {
                 Exit::Usage,
                 format!(
                     "--repo-url {:?} is not a usable Git URL ({why}): use ssh://host/path, user@host:path, git://, http(s):// or an absolute path",
-                    redact(raw)
+                    redact_strict(raw)
                 ),
             )
         };
@@ -256,7 +284,7 @@ impl RepoUrl {
         } else {
             raw.to_string()
         };
-        let url = gix::url::parse(gix::bstr::BStr::new(raw.as_str()))
+        let mut url = gix::url::parse(gix::bstr::BStr::new(raw.as_str()))
             .map_err(|_| bad("it does not parse"))?;
         match url.scheme {
             Scheme::File => {
@@ -281,11 +309,31 @@ impl RepoUrl {
                 return Err(bad("only ssh, git, http(s) and file URLs are supported"))
             }
         }
+        let mut credentials = None;
+        let mut fetch_url = raw.clone();
+        if url.scheme == Scheme::Https && (url.user().is_some() || url.password().is_some()) {
+            let user = url.set_user(None).unwrap_or_default();
+            let password = url.set_password(None).unwrap_or_default();
+            credentials = Some((user, password));
+            fetch_url = url.to_bstring().to_string();
+        }
         Ok(RepoUrl {
             redacted: redact(&raw),
             scheme: url.scheme,
-            raw,
+            raw: fetch_url,
+            credentials,
         })
+    }
+}
+
+/// For a string that did not parse as a URL: hide everything between `scheme://` and the last
+/// `@`, whatever characters the password holds.
+fn redact_strict(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
+            format!("{scheme}://***{}", &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -593,5 +641,20 @@ mod tests {
         }
         let err = RepoUrl::parse("ftp://u:secret@h/r").unwrap_err();
         assert!(!format!("{err:#}").contains("secret"));
+        let err = RepoUrl::parse("https://u:se/cr?et#@h/r").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(!text.contains("se/cr") && !text.contains("et#"), "{text}");
+    }
+
+    #[test]
+    fn https_credentials_are_kept_out_of_the_url_gix_sees() {
+        let url = RepoUrl::parse("https://deploy:t0ken-x@git.example.com/org/cfg.git").unwrap();
+        assert_eq!(url.raw, "https://git.example.com/org/cfg.git");
+        assert_eq!(url.redacted, "https://***@git.example.com/org/cfg.git");
+        assert_eq!(url.credentials, Some(("deploy".into(), "t0ken-x".into())));
+        assert_eq!(url.secrets(), ["deploy", "t0ken-x"]);
+        let ssh = RepoUrl::parse("ssh://git@h/r.git").unwrap();
+        assert_eq!(ssh.raw, "ssh://git@h/r.git");
+        assert!(ssh.secrets().is_empty());
     }
 }

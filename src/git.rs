@@ -137,7 +137,7 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     } else {
         fetch_on_thread(store, settings, deadline)?
     };
-    match outcome {
+    let result = match outcome {
         Some(Ok(fetched)) => Ok(fetched),
         Some(Err(e)) => {
             let e = match last_ssh_words(&log) {
@@ -159,7 +159,22 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
                 settings.fetch_timeout.as_secs()
             ),
         )),
+    };
+    result.map_err(|e| scrub(e, &settings.repo_url.secrets()))
+}
+
+/// The last line of defence for credentials: an error that mentions one is rewritten with
+/// the credential masked (keeping its exit code). The URL gix sees carries none, but a server
+/// may echo what it was sent.
+fn scrub(e: anyhow::Error, secrets: &[String]) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return e;
     }
+    let masked = secrets
+        .iter()
+        .fold(text, |t, s| t.replace(s.as_str(), "***"));
+    fail(crate::exit::code_of(&e), masked)
 }
 
 fn fetch_here(
@@ -170,7 +185,15 @@ fn fetch_here(
 ) -> Result<Fetched> {
     let repo = open_store(store, settings)?;
     let url = settings.repo_url.raw.as_str();
-    fetch_inner(&repo, url, settings.branch.as_deref(), deadline, interrupt)
+    let credentials = settings.repo_url.credentials.clone();
+    fetch_inner(
+        &repo,
+        url,
+        settings.branch.as_deref(),
+        deadline,
+        interrupt,
+        credentials,
+    )
 }
 
 /// Run the fetch on its own thread; `None` when it did not finish by the deadline.
@@ -189,11 +212,23 @@ fn fetch_on_thread(
             let _ = tx.send(fetch_here(&store, &settings, deadline, &flag));
         })
         .context("could not start the fetch thread")?;
-    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(result) => Ok(Some(result)),
-        Err(_) => {
-            interrupt.store(true, Ordering::Relaxed);
-            Ok(None)
+    // In slices, so that a SIGTERM ends the wait as well as the deadline does.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(result) => return Ok(Some(result)),
+            Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                if let Some(signal) = crate::signals::received() {
+                    interrupt.store(true, Ordering::Relaxed);
+                    return Ok(Some(Err(anyhow!(
+                        "gitops received {signal} during the fetch"
+                    ))));
+                }
+            }
+            Err(_) => {
+                interrupt.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
         }
     }
 }
@@ -215,6 +250,13 @@ impl std::io::Read for DeadlineStream {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(timed_out());
+        }
+        if let Some(signal) = crate::signals::received() {
+            // Not ErrorKind::Interrupted: readers retry that one.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("gitops received {signal} during the fetch"),
+            ));
         }
         self.stream.set_read_timeout(Some(left))?;
         match self.stream.read(buf) {
@@ -250,6 +292,7 @@ fn fetch_inner(
     branch: Option<&str>,
     deadline: Instant,
     interrupt: &AtomicBool,
+    credentials: Option<(String, String)>,
 ) -> Result<Fetched> {
     let spec = match branch {
         Some(b) => format!("+refs/heads/{b}:refs/remotes/origin/{b}"),
@@ -259,7 +302,8 @@ fn fetch_inner(
         .remote_at(url)?
         .with_refspecs(Some(spec.as_str()), Direction::Fetch)?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let connection = connect(&remote, deadline)?;
+    let credentials_again = credentials.clone();
+    let connection = connect(&remote, deadline, credentials)?;
     let prepare = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
     let map = prepare.ref_map();
     let tip = map
@@ -283,7 +327,12 @@ fn fetch_inner(
     };
     let (Some(tip), Some(resolved_branch)) = (tip, resolved_branch) else {
         drop(prepare);
-        return Err(explain_missing(&remote, branch, deadline));
+        return Err(explain_missing(
+            &remote,
+            branch,
+            deadline,
+            credentials_again,
+        ));
     };
     // The common pass: the remote still points where our tracking ref does. Skipping receive()
     // skips a ref transaction (lock file, reflog, time-zone lookup) that would change nothing.
@@ -306,8 +355,9 @@ fn explain_missing(
     remote: &gix::Remote<'_>,
     branch: Option<&str>,
     deadline: Instant,
+    credentials: Option<(String, String)>,
 ) -> anyhow::Error {
-    let listing = connect(remote, deadline).and_then(|c| {
+    let listing = connect(remote, deadline, credentials).and_then(|c| {
         let options = gix::remote::ref_map::Options {
             prefix_from_spec_as_filter_on_remote: false,
             ..Default::default()
@@ -349,6 +399,7 @@ fn explain_missing(
 fn connect<'a, 'repo>(
     remote: &'a gix::Remote<'repo>,
     deadline: Instant,
+    credentials: Option<(String, String)>,
 ) -> Result<gix::remote::Connection<'a, 'static, 'repo, Box<dyn Transport + Send>>> {
     let (url, version) = remote.sanitized_url_and_version(Direction::Fetch)?;
     let connection = if url.scheme == gix::url::Scheme::Git {
@@ -356,13 +407,34 @@ fn connect<'a, 'repo>(
             .host()
             .ok_or_else(|| anyhow!("the git:// URL names no host"))?;
         let port = url.port.unwrap_or(9418);
-        let address = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        let addresses: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
             .with_context(|| format!("could not resolve {host}"))?
-            .next()
-            .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+            .collect();
+        // Every address in turn (a dead IPv6 route must not hide a working IPv4 one), all
+        // within the one deadline.
+        let mut last_error = None;
+        let mut connected = None;
+        for address in &addresses {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(address, left) {
+                Ok(stream) => {
+                    connected = Some(stream);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let stream = match (connected, last_error) {
+            (Some(stream), _) => stream,
+            (None, Some(e)) => {
+                return Err(e).with_context(|| format!("could not connect to {host}:{port}"))
+            }
+            (None, None) => return Err(anyhow!("could not connect to {host}:{port} in time")),
+        };
         let left = deadline.saturating_duration_since(Instant::now());
-        let stream = TcpStream::connect_timeout(&address, left.max(Duration::from_millis(1)))
-            .with_context(|| format!("could not connect to {host}:{port}"))?;
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
         let write = BufWriter::new(stream.try_clone()?);
@@ -380,10 +452,10 @@ fn connect<'a, 'repo>(
     } else {
         remote.connect(Direction::Fetch)?
     };
-    let (user, password) = (
-        url.user().map(str::to_string),
-        url.password().map(str::to_string),
-    );
+    let (user, password) = match credentials {
+        Some((user, password)) => (Some(user), Some(password)),
+        None => (None, None),
+    };
     // Credentials come from the URL or nowhere: no helper, no prompt.
     Ok(connection.with_credentials(move |action| match action {
         gix::credentials::helper::Action::Get(ctx) => match (&user, &password) {
@@ -483,4 +555,27 @@ pub fn write_tree(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> Resu
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_masks_credentials_and_keeps_the_exit_code() {
+        let e = fail(
+            Exit::FetchFailed,
+            "Credentials provided for \"https://deploy:t0ken@h/r\" were not accepted",
+        );
+        let secrets = vec!["deploy".to_string(), "t0ken".to_string()];
+        let scrubbed = scrub(e, &secrets);
+        assert_eq!(crate::exit::code_of(&scrubbed), Exit::FetchFailed);
+        let text = format!("{scrubbed:#}");
+        assert!(
+            !text.contains("t0ken") && !text.contains("deploy"),
+            "{text}"
+        );
+        let clean = scrub(anyhow!("nothing secret"), &secrets);
+        assert_eq!(format!("{clean:#}"), "nothing secret");
+    }
 }

@@ -1,10 +1,28 @@
 //! gitops: a pull-based GitOps agent. CLI definition, dispatch, and the error-to-exit-code map.
 
+/// Print a line to stdout, ignoring a reader that has gone away (`gitops status | head`):
+/// println! would panic there, and a pass must still get to record its outcome.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// The same for stderr, where the pass reports what it does.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod apply;
 mod checkout;
 mod config;
 mod exit;
 mod git;
+mod signals;
 mod state;
 mod status;
 mod sync;
@@ -87,7 +105,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` keeps the chain on one line and never prints a backtrace, whatever
             // RUST_BACKTRACE says.
-            eprintln!("gitops: error: {}", sync::one_line(&e));
+            say!("gitops: error: {}", sync::one_line(&e));
             code_of(&e)
         }
     };

@@ -14,12 +14,14 @@ use crate::exit::{fail, Exit, ResultExt};
 
 /// What `state.json` holds; `gitops status --json` prints it as is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
     pub repo_url: Option<String>,
     pub branch: Option<String>,
     pub applied: Option<Applied>,
     pub last_pass: Option<LastPass>,
     pub pending: Option<Pending>,
+    #[serde(default)]
     pub consecutive_failures: u32,
 }
 
@@ -64,6 +66,9 @@ pub enum Outcome {
     FetchFailed,
     Refused,
     Untrusted,
+    /// An outcome a newer gitops wrote: keeps such a state.json readable after a downgrade.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Outcome {
@@ -79,6 +84,7 @@ impl Outcome {
             Outcome::FetchFailed => "fetch-failed",
             Outcome::Refused => "refused",
             Outcome::Untrusted => "untrusted",
+            Outcome::Unknown => "unknown",
         }
     }
 }
@@ -121,13 +127,25 @@ impl Layout {
                 )
             }
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)
-            .or_exit(Exit::Usage, unwritable(&self.root))?;
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
-            .or_exit(Exit::Usage, unwritable(&self.root))?;
+        // Only a directory we create gets its mode from us: chmod-ing an existing one would
+        // lock everybody out of, say, /opt after a typo in --state-dir.
+        if !self.root.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .or_exit(Exit::Usage, unwritable(&self.root))?;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .or_exit(Exit::Usage, unwritable(&self.root))?;
+        } else if let Ok(meta) = fs::metadata(&self.root) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                say!(
+                    "gitops: warning: the state directory {} is open to others (mode {mode:04o}): chmod 700 it",
+                    self.root.display()
+                );
+            }
+        }
         for dir in [self.trees(), self.logs()] {
             fs::DirBuilder::new()
                 .mode(0o700)
@@ -196,7 +214,7 @@ pub fn load(layout: &Layout) -> Result<State> {
             fs::rename(&path, &aside).with_context(|| {
                 format!("could not move the unreadable {} aside", path.display())
             })?;
-            eprintln!(
+            say!(
                 "gitops: warning: {} was unreadable ({e}); moved it to {} and starting from a fresh state",
                 path.display(),
                 aside.display()

@@ -18,9 +18,9 @@ pub fn run(state_dir: &std::path::Path, json: bool, now: OffsetDateTime) -> Resu
         .is_some_and(|p| p.outcome.is_success());
     let state = recorded.unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&state)?);
+        out!("{}", serde_json::to_string_pretty(&state)?);
     } else {
-        print!("{}", render(&state, now));
+        out!("{}", render(&state, now).trim_end());
     }
     Ok(if healthy { Exit::Ok } else { Exit::ApplyFailed })
 }
@@ -85,7 +85,7 @@ pub fn render(state: &State, now: OffsetDateTime) -> String {
 }
 
 fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+    commit.get(..12).unwrap_or(commit)
 }
 
 /// "3h 5min ago (2026-11-25T10:00:00Z)".

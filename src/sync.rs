@@ -74,6 +74,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     // Our files are private; the entry point gets back the umask we were started with, so the
     // files it writes (an /etc/motd, say) get the modes an administrator's shell would give.
     let entry_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    crate::signals::install();
     let layout = Layout::new(&settings.state_dir);
     layout.create()?;
     let _lock = layout.lock(settings.lock_timeout)?;
@@ -154,7 +155,7 @@ fn pass(
     ) {
         Action::UpToDate => {
             state.pending = None;
-            eprintln!("gitops: up to date at {short} ({})", fetched.branch);
+            say!("gitops: up to date at {short} ({})", fetched.branch);
             Ok(Outcome::UpToDate)
         }
         Action::Refuse => {
@@ -188,7 +189,7 @@ fn pass(
                 Reason::Always => "--apply always",
                 Reason::Rewind => "rewind allowed by --allow-rewind",
             };
-            eprintln!(
+            say!(
                 "gitops: applying {short} ({}, {what}, attempt {attempt})",
                 fetched.branch
             );
@@ -217,7 +218,7 @@ fn pass(
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
-                        eprintln!("gitops: warning: {e:#}");
+                        say!("gitops: warning: {e:#}");
                     }
                     Ok(Outcome::Applied)
                 }
@@ -233,8 +234,11 @@ fn pass(
                         .as_ref()
                         .map(|a| a.commit.clone())
                         .unwrap_or_default();
-                    if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip]) {
-                        eprintln!("gitops: warning: {e:#}");
+                    // Whatever the link points at stays too: a failure before the switch must
+                    // not leave it dangling.
+                    let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
+                    if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip, &linked]) {
+                        say!("gitops: warning: {e:#}");
                     }
                     Err((Outcome::ApplyFailed, e))
                 }

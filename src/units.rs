@@ -22,6 +22,33 @@ const MANIFEST: &str = "etc/gitops/install-units.manifest";
 const ENV_FILE: &str = "etc/gitops/gitops.env";
 const CRON_FILE: &str = "etc/cron.d/gitops";
 const BINARY: &str = "usr/bin/gitops";
+const TIMEOUT_DROPIN: &str = "etc/systemd/system/gitops.service.d/timeout.conf";
+
+/// The unit's own TimeoutStartSec=, which covers the default timeouts.
+const UNIT_START_LIMIT: u64 = 40 * 60;
+
+/// A drop-in raising TimeoutStartSec= when the timeouts given add up to more than the unit
+/// allows: otherwise systemd would kill a pass that gitops itself would still let run.
+fn timeout_dropin(env: &[(String, String)]) -> Option<String> {
+    let given = |key: &str, default: u64| {
+        env.iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| crate::config::parse_duration(v).ok())
+            .map_or(default, |d| d.as_secs())
+    };
+    let needed = given("GITOPS_APPLY_TIMEOUT", 30 * 60)
+        + given("GITOPS_FETCH_TIMEOUT", 5 * 60)
+        + given("GITOPS_LOCK_TIMEOUT", 60)
+        + 4 * 60; // checkout, state, and the 10 s between SIGTERM and SIGKILL
+    (needed > UNIT_START_LIMIT).then(|| {
+        format!(
+            "# Written by `gitops install-units`: the apply, fetch and lock timeouts given add up to\n\
+             # more than gitops.service's own TimeoutStartSec=, so systemd waits this long instead.\n\
+             [Service]\n\
+             TimeoutStartSec={needed}s\n"
+        )
+    })
+}
 
 /// How the machine runs the periodic pass.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +139,16 @@ pub fn run(req: &Request) -> Result<()> {
     if !edited.is_empty() && !req.force {
         for (item, old) in &edited {
             if let Item::File { text, .. } = item {
-                eprintln!(
+                say!(
                     "--- {} (installed, edited)\n+++ {} (gitops {})",
                     item.path(),
                     item.path(),
                     env!("CARGO_PKG_VERSION")
                 );
-                eprint!("{}", textdiff::diff(old, text, 3));
+                say!(
+                    "{}",
+                    textdiff::diff(&shown(old), &shown(text), 3).trim_end()
+                );
             }
         }
         let first = req.root.join(edited[0].0.path());
@@ -143,22 +173,22 @@ pub fn run(req: &Request) -> Result<()> {
             };
             match item {
                 Item::File { path, text, mode } => {
-                    println!(
+                    out!(
                         "{verb} {} (mode {mode:04o}):",
                         req.root.join(path).display()
                     );
                     if *f != Found::Same {
-                        for line in text.lines() {
-                            println!("    {line}");
+                        for line in shown(text).lines() {
+                            out!("    {line}");
                         }
                     }
                 }
                 Item::Link { path, target } => {
-                    println!("{verb} {} -> {target}", req.root.join(path).display())
+                    out!("{verb} {} -> {target}", req.root.join(path).display())
                 }
             }
         }
-        println!("dry run: nothing was written");
+        out!("dry run: nothing was written");
         return Ok(());
     }
 
@@ -174,18 +204,61 @@ pub fn run(req: &Request) -> Result<()> {
         } else {
             "replaced"
         };
-        println!("{verb} {}", req.root.join(item.path()).display());
+        out!("{verb} {}", req.root.join(item.path()).display());
     }
     let mut manifest = manifest;
+    remove_stale(&req.root, &items, &mut manifest)?;
     for item in &items {
         manifest.insert(item.path().to_string(), fingerprint_item(item));
     }
     write_manifest(&req.root, &manifest)?;
     if changed == 0 {
-        println!("nothing to do: everything is already installed as it should be");
+        out!("nothing to do: everything is already installed as it should be");
     }
     warn_about_gaps(req);
     start(req, changed > 0)
+}
+
+/// Files an earlier run installed that this one does not (a cron entry after switching to
+/// `--init systemd`, an old timeout drop-in) go, unless an administrator edited them. The env
+/// file stays: a run without settings leaves the existing one alone.
+fn remove_stale(
+    root: &Path,
+    items: &[Item],
+    manifest: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    let stale: Vec<String> = manifest
+        .keys()
+        .filter(|p| p.as_str() != ENV_FILE && !items.iter().any(|i| i.path() == p.as_str()))
+        .cloned()
+        .collect();
+    for path in stale {
+        let full = root.join(&path);
+        let unchanged = match fs::symlink_metadata(&full) {
+            Err(_) => true,
+            Ok(meta) if meta.file_type().is_symlink() => true,
+            Ok(_) => fs::read(&full).is_ok_and(|b| Some(&fingerprint(&b)) == manifest.get(&path)),
+        };
+        if !unchanged {
+            say!(
+                "gitops: warning: {} is no longer installed but was edited: left in place",
+                full.display()
+            );
+            continue;
+        }
+        match fs::remove_file(&full) {
+            Ok(()) => out!(
+                "removed {} (no longer part of this installation)",
+                full.display()
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("could not remove {}", full.display()))
+            }
+        }
+        manifest.remove(&path);
+    }
+    Ok(())
 }
 
 /// What to install for the request. A previous cron entry's minute offset is kept so that a
@@ -209,6 +282,13 @@ fn plan(req: &Request, manifest: &BTreeMap<String, String>) -> Result<Vec<Item>>
                 path: "etc/systemd/system/timers.target.wants/gitops.timer",
                 target: "/etc/systemd/system/gitops.timer",
             });
+            if let Some(text) = timeout_dropin(&req.env) {
+                items.push(Item::File {
+                    path: TIMEOUT_DROPIN,
+                    text,
+                    mode: 0o644,
+                });
+            }
         }
         Init::Cron | Init::Openrc => {
             let minute = existing_cron_minute(&req.root, manifest).unwrap_or_else(random_minute);
@@ -238,6 +318,20 @@ fn plan(req: &Request, manifest: &BTreeMap<String, String>) -> Result<Vec<Item>>
         });
     }
     Ok(items)
+}
+
+/// A file as it may be shown: URL values with their credentials masked.
+fn shown(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once('=') {
+            Some((key, value)) if key.trim().ends_with("URL") => {
+                format!("{key}={}", crate::config::redact(value))
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// The env file from the settings given: the syntax `parse_env_file` and systemd both read.
@@ -287,9 +381,10 @@ depend() {
 }
 
 start() {
-	ebegin "Running a gitops pass"
-	/usr/bin/gitops sync
-	eend $?
+	# In the background: a long apply must not hold up the rest of the boot.
+	ebegin "Starting a gitops pass"
+	( /usr/bin/gitops sync 2>&1 | logger -t gitops ) &
+	eend 0
 }
 "#;
 
@@ -376,7 +471,7 @@ fn write(root: &Path, item: &Item) -> Result<()> {
 
 fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
     if manifest.is_empty() {
-        println!(
+        out!(
             "nothing to do: install-units has installed nothing under {}",
             req.root.display()
         );
@@ -404,9 +499,9 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
     }
     if req.dry_run {
         for path in manifest.keys() {
-            println!("would remove {}", req.root.join(path).display());
+            out!("would remove {}", req.root.join(path).display());
         }
-        println!("dry run: nothing was removed");
+        out!("dry run: nothing was removed");
         return Ok(());
     }
     let live = is_live(&req.root);
@@ -416,7 +511,7 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
     for path in manifest.keys() {
         let full = req.root.join(path);
         match fs::remove_file(&full) {
-            Ok(()) => println!("removed {}", full.display()),
+            Ok(()) => out!("removed {}", full.display()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(e).with_context(|| format!("could not remove {}", full.display()))
@@ -437,20 +532,18 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
 fn start(req: &Request, changed: bool) -> Result<()> {
     if req.init != Init::Systemd {
         if req.now {
-            println!(
-                "--now starts systemd timers only; cron picks up /etc/cron.d/gitops by itself"
-            );
+            out!("--now starts systemd timers only; cron picks up /etc/cron.d/gitops by itself");
         }
         return Ok(());
     }
     if !req.now {
         if is_live(&req.root) {
-            println!("enabled; start it now with: systemctl daemon-reload && systemctl start gitops.timer (or rerun with --now)");
+            out!("enabled; start it now with: systemctl daemon-reload && systemctl start gitops.timer (or rerun with --now)");
         }
         return Ok(());
     }
     if !is_live(&req.root) {
-        println!(
+        out!(
             "not started: {} is not a running systemd system; the timer is enabled and starts at its next boot",
             req.root.display()
         );
@@ -460,7 +553,7 @@ fn start(req: &Request, changed: bool) -> Result<()> {
         systemctl(req, &["daemon-reload"])?;
     }
     systemctl(req, &["enable", "--now", "gitops.timer"])?;
-    println!("gitops.timer is enabled and active");
+    out!("gitops.timer is enabled and active");
     Ok(())
 }
 
@@ -490,13 +583,13 @@ fn systemctl(req: &Request, args: &[&str]) -> Result<()> {
 
 fn warn_about_gaps(req: &Request) {
     if !req.root.join(BINARY).exists() {
-        eprintln!(
+        say!(
             "gitops: warning: {} does not exist: the units run /usr/bin/gitops, install the binary there",
             req.root.join(BINARY).display()
         );
     }
     if req.env.is_empty() && !req.root.join(ENV_FILE).exists() {
-        eprintln!(
+        say!(
             "gitops: warning: no --repo-url given and {} does not exist: passes are skipped until it does",
             req.root.join(ENV_FILE).display()
         );
@@ -504,11 +597,11 @@ fn warn_about_gaps(req: &Request) {
     if let Some((_, key)) = req.env.iter().find(|(k, _)| k == "GITOPS_SSH_KEY") {
         let in_root = req.root.join(key.trim_start_matches('/'));
         match fs::metadata(&in_root) {
-            Err(_) => eprintln!(
+            Err(_) => say!(
                 "gitops: warning: the deploy key {} does not exist yet: write it (mode 0600) before the first pass",
                 in_root.display()
             ),
-            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => eprintln!(
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => say!(
                 "gitops: warning: the deploy key {} is readable by group or others: chmod 600 it",
                 in_root.display()
             ),

@@ -199,6 +199,10 @@ fn the_checkout_path_must_not_be_a_plain_directory() {
     std::fs::write(m.checkout.join("precious"), "data").unwrap();
     let run = m.sync(&daemon.url("config.git"), &[]).expect(2);
     assert!(run.error_line().contains("is not a symlink"));
+    assert!(
+        m.state_bytes().is_none(),
+        "refused before anything was fetched or recorded"
+    );
     assert_eq!(
         std::fs::read_to_string(m.checkout.join("precious")).unwrap(),
         "data"

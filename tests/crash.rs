@@ -178,3 +178,43 @@ fn kill_9_during_the_apply_then_a_normal_pass_applies() {
     assert_eq!(m.applied().as_deref(), Some(second.as_str()));
     assert!(m.checkout.join("run.sh").exists());
 }
+
+#[test]
+fn sigterm_stops_the_entry_point_and_is_recorded() {
+    let up = Upstream::new();
+    let hangs = "#!/bin/sh\nsleep 300 &\necho $! > \"$OUT/child\"\ntouch \"$OUT/started\"\nwait\n";
+    let commit = up.commit(&[("run.sh", hangs)], "hangs");
+    let daemon = GitDaemon::serve(&up.srv());
+    let url = daemon.url("config.git");
+    let m = Machine::new();
+    let mut child = spawn_sync(&m, &url, &[]);
+    wait_for(&m.out.join("started"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an interrupted apply is a failed apply"
+    );
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "apply-failed");
+    assert!(
+        state["last_pass"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("SIGTERM"),
+        "{state}"
+    );
+    assert_eq!(state["pending"]["commit"], commit.as_str());
+    assert_eq!(state["pending"]["attempts"], 1);
+    let grandchild: i32 = std::fs::read_to_string(m.out.join("child"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(!alive, "the entry point's background child survived");
+}

@@ -373,3 +373,65 @@ fn the_written_env_file_drives_a_real_pass() {
     );
     assert_eq!(r.m.applied().as_deref(), Some(commit.as_str()));
 }
+
+#[test]
+fn long_timeouts_get_a_start_limit_drop_in() {
+    let r = Root::new();
+    r.install(&["--apply-timeout", "30min"]).expect(0);
+    let dropin = "etc/systemd/system/gitops.service.d/timeout.conf";
+    assert!(
+        !r.path(dropin).exists(),
+        "the unit's own limit covers the defaults"
+    );
+    r.install(&["--apply-timeout", "2h"]).expect(0);
+    // 2h + 5min fetch + 60s lock + 4min margin
+    assert!(
+        r.read(dropin).contains("TimeoutStartSec=7800s"),
+        "{}",
+        r.read(dropin)
+    );
+    // Back to the default: the drop-in is ours and goes.
+    r.install(&["--apply-timeout", "20min"]).expect(0);
+    assert!(!r.path(dropin).exists());
+}
+
+#[test]
+fn switching_the_init_removes_what_the_old_one_needed() {
+    let r = Root::new();
+    r.install(&["--init", "cron"]).expect(0);
+    assert!(r.path("etc/cron.d/gitops").exists());
+    let run = r.install(&["--init", "systemd"]).expect(0);
+    assert!(!r.path("etc/cron.d/gitops").exists(), "{}", run.stdout);
+    assert!(r.path(SERVICE).exists());
+    r.install(&["--init", "cron"]).expect(0);
+    assert!(!r.path(SERVICE).exists() && std::fs::symlink_metadata(r.path(WANTS)).is_err());
+}
+
+#[test]
+fn shown_files_never_carry_credentials() {
+    let r = Root::new();
+    let url = "https://deploy:s3cr3t-t0ken@git.example.com/cfg.git";
+    let run = r.install(&["--dry-run", "--repo-url", url]).expect(0);
+    assert!(
+        !run.stdout.contains("s3cr3t-t0ken") && run.stdout.contains("***@git.example.com"),
+        "{}",
+        run.stdout
+    );
+    r.install(&["--repo-url", url]).expect(0);
+    assert!(
+        r.read(ENV).contains("s3cr3t-t0ken"),
+        "the file itself keeps what the pass needs"
+    );
+    std::fs::write(r.path(ENV), format!("{}# edited\n", r.read(ENV))).unwrap();
+    let run = r
+        .install(&[
+            "--repo-url",
+            "https://deploy:0ther-t0ken@git.example.com/cfg.git",
+        ])
+        .expect(2);
+    assert!(
+        !run.stderr.contains("s3cr3t-t0ken") && !run.stderr.contains("0ther-t0ken"),
+        "{}",
+        run.stderr
+    );
+}

@@ -385,7 +385,13 @@ fn the_entry_point_gets_the_callers_umask_while_state_stays_private() {
     let mut cmd = m.command();
     // Start gitops under umask 022 whatever the test runner has.
     cmd.arg("sync").arg("--repo-url").arg(&url);
-    let status = std::process::Command::new("/bin/sh")
+    let mut sh = std::process::Command::new("/bin/sh");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GITOPS_") || key == "REPO_URL" {
+            sh.env_remove(key);
+        }
+    }
+    let status = sh
         .arg("-c")
         .arg("umask 022 && exec \"$@\"")
         .arg("sh")
@@ -404,4 +410,20 @@ fn the_entry_point_gets_the_callers_umask_while_state_stays_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn an_existing_state_dir_keeps_its_mode() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let m = Machine::new();
+    std::fs::create_dir(&m.state).unwrap();
+    std::fs::set_permissions(&m.state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = m.sync(&url, &[]).expect(0);
+    assert!(run.stderr.contains("chmod 700"), "{}", run.stderr);
+    let mode = std::fs::metadata(&m.state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o755,
+        "gitops only warns about a directory it did not create"
+    );
 }
