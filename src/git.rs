@@ -225,7 +225,14 @@ fn fetch_on_thread(
                     ))));
                 }
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Only a panic on the fetch thread drops the sender without a result.
+                return Err(crate::exit::fail(
+                    crate::exit::Exit::Internal,
+                    "the fetch stopped without a result (an internal error: please report it)",
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 interrupt.store(true, Ordering::Relaxed);
                 return Ok(None);
             }
@@ -450,6 +457,12 @@ fn connect<'a, 'repo>(
         );
         remote.to_connection_with_transport(Box::new(transport) as Box<dyn Transport + Send>)
     } else {
+        if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
+            // reqwest is built without a crypto provider of its own (Cargo.toml) and builds its
+            // TLS config for plain http too, panicking without one: ring, set here, only for
+            // the passes that go through reqwest.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         remote.connect(Direction::Fetch)?
     };
     let (user, password) = match credentials {

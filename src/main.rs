@@ -100,6 +100,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One line, never a backtrace, even with RUST_BACKTRACE=1: a panic is a bug to report, not
+    // something an operator should have to read through.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        say!("gitops: internal error{place}: {what} (please report it)");
+    }));
     let code = match run() {
         Ok(code) => code,
         Err(e) => {

@@ -135,3 +135,126 @@ fn a_deploy_key_readable_by_others_is_rejected() {
         .error_line();
     assert!(line.contains("--ssh-key"), "{line}");
 }
+
+/// TLS in front of the CGI server: `socat` terminates it with a leaf certificate for
+/// 127.0.0.1 signed by a throwaway CA, which gitops trusts through SSL_CERT_FILE.
+struct Tls {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Tls {
+    fn front(http_port: u16) -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj /CN=gitops-test-ca -keyout ca.key -out ca.pem 2>/dev/null",
+        );
+        sh(
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj /CN=127.0.0.1 -keyout leaf.key -out leaf.csr 2>/dev/null",
+        );
+        std::fs::write(
+            dir.path().join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        sh(
+            "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile leaf.ext -out leaf.pem 2>/dev/null",
+        );
+        let port = crate::support::free_port();
+        let child = std::process::Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                dir.path().join("leaf.pem").display(),
+                dir.path().join("leaf.key").display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{http_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat is missing: apt-get install socat (CI installs it)");
+        assert!(crate::support::wait_for_port(
+            port,
+            std::time::Duration::from_secs(10)
+        ));
+        Tls { dir, child, port }
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
+    let secret = "s3cr3t-t0ken";
+    let up = Upstream::new();
+    let commit = up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let http = HttpServer::serve(&up.srv(), Some(("deploy", secret)));
+    let tls = Tls::front(http.port());
+    let m = Machine::new();
+    let url = format!("https://deploy:{secret}@127.0.0.1:{}/config.git", tls.port);
+    let sync = |url: &str, trusted: bool| {
+        let mut cmd = m.command();
+        cmd.args(["sync", "--repo-url", url]);
+        if trusted {
+            cmd.env("SSL_CERT_FILE", tls.ca());
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A server certificate nobody vouches for is refused.
+    let (code, stderr) = sync(&url, false);
+    assert_eq!(code, Some(3), "{stderr}");
+
+    let (code, stderr) = sync(&url, true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
+    assert!(!stderr.contains(secret));
+
+    // A rejected password: exit 3, and neither password shows anywhere.
+    let wrong = format!(
+        "https://deploy:wr0ng-pass@127.0.0.1:{}/config.git",
+        tls.port
+    );
+    let (code, stderr) = sync(&wrong, true);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        !stderr.contains("wr0ng-pass") && !stderr.contains(secret),
+        "{stderr}"
+    );
+    let state = std::fs::read_to_string(m.state.join("state.json")).unwrap();
+    assert!(
+        !state.contains("wr0ng-pass") && !state.contains(secret),
+        "{state}"
+    );
+    let status = m.run(&["status"]);
+    assert!(!status.stdout.contains("wr0ng-pass"), "{}", status.stdout);
+}
