@@ -173,14 +173,25 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     Ok(result)
 }
 
-/// SIGTERM to the whole group, SIGKILL 10 s later; never wait forever on a process stuck in
-/// the kernel.
+/// How long the entry point's process group gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM to the whole group, then SIGKILL to whatever of it is left after `STOP_GRACE`: a
+/// child that traps TERM must not outlive the apply just because the shell above it exited.
 fn stop_group(handle: &duct::Handle, pgid: Option<Pid>) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
-        if !matches!(handle.wait_timeout(Duration::from_secs(10)), Ok(Some(_))) {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        loop {
+            // Reap the leader so that, once the rest is gone, the group is empty, not a zombie.
+            let _ = handle.try_wait();
+            let group_left = killpg(pgid, None).is_ok();
+            if !group_left || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = handle.kill();
     let _ = handle.wait_timeout(Duration::from_secs(10));

@@ -141,16 +141,19 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         Some(Ok(fetched)) => Ok(fetched),
         Some(Err(e)) => {
             let e = match last_ssh_words(&log) {
+                Some(words) if words.starts_with("ssh:") => e.context(words),
                 Some(words) => e.context(format!("ssh: {words}")),
                 None => e,
             };
             if crate::exit::code_of(&e) != Exit::Internal {
                 return Err(e);
             }
-            Err(e.context(crate::exit::Coded::new(
+            // gix's message says what went wrong; the operator also needs what to change.
+            let cause = format!("{e:#}");
+            Err(fail(
                 Exit::FetchFailed,
-                format!("could not fetch {what}"),
-            )))
+                format!("could not fetch {what}: {cause}; {}", fetch_fix(&cause)),
+            ))
         }
         None => Err(fail(
             Exit::FetchFailed,
@@ -161,6 +164,49 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         )),
     };
     result.map_err(|e| scrub(e, &settings.repo_url.secrets()))
+}
+
+/// What to change, judged from the words of a failed fetch.
+fn fetch_fix(cause: &str) -> &'static str {
+    let has = |words: &[&str]| words.iter().any(|w| cause.contains(w));
+    if has(&["Host key verification failed", "REMOTE HOST IDENTIFICATION"]) {
+        "pin the server's host key in --known-hosts (ssh-keyscan it, then check its fingerprint out of band)"
+    } else if has(&["repository not exported", "no such repository"]) {
+        // git daemon's answer for a path it does not serve, whatever the reason.
+        "check the repository path in --repo-url"
+    } else if has(&[
+        "Permission denied",
+        "401",
+        "403",
+        "uthentication",
+        "access denied",
+        "Access denied",
+    ]) {
+        "check the deploy key (--ssh-key) or the URL's credentials, and that the server grants this machine read access"
+    } else if has(&[
+        "Connection refused",
+        "could not connect",
+        "could not resolve",
+        "Name or service not known",
+        "No route to host",
+        "Network is unreachable",
+        "timed out",
+        "Connection reset",
+    ]) {
+        "check the host and port in --repo-url and that the Git server is up and reachable from here"
+    } else if has(&[
+        "404",
+        "not found",
+        "Not Found",
+        "does not exist",
+        "not a git repository",
+        "valid git directory",
+        "No such file",
+    ]) {
+        "check the repository path in --repo-url"
+    } else {
+        "check --repo-url and that this machine may read the repository"
+    }
 }
 
 /// The last line of defence for credentials: an error that mentions one is rewritten with
@@ -573,6 +619,47 @@ pub fn write_tree(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_fetch_failure_names_a_fix() {
+        let table = [
+            (
+                "could not connect to 127.0.0.1:1: Connection refused (os error 111)",
+                "host and port",
+            ),
+            (
+                "could not resolve nonexistent.invalid: Name or service not known",
+                "host and port",
+            ),
+            (
+                "ssh: git@127.0.0.1: Permission denied (publickey).",
+                "deploy key",
+            ),
+            ("Received HTTP status 401", "deploy key"),
+            ("ssh: Host key verification failed.", "--known-hosts"),
+            ("Received HTTP status 404", "repository path"),
+            (
+                "access denied or repository not exported: /x.git",
+                "repository path",
+            ),
+            (
+                "An IO error occurred: no such repository: /x.git",
+                "repository path",
+            ),
+            (
+                "\"/x\" is a valid git directory: No such file or directory",
+                "repository path",
+            ),
+            ("something gix never said before", "--repo-url"),
+        ];
+        for (cause, fix) in table {
+            assert!(
+                fetch_fix(cause).contains(fix),
+                "{cause} → {}",
+                fetch_fix(cause)
+            );
+        }
+    }
 
     #[test]
     fn scrub_masks_credentials_and_keeps_the_exit_code() {

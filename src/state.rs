@@ -177,6 +177,17 @@ impl Layout {
                 Ok(lock) => return Ok(lock),
                 Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
                     file = returned;
+                    // Stopped while queued (systemctl stop, Ctrl-C): nothing was done and
+                    // nothing is recorded, so there is nothing to wait for.
+                    if let Some(signal) = crate::signals::received() {
+                        return Err(fail(
+                            Exit::Locked,
+                            format!(
+                                "gitops received {signal} while waiting for the lock {}; this pass did nothing",
+                                path.display()
+                            ),
+                        ));
+                    }
                     if Instant::now() >= deadline {
                         return Err(fail(
                             Exit::Locked,

@@ -106,9 +106,11 @@ fn unreachable_missing_and_empty_remotes_exit_3() {
         3,
     );
     assert!(line.contains("could not connect"), "{line}");
+    assert!(line.contains("check the host and port"), "{line}");
 
     let line = fails_cleanly(&m, Some(&daemon.url("missing.git")), &[], 3);
     assert!(line.contains("could not fetch"), "{line}");
+    assert!(line.contains("check the repository path"), "{line}");
 
     let line = fails_cleanly(
         &m,

@@ -67,6 +67,41 @@ fn a_pass_that_cannot_get_the_lock_exits_75() {
     );
 }
 
+#[test]
+fn sigterm_while_waiting_for_the_lock_ends_the_wait_and_records_nothing() {
+    let up = Upstream::new();
+    let blocking =
+        "#!/bin/sh\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/release\" ]; do sleep 0.05; done\n";
+    up.commit(&[("run.sh", blocking)], "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    let url = daemon.url("config.git");
+    let mut first = spawn_sync(&m, &url, &[]);
+    wait_for(&m.out.join("started"));
+    let mut queued = m.command();
+    queued
+        .args(["sync", "--repo-url", &url, "--lock-timeout", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let queued = queued.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(queued.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = queued.wait_with_output().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the queued pass kept waiting for the lock after SIGTERM"
+    );
+    assert_eq!(out.status.code(), Some(75));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    std::fs::write(m.out.join("release"), "").unwrap();
+    assert!(first.wait().unwrap().success());
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "applied");
+    assert_eq!(m.state_json()["consecutive_failures"], 0);
+}
+
 /// Every file of the big commit, to check that a tree is complete.
 fn big_tree(files: usize) -> Vec<(String, String)> {
     (0..files)
@@ -83,6 +118,9 @@ fn big_tree(files: usize) -> Vec<(String, String)> {
 fn kill_9_at_any_moment_then_a_normal_pass_is_consistent() {
     let up = Upstream::new();
     let first = up.commit(&[("run.sh", RECORDING_RUN_SH), ("version", "1")], "small");
+    // Branch `one` stays at the small commit: each machine applies it first, so the killed pass
+    // has a live tree and link to replace with the big one.
+    up.push_branch("one");
     let files = big_tree(1500);
     let mut with_version: Vec<(&str, &str)> = files
         .iter()
@@ -95,28 +133,28 @@ fn kill_9_at_any_moment_then_a_normal_pass_is_consistent() {
 
     for delay_ms in [0u64, 5, 10, 20, 35, 50, 80, 120, 200] {
         let m = Machine::new();
-        m.sync(&url, &["--branch", "main"]).expect(0);
-        // Put the machine back on the first commit so the next pass has the big checkout to do.
-        let state = m.state_json();
-        assert_eq!(state["applied"]["commit"], second.as_str());
-        let mut state = state;
-        state["applied"]["commit"] = first.as_str().into();
-        std::fs::write(m.state.join("state.json"), state.to_string()).unwrap();
-        std::fs::remove_dir_all(m.state.join("trees")).unwrap();
-        std::fs::create_dir(m.state.join("trees")).unwrap();
+        m.sync(&url, &["--branch", "one"]).expect(0);
+        assert_eq!(m.applied().as_deref(), Some(first.as_str()));
 
-        let mut child = spawn_sync(&m, &url, &[]);
+        let mut child = spawn_sync(&m, &url, &["--branch", "main"]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
 
-        // Whatever the moment, the link (if any) resolves to a complete tree.
-        if let Ok(target) = std::fs::read_link(&m.checkout) {
-            if target.exists() {
-                assert_complete(&target, &files);
-            }
+        // Whatever the moment, the link resolves to a complete tree: the old one or the new.
+        let target = std::fs::read_link(&m.checkout)
+            .unwrap_or_else(|e| panic!("no checkout link after kill at {delay_ms} ms: {e}"));
+        let version = std::fs::read_to_string(target.join("version")).unwrap_or_else(|e| {
+            panic!(
+                "the link points at {} without a version file after kill at {delay_ms} ms: {e}",
+                target.display()
+            )
+        });
+        match version.as_str() {
+            "1" => assert!(target.join("run.sh").exists()),
+            _ => assert_complete(&target, &files),
         }
-        m.sync(&url, &[]).expect(0);
+        m.sync(&url, &["--branch", "main"]).expect(0);
         assert_eq!(
             m.applied().as_deref(),
             Some(second.as_str()),

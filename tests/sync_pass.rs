@@ -276,7 +276,10 @@ fn a_missing_entry_point_fails_with_its_path() {
 #[test]
 fn the_apply_timeout_kills_the_whole_process_group() {
     let (up, _daemon, url) = served();
-    let run_sh = "#!/bin/sh\nsleep 300 &\necho $! > \"$OUT/child\"\nsleep 300\n";
+    // The background child ignores SIGTERM: only the SIGKILL to the group after the grace
+    // period ends it, although the shell above it dies on the SIGTERM at once.
+    let run_sh =
+        "#!/bin/sh\n(trap '' TERM; exec sleep 300) &\necho $! > \"$OUT/child\"\nsleep 300\n";
     up.commit(&[("run.sh", run_sh)], "hangs");
     let m = Machine::new();
     let run = m.sync(&url, &["--apply-timeout", "1s"]).expect(1);

@@ -21,6 +21,34 @@ fn http_fetches_and_applies() {
 
     let line = m.sync(&http.url("missing.git"), &[]).expect(3).error_line();
     assert!(line.contains("could not fetch"), "{line}");
+    assert!(line.contains("check the repository path"), "{line}");
+}
+
+#[test]
+fn a_local_path_and_a_file_url_work_like_any_remote() {
+    let up = Upstream::new();
+    let first = up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let by_path = Machine::new();
+    let path = up.bare().display().to_string();
+    by_path.sync(&path, &[]).expect(0);
+    assert_eq!(by_path.applied().as_deref(), Some(first.as_str()));
+    let by_url = Machine::new();
+    by_url.sync(&up.file_url(), &[]).expect(0);
+    assert_eq!(by_url.applied().as_deref(), Some(first.as_str()));
+
+    let second = up.commit(&[("file", "x")], "more");
+    by_path.sync(&path, &[]).expect(0);
+    by_url.sync(&up.file_url(), &[]).expect(0);
+    by_url.sync(&up.file_url(), &[]).expect(0);
+    assert_eq!(by_path.applied().as_deref(), Some(second.as_str()));
+    assert_eq!(by_url.applied().as_deref(), Some(second.as_str()));
+    assert_eq!(by_url.runs().len(), 2);
+
+    let line = by_url
+        .sync(&format!("{path}-missing"), &[])
+        .expect(3)
+        .error_line();
+    assert!(line.contains("check the repository path"), "{line}");
 }
 
 #[test]
@@ -34,6 +62,11 @@ fn http_authentication_is_required_and_clear_text_credentials_are_refused() {
     // The server asks for credentials, the URL has none: authentication refused.
     let run = m.sync(&http.url("config.git"), &[]).expect(3);
     assert!(run.error_line().contains("could not fetch"));
+    assert!(
+        run.error_line().contains("credentials"),
+        "{}",
+        run.error_line()
+    );
     assert!(m.runs().is_empty());
 
     // Credentials in a plain http:// URL would cross the network readable: refused up front.
@@ -90,7 +123,8 @@ fn ssh_with_a_deploy_key_and_pinned_host_key() {
         .sync(&url, &["--ssh-key", &wrong, "--known-hosts", &known])
         .expect(3);
     assert!(
-        run.error_line().contains("Permission denied (publickey)"),
+        run.error_line().contains("Permission denied (publickey)")
+            && run.error_line().contains("check the deploy key"),
         "{}",
         run.stderr
     );
@@ -107,7 +141,8 @@ fn ssh_with_a_deploy_key_and_pinned_host_key() {
         .sync(&url, &["--ssh-key", &key, "--known-hosts", &other_hosts])
         .expect(3);
     assert!(
-        run.error_line().contains("Host key verification failed"),
+        run.error_line().contains("Host key verification failed")
+            && run.error_line().contains("--known-hosts"),
         "{}",
         run.stderr
     );
