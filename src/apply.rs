@@ -221,12 +221,13 @@ pub fn log_path(logs: &Path, stamp: &str, commit: &str) -> PathBuf {
     logs.join(format!("{stamp}-{commit}.log"))
 }
 
-/// Keep the newest `keep` logs.
-pub fn prune_logs(logs: &Path, keep: usize) -> Result<()> {
+/// Keep the newest `keep` logs, and `also` (the applied commit's log) whatever its age.
+pub fn prune_logs(logs: &Path, keep: usize, also: Option<&str>) -> Result<()> {
     let mut names: Vec<PathBuf> = fs::read_dir(logs)
         .with_context(|| format!("could not list {}", logs.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| also.is_none_or(|kept| p.as_path() != Path::new(kept)))
         .collect();
     names.sort();
     let excess = names.len().saturating_sub(keep);
@@ -248,14 +249,16 @@ mod tests {
             fs::write(dir.path().join(format!("2026010{:02}-c.log", i)), "").unwrap();
         }
         fs::write(dir.path().join("notes.txt"), "").unwrap();
-        prune_logs(dir.path(), 20).unwrap();
+        let oldest = dir.path().join("202601000-c.log");
+        prune_logs(dir.path(), 20, Some(oldest.to_str().unwrap())).unwrap();
         let mut left: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left.len(), 21);
-        assert_eq!(left[0], "202601005-c.log");
+        assert_eq!(left.len(), 22);
+        assert_eq!(left[0], "202601000-c.log", "the applied commit's log stays");
+        assert_eq!(left[1], "202601005-c.log");
         assert!(left.contains(&"notes.txt".to_string()));
     }
 }

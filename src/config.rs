@@ -67,7 +67,7 @@ pub struct Options {
     pub fetch_timeout: Duration,
 
     /// Apply a remote tip that does not descend from the applied commit (force-push, rollback) instead of refusing it
-    #[arg(long, global = true, env = "GITOPS_ALLOW_REWIND")]
+    #[arg(long, global = true, env = "GITOPS_ALLOW_REWIND", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_rewind: bool,
 
     /// Private deploy key for ssh:// URLs; must not be readable by group or others
@@ -530,8 +530,12 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
             ),
         )
     })?;
+    // Either spelling of the URL in the process environment beats both spellings in the file.
+    let url_in_process =
+        std::env::var_os("GITOPS_REPO_URL").is_some() || std::env::var_os("REPO_URL").is_some();
     for (key, value) in pairs {
-        if std::env::var_os(&key).is_none() {
+        let is_url = key == "GITOPS_REPO_URL" || key == "REPO_URL";
+        if std::env::var_os(&key).is_none() && !(is_url && url_in_process) {
             std::env::set_var(&key, value);
         }
     }

@@ -11,7 +11,9 @@ use crate::state::{self, Layout, State};
 /// Print the status and return the exit code: 0 when the last pass succeeded, 1 otherwise, so
 /// the command serves as a health check.
 pub fn run(state_dir: &std::path::Path, json: bool, now: OffsetDateTime) -> Result<Exit> {
-    let recorded = state::read(&Layout::new(state_dir))?;
+    // A health check reads exit 1 as "not healthy"; an unreadable state is not healthy either.
+    let recorded = state::read(&Layout::new(state_dir))
+        .map_err(|e| crate::exit::fail(Exit::ApplyFailed, crate::sync::one_line(&e)))?;
     let healthy = recorded
         .as_ref()
         .and_then(|s| s.last_pass.as_ref())

@@ -1,8 +1,9 @@
 //! The pass: fetch, decide (a pure function), apply, record.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
 use crate::apply;
@@ -206,7 +207,9 @@ fn pass(
                 umask: entry_umask,
             };
             let result = apply_commit(settings, layout, state, repo, &target);
-            let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS);
+            // The applied commit's log stays, however many failed retries came after it.
+            let applied_log = state.applied.as_ref().and_then(|a| a.log.clone());
+            let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS, applied_log.as_deref());
             let log_shown = Some(log.display().to_string());
             match result {
                 Ok(()) => {
@@ -265,24 +268,41 @@ fn apply_commit(
 ) -> Result<()> {
     let (tip, branch, log) = (target.commit, target.branch, target.log);
     let id = gix::ObjectId::from_hex(tip.as_bytes())?;
-    let tree = checkout::prepare(&layout.trees(), tip, |dir| git::write_tree(repo, id, dir))?;
+    let tree = checkout::prepare(&layout.trees(), tip, |dir| {
+        // The tree gets the modes an administrator's `git clone` would give (0644/0755 under
+        // umask 022), so what the entry point copies out of it (`cp motd /etc/motd`) is not
+        // left 0600; the 0700 state directory above it keeps it private all the same.
+        let ours = nix::sys::stat::umask(target.umask);
+        let written = git::write_tree(repo, id, dir).and_then(|()| {
+            let mode = 0o777 & !target.umask.bits();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("could not set the mode of {}", dir.display()))
+        });
+        nix::sys::stat::umask(ours);
+        written
+    })?;
     checkout::switch_link(&settings.checkout, &tree)?;
     let previous = state
         .applied
         .as_ref()
         .map(|a| a.commit.clone())
         .unwrap_or_default();
+    let mut env = vec![
+        ("GITOPS_COMMIT", tip.to_string()),
+        ("GITOPS_PREVIOUS_COMMIT", previous),
+        ("GITOPS_REPO_URL", settings.repo_url.redacted.clone()),
+        ("GITOPS_BRANCH", branch.to_string()),
+        ("GITOPS_CHECKOUT", settings.checkout.display().to_string()),
+    ];
+    // The alias may carry the same credentials; the entry point gets what status shows.
+    if std::env::var_os("REPO_URL").is_some() {
+        env.push(("REPO_URL", settings.repo_url.redacted.clone()));
+    }
     let run = apply::Run {
         checkout: &settings.checkout,
         tree: &tree,
         entrypoint: &settings.entrypoint,
-        env: vec![
-            ("GITOPS_COMMIT", tip.to_string()),
-            ("GITOPS_PREVIOUS_COMMIT", previous),
-            ("GITOPS_REPO_URL", settings.repo_url.redacted.clone()),
-            ("GITOPS_BRANCH", branch.to_string()),
-            ("GITOPS_CHECKOUT", settings.checkout.display().to_string()),
-        ],
+        env,
         timeout: settings.apply_timeout,
         log,
         umask: target.umask,

@@ -184,8 +184,17 @@ fn a_rewritten_history_is_refused_unless_allowed() {
     let unrelated = up.commit(&[("v", "3")], "three on top of one");
     m.sync(&url, &[]).expect(4);
 
-    m.sync(&url, &["--allow-rewind"]).expect(0);
+    // The env file says it the way env files do; "0" keeps refusing, "yes" allows.
+    std::fs::write(&m.config, "GITOPS_ALLOW_REWIND=0\n").unwrap();
+    m.sync(&url, &[]).expect(4);
+    std::fs::write(&m.config, "GITOPS_ALLOW_REWIND=yes\n").unwrap();
+    m.sync(&url, &[]).expect(0);
     assert_eq!(m.applied().as_deref(), Some(unrelated.as_str()));
+
+    up.rewind(&first);
+    std::fs::write(&m.config, "").unwrap();
+    m.sync(&url, &["--allow-rewind"]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(first.as_str()));
 }
 
 #[test]
@@ -309,6 +318,12 @@ fn a_corrupt_state_file_is_moved_aside() {
         "{\"applied\": {\"commit\": \"ab",
     )
     .unwrap();
+    let status = m.run(&["status"]).expect(1);
+    assert!(
+        status.error_line().contains("unreadable"),
+        "{}",
+        status.stderr
+    );
     let run = m.sync(&url, &[]).expect(0);
     assert!(
         run.stderr.contains("warning") && run.stderr.contains("moved it to"),
@@ -383,7 +398,13 @@ fn only_the_followed_branch_is_fetched() {
 #[test]
 fn the_entry_point_gets_the_callers_umask_while_state_stays_private() {
     let (up, _daemon, url) = served();
-    up.commit(&[("run.sh", "#!/bin/sh\numask > \"$OUT/umask\"\n")], "init");
+    up.commit(
+        &[
+            ("run.sh", "#!/bin/sh\numask > \"$OUT/umask\"\n"),
+            ("notes.txt", "kept as 0644\n"),
+        ],
+        "init",
+    );
     let m = Machine::new();
     let mut cmd = m.command();
     // Start gitops under umask 022 whatever the test runner has.
@@ -408,6 +429,16 @@ fn the_entry_point_gets_the_callers_umask_while_state_stays_private() {
         std::fs::read_to_string(m.out.join("umask")).unwrap().trim(),
         "0022"
     );
+    // The tree has the modes a `git clone` under that umask gives, so what run.sh copies out
+    // of it stays readable; everything of gitops' own stays private.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tree = m.linked_tree();
+    assert_eq!(mode(&tree.join("run.sh")), 0o755);
+    assert_eq!(mode(&tree.join("notes.txt")), 0o644);
+    assert_eq!(mode(&tree), 0o755);
+    for private in ["trees", "repo.git", "logs"] {
+        assert_eq!(mode(&m.state.join(private)), 0o700, "{private}");
+    }
     let mode = std::fs::metadata(m.state.join("state.json"))
         .unwrap()
         .permissions()

@@ -247,7 +247,8 @@ impl Drop for Tls {
 fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
     let secret = "s3cr3t-t0ken";
     let up = Upstream::new();
-    let commit = up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let dumps_env = "#!/bin/sh\nenv > \"$OUT/env\"\n";
+    let commit = up.commit(&[("run.sh", dumps_env)], "init");
     let http = HttpServer::serve(&up.srv(), Some(("deploy", secret)));
     let tls = Tls::front(http.port());
     let m = Machine::new();
@@ -273,6 +274,14 @@ fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
     assert!(!stderr.contains(secret));
+    // The entry point learns where its commit came from, without the credentials.
+    let env = std::fs::read_to_string(m.out.join("env")).unwrap();
+    assert!(!env.contains(secret), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("GITOPS_REPO_URL=https://") && l.contains("127.0.0.1")),
+        "{env}"
+    );
 
     // A rejected password: exit 3, and neither password shows anywhere.
     let wrong = format!(
@@ -292,4 +301,23 @@ fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
     );
     let status = m.run(&["status"]);
     assert!(!status.stdout.contains("wr0ng-pass"), "{}", status.stdout);
+
+    // Given as REPO_URL (the script's name), the alias the entry point inherits is redacted too.
+    let aliased = Machine::new();
+    let mut cmd = aliased.command();
+    cmd.arg("sync")
+        .env("REPO_URL", &url)
+        .env("SSL_CERT_FILE", tls.ca());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(aliased.out.join("env")).unwrap();
+    assert!(!env.contains(secret), "{env}");
+    assert!(
+        env.lines().any(|l| l.starts_with("REPO_URL=https://")),
+        "{env}"
+    );
 }
