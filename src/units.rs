@@ -23,6 +23,52 @@ const ENV_FILE: &str = "etc/gitops/gitops.env";
 const CRON_FILE: &str = "etc/cron.d/gitops";
 const BINARY: &str = "usr/bin/gitops";
 const TIMEOUT_DROPIN: &str = "etc/systemd/system/gitops.service.d/timeout.conf";
+const ETC_SERVICE: &str = "etc/systemd/system/gitops.service";
+const ETC_TIMER: &str = "etc/systemd/system/gitops.timer";
+const WANTS: &str = "etc/systemd/system/timers.target.wants/gitops.timer";
+/// Directories install-units may have created for its own files; `--uninstall` removes them
+/// when nothing else is left in them.
+const OWN_DIRS: [&str; 2] = [
+    "etc/systemd/system/gitops.service.d",
+    "etc/systemd/system/timers.target.wants",
+];
+
+/// Where packages put the units (.rpm: /usr/lib, .deb: /lib), as (service under the root,
+/// the path the enable link names). A unit in /etc would shadow these forever.
+const PACKAGED: [(&str, &str); 2] = [
+    (
+        "usr/lib/systemd/system/gitops.service",
+        "/usr/lib/systemd/system/gitops.timer",
+    ),
+    (
+        "lib/systemd/system/gitops.service",
+        "/lib/systemd/system/gitops.timer",
+    ),
+];
+
+/// Test seam: the directory that stands for the running system's root (default `/`). Only a
+/// `--root` naming it, with systemd running there, makes `--now` and `--uninstall` run
+/// systemctl; tests point it at a temporary root and `GITOPS_SYSTEMCTL` at a recorder.
+const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
+
+/// The settings gitops itself reads from the env file. Showing a file masks the value of any
+/// other key entirely (a proxy password, a token for the entry point): we cannot know which
+/// of them are secret.
+const KNOWN_KEYS: [&str; 13] = [
+    "GITOPS_REPO_URL",
+    "REPO_URL",
+    "GITOPS_BRANCH",
+    "GITOPS_STATE_DIR",
+    "GITOPS_CHECKOUT",
+    "GITOPS_ENTRYPOINT",
+    "GITOPS_APPLY",
+    "GITOPS_APPLY_TIMEOUT",
+    "GITOPS_FETCH_TIMEOUT",
+    "GITOPS_ALLOW_REWIND",
+    "GITOPS_SSH_KEY",
+    "GITOPS_KNOWN_HOSTS",
+    "GITOPS_LOCK_TIMEOUT",
+];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.
 const UNIT_START_LIMIT: u64 = 40 * 60;
@@ -127,78 +173,20 @@ pub fn run(req: &Request) -> Result<()> {
         .iter()
         .map(|item| inspect(&req.root, item, &manifest))
         .collect::<Result<_>>()?;
-
-    let edited: Vec<(&Item, &String)> = items
-        .iter()
-        .zip(&found)
-        .filter_map(|(item, f)| match f {
-            Found::Edited(old) => Some((item, old)),
-            _ => None,
-        })
-        .collect();
-    if !edited.is_empty() && !req.force {
-        for (item, old) in &edited {
-            if let Item::File { text, .. } = item {
-                say!(
-                    "--- {} (installed, edited)\n+++ {} (gitops {})",
-                    item.path(),
-                    item.path(),
-                    env!("CARGO_PKG_VERSION")
-                );
-                say!(
-                    "{}",
-                    textdiff::diff(&shown(old), &shown(text), 3).trim_end()
-                );
-            }
-        }
-        let first = req.root.join(edited[0].0.path());
-        let what = match edited.len() {
-            1 => format!("{} was", first.display()),
-            n => format!("{} and {} more files were", first.display(), n - 1),
-        };
-        return Err(fail(
-            Exit::Usage,
-            format!(
-                "{what} changed since install-units wrote them (diff above): keep local changes in a drop-in (systemctl edit gitops.service), or rerun with --force to replace them"
-            ),
-        ));
-    }
-
+    refuse_edits(req, &items, &found)?;
+    note_packaged(req, &items);
     if req.dry_run {
-        for (item, f) in items.iter().zip(&found) {
-            let verb = match f {
-                Found::Same => "unchanged",
-                Found::Missing => "would write",
-                Found::Ours | Found::Edited(_) => "would replace",
-            };
-            match item {
-                Item::File { path, text, mode } => {
-                    out!(
-                        "{verb} {} (mode {mode:04o}):",
-                        req.root.join(path).display()
-                    );
-                    if *f != Found::Same {
-                        for line in shown(text).lines() {
-                            out!("    {line}");
-                        }
-                    }
-                }
-                Item::Link { path, target } => {
-                    out!("{verb} {} -> {target}", req.root.join(path).display())
-                }
-            }
-        }
-        out!("dry run: nothing was written");
-        return Ok(());
+        return dry_run(req, &items, &found);
     }
 
-    let mut changed = 0;
+    // Before anything is written into it: the env file never sits in a readable directory.
+    let mut changed = tighten_config_dir(&req.root, false)?;
     for (item, f) in items.iter().zip(&found) {
         if *f == Found::Same {
             continue;
         }
         write(&req.root, item)?;
-        changed += 1;
+        changed = true;
         let verb = if *f == Found::Missing {
             "wrote"
         } else {
@@ -206,17 +194,137 @@ pub fn run(req: &Request) -> Result<()> {
         };
         out!("{verb} {}", req.root.join(item.path()).display());
     }
-    let mut manifest = manifest;
-    remove_stale(&req.root, &items, &mut manifest)?;
+    let mut updated = manifest.clone();
+    changed |= remove_stale(&req.root, &items, &mut updated)?;
     for item in &items {
-        manifest.insert(item.path().to_string(), fingerprint_item(item));
+        updated.insert(item.path().to_string(), fingerprint_item(item));
     }
-    write_manifest(&req.root, &manifest)?;
-    if changed == 0 {
+    // Rewritten only when it changes, so a second run touches no file at all.
+    if updated != manifest {
+        write_manifest(&req.root, &updated)?;
+    }
+    if !changed {
         out!("nothing to do: everything is already installed as it should be");
     }
     warn_about_gaps(req);
-    start(req, changed > 0)
+    start(req)
+}
+
+/// Refuse (exit 2, nothing written) when an administrator edited a file we would replace,
+/// showing each diff, unless --force.
+fn refuse_edits(req: &Request, items: &[Item], found: &[Found]) -> Result<()> {
+    let edited: Vec<(&Item, &String)> = items
+        .iter()
+        .zip(found)
+        .filter_map(|(item, f)| match f {
+            Found::Edited(old) => Some((item, old)),
+            _ => None,
+        })
+        .collect();
+    if edited.is_empty() || req.force {
+        return Ok(());
+    }
+    for (item, old) in &edited {
+        if let Item::File { path, text, .. } = item {
+            say!(
+                "--- {path} (installed, edited)\n+++ {path} (gitops {})",
+                env!("CARGO_PKG_VERSION")
+            );
+            say!(
+                "{}",
+                textdiff::diff(&shown(path, old), &shown(path, text), 3).trim_end()
+            );
+        }
+    }
+    let first = req.root.join(edited[0].0.path());
+    let what = match edited.len() {
+        1 => format!("{} was", first.display()),
+        n => format!("{} and {} more files were", first.display(), n - 1),
+    };
+    Err(fail(
+        Exit::Usage,
+        format!(
+            "{what} changed since install-units wrote them (diff above): keep local changes in a drop-in (systemctl edit gitops.service), or rerun with --force to replace them"
+        ),
+    ))
+}
+
+/// Say why no unit files are written when a package already installed them.
+fn note_packaged(req: &Request, items: &[Item]) {
+    let packaged = items.iter().find_map(|item| match item {
+        Item::Link { path, target } if *path == WANTS && !target.starts_with("/etc/") => {
+            Some(target)
+        }
+        _ => None,
+    });
+    if let Some(timer) = packaged {
+        let dir = Path::new(timer).parent().unwrap_or(Path::new("/"));
+        out!(
+            "gitops.service and gitops.timer come from the package in {}: enabling those, with no copies in {} that would hide the package's updates",
+            req.root.join(dir.strip_prefix("/").unwrap_or(dir)).display(),
+            req.root.join("etc/systemd/system").display()
+        );
+    }
+}
+
+fn dry_run(req: &Request, items: &[Item], found: &[Found]) -> Result<()> {
+    tighten_config_dir(&req.root, true)?;
+    for (item, f) in items.iter().zip(found) {
+        let verb = match f {
+            Found::Same => "unchanged",
+            Found::Missing => "would write",
+            Found::Ours | Found::Edited(_) => "would replace",
+        };
+        match item {
+            Item::File { path, text, mode } => {
+                out!(
+                    "{verb} {} (mode {mode:04o}):",
+                    req.root.join(path).display()
+                );
+                if *f != Found::Same {
+                    for line in shown(path, text).lines() {
+                        out!("    {line}");
+                    }
+                }
+            }
+            Item::Link { path, target } => {
+                out!("{verb} {} -> {target}", req.root.join(path).display())
+            }
+        }
+    }
+    out!("dry run: nothing was written");
+    Ok(())
+}
+
+/// /etc/gitops holds the deploy key and the env file. Something else (cloud-init's
+/// write_files, a package, mkdir -p) may have created it 0755 before us: make it 0700.
+fn tighten_config_dir(root: &Path, dry_run: bool) -> Result<bool> {
+    let dir = root.join("etc/gitops");
+    let Ok(meta) = fs::metadata(&dir) else {
+        return Ok(false);
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_dir() || mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    if dry_run {
+        out!(
+            "would tighten {} from {mode:04o} to 0700: it holds the deploy key and the env file",
+            dir.display()
+        );
+        return Ok(true);
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).or_exit(Exit::Usage, || {
+        format!(
+            "cannot make {} private (0700): is the root writable?",
+            dir.display()
+        )
+    })?;
+    out!(
+        "tightened {} from {mode:04o} to 0700: it holds the deploy key and the env file",
+        dir.display()
+    );
+    Ok(true)
 }
 
 /// Files an earlier run installed that this one does not (a cron entry after switching to
@@ -226,7 +334,8 @@ fn remove_stale(
     root: &Path,
     items: &[Item],
     manifest: &mut BTreeMap<String, String>,
-) -> Result<()> {
+) -> Result<bool> {
+    let mut removed = false;
     let stale: Vec<String> = manifest
         .keys()
         .filter(|p| p.as_str() != ENV_FILE && !items.iter().any(|i| i.path() == p.as_str()))
@@ -240,17 +349,25 @@ fn remove_stale(
             Ok(_) => fs::read(&full).is_ok_and(|b| Some(&fingerprint(&b)) == manifest.get(&path)),
         };
         if !unchanged {
+            let shadows = if path == ETC_SERVICE || path == ETC_TIMER {
+                " (it overrides the packaged unit until you remove it)"
+            } else {
+                ""
+            };
             say!(
-                "gitops: warning: {} is no longer installed but was edited: left in place",
+                "gitops: warning: {} is no longer installed but was edited: left in place{shadows}",
                 full.display()
             );
             continue;
         }
         match fs::remove_file(&full) {
-            Ok(()) => out!(
-                "removed {} (no longer part of this installation)",
-                full.display()
-            ),
+            Ok(()) => {
+                removed = true;
+                out!(
+                    "removed {} (no longer part of this installation)",
+                    full.display()
+                )
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(e).with_context(|| format!("could not remove {}", full.display()))
@@ -258,7 +375,7 @@ fn remove_stale(
         }
         manifest.remove(&path);
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// What to install for the request. A previous cron entry's minute offset is kept so that a
@@ -267,21 +384,31 @@ fn plan(req: &Request, manifest: &BTreeMap<String, String>) -> Result<Vec<Item>>
     let mut items = Vec::new();
     match req.init {
         Init::Systemd => {
-            items.push(Item::File {
-                path: "etc/systemd/system/gitops.service",
-                text: SERVICE.to_string(),
-                mode: 0o644,
-            });
-            items.push(Item::File {
-                path: "etc/systemd/system/gitops.timer",
-                text: TIMER.to_string(),
-                mode: 0o644,
-            });
-            // What `systemctl enable` would do, done by hand: an image build cannot run systemctl.
-            items.push(Item::Link {
-                path: "etc/systemd/system/timers.target.wants/gitops.timer",
-                target: "/etc/systemd/system/gitops.timer",
-            });
+            match packaged_timer(&req.root) {
+                // The package's units stay the ones that run, so its upgrades take effect.
+                Some(target) => items.push(Item::Link {
+                    path: WANTS,
+                    target,
+                }),
+                None => {
+                    items.push(Item::File {
+                        path: ETC_SERVICE,
+                        text: SERVICE.to_string(),
+                        mode: 0o644,
+                    });
+                    items.push(Item::File {
+                        path: ETC_TIMER,
+                        text: TIMER.to_string(),
+                        mode: 0o644,
+                    });
+                    // What `systemctl enable` would do, done by hand: an image build cannot
+                    // run systemctl.
+                    items.push(Item::Link {
+                        path: WANTS,
+                        target: "/etc/systemd/system/gitops.timer",
+                    });
+                }
+            }
             if let Some(text) = timeout_dropin(&req.env) {
                 items.push(Item::File {
                     path: TIMEOUT_DROPIN,
@@ -320,18 +447,97 @@ fn plan(req: &Request, manifest: &BTreeMap<String, String>) -> Result<Vec<Item>>
     Ok(items)
 }
 
-/// A file as it may be shown: URL values with their credentials masked.
-fn shown(text: &str) -> String {
-    text.lines()
-        .map(|line| match line.split_once('=') {
-            Some((key, value)) if key.trim().ends_with("URL") => {
-                format!("{key}={}", crate::config::redact(value))
-            }
-            _ => line.to_string(),
+/// The enable link's target when a package installed the units under the root, or None.
+/// A link that already names one of the packaged timers (the package's own `systemctl
+/// enable`) is kept as it is: on a merged-/usr system both paths are the same file.
+fn packaged_timer(root: &Path) -> Option<&'static str> {
+    let present: Vec<&'static str> = PACKAGED
+        .iter()
+        .filter(|(service, timer)| {
+            root.join(service).is_file() && root.join(timer.trim_start_matches('/')).is_file()
         })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        .map(|(_, timer)| *timer)
+        .collect();
+    let existing = fs::read_link(root.join(WANTS)).ok();
+    present
+        .iter()
+        .find(|timer| existing.as_deref() == Some(Path::new(timer)))
+        .or(present.first())
+        .copied()
+}
+
+/// A file as it may be shown (a diff, --dry-run): credentials in URLs masked everywhere, and
+/// in the env file the whole value of any key gitops does not know.
+fn shown(path: &str, text: &str) -> String {
+    let mut out = String::new();
+    // In the env file, a value continued over lines (trailing backslash) stays masked.
+    let mut masking = false;
+    for line in text.lines() {
+        let shown = if path != ENV_FILE {
+            redact_urls(line)
+        } else if masking {
+            "***".to_string()
+        } else {
+            let (shown, masked) = shown_env_line(line);
+            masking = masked;
+            shown
+        };
+        masking &= line.ends_with('\\');
+        out.push_str(&shown);
+        out.push('\n');
+    }
+    out
+}
+
+/// One env-file line as it may be shown, and whether its value was masked. Quotes are taken
+/// off before looking at the value (and put back), so a quoted URL is redacted too.
+fn shown_env_line(line: &str) -> (String, bool) {
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('#') || trimmed.starts_with(';') {
+        return (redact_urls(line), false);
+    }
+    let Some((key, value)) = line.split_once('=') else {
+        return (redact_urls(line), false);
+    };
+    let name = key.trim().trim_start_matches("export ").trim();
+    if !KNOWN_KEYS.contains(&name) {
+        return (format!("{key}=***"), true);
+    }
+    let value = value.trim();
+    let quote = value
+        .chars()
+        .next()
+        .filter(|q| (*q == '"' || *q == '\'') && value.len() >= 2 && value.ends_with(*q));
+    let shown = match quote {
+        Some(q) => format!("{q}{}{q}", redact_urls(&value[1..value.len() - 1])),
+        None => redact_urls(value),
+    };
+    (format!("{key}={shown}"), false)
+}
+
+/// Mask what stands between `scheme://` and the last `@` of each URL in a text, whatever the
+/// scheme and whatever characters the password holds. A URL ends at whitespace or a quote.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (before, after) = rest.split_at(start + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        let url = &after[..end];
+        match url.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&url[at..]);
+            }
+            None => out.push_str(url),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The env file from the settings given: the syntax `parse_env_file` and systemd both read.
@@ -438,13 +644,9 @@ fn write(root: &Path, item: &Item) -> Result<()> {
     } else {
         0o755
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(parent)
-        .or_exit(Exit::Usage, || {
-            format!("cannot create {}: is the root writable?", parent.display())
-        })?;
+    make_dir(parent, mode).or_exit(Exit::Usage, || {
+        format!("cannot create {}: is the root writable?", parent.display())
+    })?;
     match item {
         Item::File { text, mode, .. } => {
             crate::state::write_atomic(&full, text.as_bytes(), true)
@@ -504,8 +706,8 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
         out!("dry run: nothing was removed");
         return Ok(());
     }
-    let live = is_live(&req.root);
-    if live && manifest.contains_key("etc/systemd/system/gitops.timer") {
+    let live = is_live(&req.root) && manifest.contains_key(WANTS);
+    if live {
         systemctl(req, &["disable", "--now", "gitops.timer"])?;
     }
     for path in manifest.keys() {
@@ -520,16 +722,23 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
     }
     fs::remove_file(req.root.join(MANIFEST))
         .context("could not remove the install-units manifest")?;
-    // Leave /etc/gitops if it still holds something of the admin's (a deploy key).
+    // Only when empty: another unit's enable link, or the admin's deploy key, keeps its
+    // directory.
+    for dir in OWN_DIRS {
+        let full = req.root.join(dir);
+        if fs::remove_dir(&full).is_ok() {
+            out!("removed {}/", full.display());
+        }
+    }
     let _ = fs::remove_dir(req.root.join("etc/gitops"));
-    if live && manifest.contains_key("etc/systemd/system/gitops.timer") {
+    if live {
         systemctl(req, &["daemon-reload"])?;
     }
     Ok(())
 }
 
 /// Start the timer when asked and possible; otherwise say what was not done.
-fn start(req: &Request, changed: bool) -> Result<()> {
+fn start(req: &Request) -> Result<()> {
     if req.init != Init::Systemd {
         if req.now {
             out!("--now starts systemd timers only; cron picks up /etc/cron.d/gitops by itself");
@@ -549,9 +758,9 @@ fn start(req: &Request, changed: bool) -> Result<()> {
         );
         return Ok(());
     }
-    if changed {
-        systemctl(req, &["daemon-reload"])?;
-    }
+    // Always: the unit files may have changed since systemd last read them without this run
+    // writing them (a package upgrade, an earlier run without --now).
+    systemctl(req, &["daemon-reload"])?;
     systemctl(req, &["enable", "--now", "gitops.timer"])?;
     out!("gitops.timer is enabled and active");
     Ok(())
@@ -559,8 +768,11 @@ fn start(req: &Request, changed: bool) -> Result<()> {
 
 /// The running system, with systemd as its init: only there may systemctl run.
 fn is_live(root: &Path) -> bool {
-    root.canonicalize().is_ok_and(|r| r == Path::new("/"))
-        && Path::new("/run/systemd/system").is_dir()
+    let live = std::env::var_os(LIVE_ROOT_VAR).map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    match (root.canonicalize(), live.canonicalize()) {
+        (Ok(root), Ok(live)) => root == live && live.join("run/systemd/system").is_dir(),
+        _ => false,
+    }
 }
 
 fn systemctl(req: &Request, args: &[&str]) -> Result<()> {
@@ -607,6 +819,24 @@ fn warn_about_gaps(req: &Request) {
             ),
             Ok(_) => {}
         }
+    }
+}
+
+/// Create `dir` with `mode`, and any missing parents 0755: an empty image root must not get
+/// a private /etc just because /etc/gitops was the first thing written.
+fn make_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
     }
 }
 

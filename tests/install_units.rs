@@ -435,3 +435,461 @@ fn shown_files_never_carry_credentials() {
         run.stderr
     );
 }
+
+/// `KEY=VALUE` entries of a unit file, by section, in order; comments and blank lines skipped.
+fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut entries = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let (key, value) = line.split_once('=').expect("KEY=VALUE");
+        entries.push((
+            section.clone(),
+            key.trim().to_string(),
+            value.trim().to_string(),
+        ));
+    }
+    entries
+}
+
+/// The one value of `key` in `section`, failing when it is missing or set twice.
+#[track_caller]
+fn one(entries: &[(String, String, String)], section: &str, key: &str) -> String {
+    let values: Vec<&String> = entries
+        .iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(values.len(), 1, "[{section}] {key}= expected once");
+    values[0].clone()
+}
+
+/// A systemd time span as the units write it (`40min`, `7800s`, `1h 30min`), in seconds.
+fn seconds(span: &str) -> u64 {
+    let mut total = 0;
+    for part in span.split_whitespace() {
+        let digits = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        let n: u64 = part[..digits].parse().expect("a number");
+        total += n * match &part[digits..] {
+            "" | "s" | "sec" => 1,
+            "min" | "m" => 60,
+            "h" => 3600,
+            unit => panic!("unit {unit} in {span}"),
+        };
+    }
+    total
+}
+
+#[test]
+fn the_installed_service_says_what_the_issue_asks() {
+    let r = Root::new();
+    r.install(&[]).expect(0);
+    let e = unit_entries(&r.read(SERVICE));
+    assert_eq!(one(&e, "Service", "Type"), "oneshot");
+    assert_eq!(one(&e, "Unit", "Wants"), "network-online.target");
+    assert_eq!(one(&e, "Unit", "After"), "network-online.target");
+    // A package enables the timer before anyone configured the machine: skip those passes.
+    assert_eq!(
+        one(&e, "Unit", "ConditionPathExists"),
+        "/etc/gitops/gitops.env"
+    );
+    assert_eq!(
+        one(&e, "Service", "EnvironmentFile"),
+        "-/etc/gitops/gitops.env"
+    );
+    assert_eq!(one(&e, "Service", "ExecStart"), "/usr/bin/gitops sync");
+    assert_eq!(one(&e, "Service", "StateDirectory"), "gitops");
+    assert_eq!(one(&e, "Service", "StateDirectoryMode"), "0700");
+    // Above the default apply (30min), fetch (5min) and lock (60s) timeouts together, so
+    // gitops ends a stuck pass itself rather than systemd killing it unrecorded.
+    let limit = seconds(&one(&e, "Service", "TimeoutStartSec"));
+    assert!(limit > 30 * 60 + 5 * 60 + 60, "TimeoutStartSec={limit}s");
+    let success = one(&e, "Service", "SuccessExitStatus");
+    assert!(
+        success.split_whitespace().any(|code| code == "75"),
+        "SuccessExitStatus={success}: a busy lock is no failure"
+    );
+    assert_eq!(one(&e, "Service", "SyslogIdentifier"), "gitops");
+    for forbidden in [
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "PrivateTmp",
+        "ProtectHome",
+    ] {
+        assert!(
+            !e.iter().any(|(_, k, _)| k == forbidden),
+            "{forbidden}= would stop a config run from changing the host"
+        );
+    }
+}
+
+#[test]
+fn the_installed_timer_spreads_passes_and_never_queues_them() {
+    let r = Root::new();
+    r.install(&[]).expect(0);
+    let e = unit_entries(&r.read(TIMER));
+    assert_eq!(seconds(&one(&e, "Timer", "OnBootSec")), 5 * 60);
+    // Counted from the end of a pass: a long apply is followed by a pause, not another pass.
+    assert_eq!(seconds(&one(&e, "Timer", "OnUnitInactiveSec")), 5 * 60);
+    assert!(!e.iter().any(|(_, k, _)| k == "OnUnitActiveSec"));
+    let spread = seconds(&one(&e, "Timer", "RandomizedDelaySec"));
+    let accuracy = seconds(&one(&e, "Timer", "AccuracySec"));
+    assert!(spread >= 30, "RandomizedDelaySec={spread}s spreads a fleet");
+    assert!(
+        accuracy < spread,
+        "AccuracySec={accuracy}s must not coalesce the {spread}s spread away"
+    );
+    assert_eq!(one(&e, "Timer", "Unit"), "gitops.service");
+    assert_eq!(one(&e, "Install", "WantedBy"), "timers.target");
+}
+
+/// Put the package's units under the root, as the .rpm (`usr/lib`) or the .deb (`lib`) does.
+fn install_package_units(r: &Root, dir: &str) {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    std::fs::create_dir_all(r.path(dir)).unwrap();
+    for unit in ["gitops.service", "gitops.timer"] {
+        std::fs::copy(units.join(unit), r.path(dir).join(unit)).unwrap();
+    }
+}
+
+#[test]
+fn packaged_units_are_enabled_not_copied_into_etc() {
+    for (dir, target) in [
+        (
+            "usr/lib/systemd/system",
+            "/usr/lib/systemd/system/gitops.timer",
+        ),
+        ("lib/systemd/system", "/lib/systemd/system/gitops.timer"),
+    ] {
+        let r = Root::new();
+        install_package_units(&r, dir);
+        let run = r
+            .install(&[
+                "--repo-url",
+                "https://git.example.com/cfg.git",
+                "--apply-timeout",
+                "2h",
+            ])
+            .expect(0);
+        assert!(
+            run.stdout.contains("come from the package"),
+            "{}",
+            run.stdout
+        );
+        for shadow in [SERVICE, TIMER] {
+            assert!(!r.path(shadow).exists(), "{shadow} would shadow {dir}");
+        }
+        assert_eq!(
+            std::fs::read_link(r.path(WANTS)).unwrap(),
+            Path::new(target)
+        );
+        assert!(r.path(target.trim_start_matches('/')).exists());
+        assert_eq!(mode(&r.path(ENV)), 0o600);
+        assert!(r
+            .read("etc/systemd/system/gitops.service.d/timeout.conf")
+            .contains("TimeoutStartSec="));
+        let run = r
+            .install(&[
+                "--repo-url",
+                "https://git.example.com/cfg.git",
+                "--apply-timeout",
+                "2h",
+            ])
+            .expect(0);
+        assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn a_package_installed_later_replaces_our_unedited_etc_copies() {
+    let r = Root::new();
+    r.install(&["--repo-url", "https://git.example.com/cfg.git"])
+        .expect(0);
+    let edited = Root::new();
+    edited.install(&[]).expect(0);
+    std::fs::write(
+        edited.path(SERVICE),
+        edited.read(SERVICE).replace("40min", "3h"),
+    )
+    .unwrap();
+
+    install_package_units(&r, "usr/lib/systemd/system");
+    let run = r.install(&[]).expect(0);
+    for gone in [SERVICE, TIMER] {
+        assert!(!r.path(gone).exists(), "{gone} stays: {}", run.stdout);
+    }
+    assert!(run.stdout.contains("removed"), "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_link(r.path(WANTS)).unwrap(),
+        Path::new("/usr/lib/systemd/system/gitops.timer")
+    );
+    assert!(r.read(ENV).contains("https://git.example.com/cfg.git"));
+    let manifest = r.read("etc/gitops/install-units.manifest");
+    assert!(
+        !manifest.contains(SERVICE) && !manifest.contains(TIMER),
+        "{manifest}"
+    );
+
+    // An edited copy is the admin's: it stays, and they are told it hides the package's unit.
+    install_package_units(&edited, "usr/lib/systemd/system");
+    let run = edited.install(&[]).expect(0);
+    assert!(edited.read(SERVICE).contains("3h"));
+    assert!(!edited.path(TIMER).exists());
+    assert!(
+        run.stderr.contains("overrides the packaged unit"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_loose_config_directory_is_made_private() {
+    let r = Root::new();
+    // As cloud-init's write_files leaves it after writing the deploy key.
+    std::fs::create_dir_all(r.path("etc/gitops")).unwrap();
+    std::fs::set_permissions(r.path("etc/gitops"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(r.path("etc/gitops/deploy_key"), "key").unwrap();
+    let run = r.install(&["--dry-run"]).expect(0);
+    assert!(run.stdout.contains("would tighten"), "{}", run.stdout);
+    assert_eq!(
+        mode(&r.path("etc/gitops")),
+        0o755,
+        "a dry run changes nothing"
+    );
+    let run = r
+        .install(&["--repo-url", "https://git.example.com/cfg.git"])
+        .expect(0);
+    assert!(
+        run.stdout.contains("tightened") && run.stdout.contains("0755 to 0700"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(mode(&r.path("etc/gitops")), 0o700);
+    let run = r
+        .install(&["--repo-url", "https://git.example.com/cfg.git"])
+        .expect(0);
+    assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+}
+
+#[test]
+fn an_empty_root_gets_a_public_etc_and_a_private_etc_gitops() {
+    let r = Root::new();
+    r.install(&[
+        "--init",
+        "cron",
+        "--repo-url",
+        "https://git.example.com/cfg.git",
+    ])
+    .expect(0);
+    assert_eq!(mode(&r.path("etc")) & 0o755, 0o755);
+    assert_eq!(mode(&r.path("etc/gitops")), 0o700);
+}
+
+#[test]
+fn secrets_in_an_edited_env_file_stay_out_of_the_diff() {
+    let r = Root::new();
+    r.install(&["--repo-url", "https://git.example.com/cfg.git"])
+        .expect(0);
+    std::fs::write(
+        r.path(ENV),
+        "GITOPS_REPO_URL=\"https://T0KEN-in-quotes@git.example.com/cfg.git\"\n\
+         GITOPS_BRANCH='prod'\n\
+         HTTPS_PROXY=http://proxyuser:pr0xy-pw@proxy.example.com:3128\n\
+         export API_TOKEN=hunter2-secret\n\
+         # note: mirror at https://mirroruser:m1rror-pw@mirror.example.com/cfg.git\n",
+    )
+    .unwrap();
+    let run = r
+        .install(&["--repo-url", "https://git.example.com/cfg.git"])
+        .expect(2);
+    for secret in [
+        "T0KEN-in-quotes",
+        "pr0xy-pw",
+        "proxyuser",
+        "hunter2-secret",
+        "m1rror-pw",
+    ] {
+        assert!(
+            !run.stderr.contains(secret),
+            "{secret} shown in:\n{}",
+            run.stderr
+        );
+    }
+    for line in [
+        "- GITOPS_REPO_URL=\"https://***@git.example.com/cfg.git\"",
+        "- GITOPS_BRANCH='prod'",
+        "- HTTPS_PROXY=***",
+        "- export API_TOKEN=***",
+        "+ GITOPS_REPO_URL=https://git.example.com/cfg.git",
+    ] {
+        assert!(
+            run.stderr.contains(line),
+            "{line} missing from:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_quoted_url_is_redacted_in_a_dry_run() {
+    let r = Root::new();
+    // The `!` makes install-units quote the value in the env file.
+    let url = "https://gh-t0ken!x@git.example.com/cfg.git";
+    let run = r.install(&["--dry-run", "--repo-url", url]).expect(0);
+    assert!(
+        !run.stdout.contains("gh-t0ken")
+            && run
+                .stdout
+                .contains("GITOPS_REPO_URL=\"https://***@git.example.com/cfg.git\""),
+        "{}",
+        run.stdout
+    );
+    r.install(&["--repo-url", url]).expect(0);
+    assert!(r
+        .read(ENV)
+        .contains("GITOPS_REPO_URL=\"https://gh-t0ken!x@"));
+}
+
+/// Every file, link and directory under `dir` with its inode and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut all = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            all.push((path, meta.ino(), meta.mtime(), meta.mtime_nsec()));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn a_second_run_touches_no_file_not_even_the_manifest() {
+    let r = Root::new();
+    let args = [
+        "--repo-url",
+        "https://git.example.com/cfg.git",
+        "--apply-timeout",
+        "2h",
+    ];
+    r.install(&args).expect(0);
+    let before = snapshot(&r.root);
+    assert!(before
+        .iter()
+        .any(|(p, ..)| p.ends_with("install-units.manifest")));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    r.install(&args).expect(0);
+    assert_eq!(snapshot(&r.root), before);
+}
+
+/// A root that install-units takes for the running system (the GITOPS_LIVE_ROOT test seam),
+/// with a systemctl that only records its arguments.
+struct Live {
+    r: Root,
+    log: PathBuf,
+    systemctl: PathBuf,
+}
+
+impl Live {
+    fn new() -> Live {
+        let r = Root::new();
+        std::fs::create_dir_all(r.path("run/systemd/system")).unwrap();
+        let log = r.m.dir.path().join("systemctl.log");
+        let systemctl = r.m.dir.path().join("systemctl");
+        std::fs::write(
+            &systemctl,
+            format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Live { r, log, systemctl }
+    }
+
+    fn install(&self, args: &[&str]) -> crate::harness::Run {
+        let mut cmd = self.r.m.command();
+        cmd.env("GITOPS_LIVE_ROOT", &self.r.root)
+            .env("GITOPS_SYSTEMCTL", &self.systemctl)
+            .arg("install-units")
+            .arg("--root")
+            .arg(&self.r.root)
+            .args(args);
+        let out = cmd.output().unwrap();
+        crate::harness::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The systemctl calls since the last look.
+    fn calls(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        text.lines().map(str::to_string).collect()
+    }
+}
+
+#[test]
+fn now_reloads_and_starts_the_timer_even_when_nothing_changed() {
+    let l = Live::new();
+    let run = l
+        .install(&["--now", "--repo-url", "https://git.example.com/cfg.git"])
+        .expect(0);
+    assert!(run.stdout.contains("enabled and active"), "{}", run.stdout);
+    assert_eq!(l.calls(), ["daemon-reload", "enable --now gitops.timer"]);
+    // The files are already right, but systemd may not have read them yet (an earlier run
+    // without --now, a package upgrade): reload anyway.
+    let run = l.install(&["--now"]).expect(0);
+    assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+    assert_eq!(l.calls(), ["daemon-reload", "enable --now gitops.timer"]);
+    // Without --now nothing runs.
+    l.install(&[]).expect(0);
+    assert!(l.calls().is_empty());
+}
+
+#[test]
+fn uninstall_stops_the_timer_and_removes_its_empty_directories() {
+    let l = Live::new();
+    l.install(&["--apply-timeout", "2h"]).expect(0);
+    assert!(l.r.path("etc/systemd/system/gitops.service.d").is_dir());
+    assert!(l.calls().is_empty(), "no --now, no systemctl");
+    let run = l.install(&["--uninstall"]).expect(0);
+    assert_eq!(l.calls(), ["disable --now gitops.timer", "daemon-reload"]);
+    for gone in [
+        "etc/systemd/system/gitops.service.d",
+        "etc/systemd/system/timers.target.wants",
+        "etc/gitops",
+    ] {
+        assert!(!l.r.path(gone).exists(), "{gone} stays: {}", run.stdout);
+    }
+    assert!(
+        l.r.path("etc/systemd/system").is_dir(),
+        "not ours to remove"
+    );
+
+    // A directory that holds someone else's link stays.
+    let other = Root::new();
+    other.install(&[]).expect(0);
+    let wants = other.path("etc/systemd/system/timers.target.wants");
+    std::os::unix::fs::symlink(
+        "/usr/lib/systemd/system/fstrim.timer",
+        wants.join("fstrim.timer"),
+    )
+    .unwrap();
+    other.install(&["--uninstall"]).expect(0);
+    assert!(wants.join("fstrim.timer").is_symlink());
+}
