@@ -29,14 +29,16 @@ variable "branch" {
   default = "main"
 }
 
+# The "latest" name stays put when a point release moves the previous one to the vault; its
+# checksum is read from the CHECKSUM file published beside it. Pin both for reproducible images.
 variable "iso_url" {
   type    = string
-  default = "https://download.rockylinux.org/pub/rocky/9/isos/x86_64/Rocky-9.3-x86_64-boot.iso"
+  default = "https://download.rockylinux.org/pub/rocky/9/isos/x86_64/Rocky-9-latest-x86_64-minimal.iso"
 }
 
 variable "iso_checksum" {
   type    = string
-  default = "sha256:eb096f0518e310f722d5ebd4c69f0322df4fc152c6189f93c5c797dc25f3d2e1"
+  default = "file:https://download.rockylinux.org/pub/rocky/9/isos/x86_64/CHECKSUM"
 }
 
 variable "disk_size" {
