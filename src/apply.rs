@@ -185,13 +185,17 @@ fn stop_group(handle: &duct::Handle, pgid: Option<Pid>) {
         loop {
             // Reap the leader so that, once the rest is gone, the group is empty, not a zombie.
             let _ = handle.try_wait();
-            let group_left = killpg(pgid, None).is_ok();
-            if !group_left || std::time::Instant::now() >= deadline {
+            if killpg(pgid, None).is_err() {
+                // Gone: its number may be reused from now on, so send it nothing more.
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                // Members left keep the group's number reserved: this reaches only them.
+                let _ = killpg(pgid, Signal::SIGKILL);
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = handle.kill();
     let _ = handle.wait_timeout(Duration::from_secs(10));

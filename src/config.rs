@@ -147,6 +147,7 @@ impl Settings {
         let raw_url = opts
             .repo_url
             .clone()
+            .filter(|u| !u.trim().is_empty())
             .or_else(|| std::env::var("REPO_URL").ok())
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| {
@@ -531,11 +532,17 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
         )
     })?;
     // Either spelling of the URL in the process environment beats both spellings in the file.
-    let url_in_process =
-        std::env::var_os("GITOPS_REPO_URL").is_some() || std::env::var_os("REPO_URL").is_some();
+    // An empty value counts as unset, as it does when the URL is read.
+    let set = |key: &str| std::env::var_os(key).is_some_and(|v| !v.is_empty());
+    let url_in_process = set("GITOPS_REPO_URL") || set("REPO_URL");
     for (key, value) in pairs {
         let is_url = key == "GITOPS_REPO_URL" || key == "REPO_URL";
-        if std::env::var_os(&key).is_none() && !(is_url && url_in_process) {
+        let unset = if is_url {
+            !set(&key)
+        } else {
+            std::env::var_os(&key).is_none()
+        };
+        if unset && !(is_url && url_in_process) {
             std::env::set_var(&key, value);
         }
     }

@@ -150,10 +150,11 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
             }
             // gix's message says what went wrong; the operator also needs what to change.
             let cause = format!("{e:#}");
-            Err(fail(
-                Exit::FetchFailed,
-                format!("could not fetch {what}: {cause}; {}", fetch_fix(&cause)),
-            ))
+            let message = match fetch_fix(&cause) {
+                Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
+                None => format!("could not fetch {what}: {cause}"),
+            };
+            Err(fail(Exit::FetchFailed, message))
         }
         None => Err(fail(
             Exit::FetchFailed,
@@ -166,47 +167,60 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     result.map_err(|e| scrub(e, &settings.repo_url.secrets()))
 }
 
-/// What to change, judged from the words of a failed fetch.
-fn fetch_fix(cause: &str) -> &'static str {
+/// What to change, judged from the words of a failed fetch; `None` when the words already say
+/// it (a deadline names its option) or nothing needs changing (a signal stopped us).
+fn fetch_fix(cause: &str) -> Option<&'static str> {
     let has = |words: &[&str]| words.iter().any(|w| cause.contains(w));
-    if has(&["Host key verification failed", "REMOTE HOST IDENTIFICATION"]) {
-        "pin the server's host key in --known-hosts (ssh-keyscan it, then check its fingerprint out of band)"
-    } else if has(&["repository not exported", "no such repository"]) {
-        // git daemon's answer for a path it does not serve, whatever the reason.
-        "check the repository path in --repo-url"
-    } else if has(&[
-        "Permission denied",
-        "401",
-        "403",
-        "uthentication",
-        "access denied",
-        "Access denied",
+    // Our own messages (a deadline, a signal, an empty repository, a missing branch) already
+    // say what to do.
+    if has(&[
+        "during the fetch",
+        "--fetch-timeout",
+        "push a first commit",
+        "--branch",
     ]) {
-        "check the deploy key (--ssh-key) or the URL's credentials, and that the server grants this machine read access"
-    } else if has(&[
-        "Connection refused",
-        "could not connect",
-        "could not resolve",
-        "Name or service not known",
-        "No route to host",
-        "Network is unreachable",
-        "timed out",
-        "Connection reset",
-    ]) {
-        "check the host and port in --repo-url and that the Git server is up and reachable from here"
-    } else if has(&[
-        "404",
-        "not found",
-        "Not Found",
-        "does not exist",
-        "not a git repository",
-        "valid git directory",
-        "No such file",
-    ]) {
-        "check the repository path in --repo-url"
-    } else {
-        "check --repo-url and that this machine may read the repository"
+        return None;
     }
+    Some(
+        if has(&["Host key verification failed", "REMOTE HOST IDENTIFICATION"]) {
+            "pin the server's host key in --known-hosts (ssh-keyscan it, then check its fingerprint out of band)"
+        } else if has(&["repository not exported", "no such repository"]) {
+            // git daemon's answer for a path it does not serve, whatever the reason.
+            "check the repository path in --repo-url"
+        } else if has(&[
+            "Connection refused",
+            "could not connect",
+            "could not resolve",
+            "Name or service not known",
+            "No route to host",
+            "Network is unreachable",
+            "timed out",
+            "Connection reset",
+        ]) {
+            "check the host and port in --repo-url and that the Git server is up and reachable from here"
+        } else if has(&[
+            "Permission denied",
+            "HTTP status 401",
+            "HTTP status 403",
+            "uthentication",
+            "access denied",
+            "Access denied",
+        ]) {
+            "check the deploy key (--ssh-key) or the URL's credentials, and that the server grants this machine read access"
+        } else if has(&[
+            "HTTP status 404",
+            "not found",
+            "Not Found",
+            "does not exist",
+            "not a git repository",
+            "valid git directory",
+            "No such file",
+        ]) {
+            "check the repository path in --repo-url"
+        } else {
+            "check --repo-url and that this machine may read the repository"
+        },
+    )
 }
 
 /// The last line of defence for credentials: an error that mentions one is rewritten with
@@ -266,8 +280,9 @@ fn fetch_on_thread(
             Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
                 if let Some(signal) = crate::signals::received() {
                     interrupt.store(true, Ordering::Relaxed);
-                    return Ok(Some(Err(anyhow!(
-                        "gitops received {signal} during the fetch"
+                    return Ok(Some(Err(fail(
+                        Exit::FetchFailed,
+                        format!("gitops received {signal} during the fetch"),
                     ))));
                 }
             }
@@ -636,6 +651,10 @@ mod tests {
                 "deploy key",
             ),
             ("Received HTTP status 401", "deploy key"),
+            (
+                "could not connect to 127.0.0.1:8403: Connection refused",
+                "host and port",
+            ),
             ("ssh: Host key verification failed.", "--known-hosts"),
             ("Received HTTP status 404", "repository path"),
             (
@@ -653,11 +672,16 @@ mod tests {
             ("something gix never said before", "--repo-url"),
         ];
         for (cause, fix) in table {
-            assert!(
-                fetch_fix(cause).contains(fix),
-                "{cause} → {}",
-                fetch_fix(cause)
-            );
+            let said = fetch_fix(cause).unwrap_or_default();
+            assert!(said.contains(fix), "{cause} → {said}");
+        }
+        for says_it_already in [
+            "gitops received SIGTERM during the fetch",
+            "no answer within 300s; check the network or raise --fetch-timeout",
+            "the repository is empty: push a first commit with an entry point",
+            "the remote has no branch \"nope\" (it has: main): push it or fix --branch",
+        ] {
+            assert_eq!(fetch_fix(says_it_already), None, "{says_it_already}");
         }
     }
 

@@ -115,6 +115,9 @@ fn main() -> ExitCode {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         say!("gitops: internal error{place}: {what} (please report it)");
+        // The documented code for an internal error, instead of the abort (and core dump,
+        // which could hold credentials) that `panic = "abort"` would bring next.
+        std::process::exit(70);
     }));
     let code = match run() {
         Ok(code) => code,

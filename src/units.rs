@@ -470,49 +470,83 @@ fn packaged_timer(root: &Path) -> Option<&'static str> {
 /// in the env file the whole value of any key gitops does not know.
 fn shown(path: &str, text: &str) -> String {
     let mut out = String::new();
-    // In the env file, a value continued over lines (trailing backslash) stays masked.
-    let mut masking = false;
+    // In the env file, a value that goes on over lines (a trailing backslash, or a quote not
+    // closed on its line) is masked on every following line until it ends.
+    let mut open: Option<char> = None;
     for line in text.lines() {
         let shown = if path != ENV_FILE {
             redact_urls(line)
-        } else if masking {
+        } else if let Some(end) = open {
+            let done = match end {
+                '\\' => !line.ends_with('\\'),
+                quote => line.trim_end().ends_with(quote),
+            };
+            if done {
+                open = None;
+            }
             "***".to_string()
         } else {
-            let (shown, masked) = shown_env_line(line);
-            masking = masked;
+            let (shown, goes_on) = shown_env_line(line);
+            open = goes_on;
             shown
         };
-        masking &= line.ends_with('\\');
         out.push_str(&shown);
         out.push('\n');
     }
     out
 }
 
-/// One env-file line as it may be shown, and whether its value was masked. Quotes are taken
-/// off before looking at the value (and put back), so a quoted URL is redacted too.
-fn shown_env_line(line: &str) -> (String, bool) {
+/// One env-file line as it may be shown, and what ends its value when it goes on over the
+/// next lines (a backslash, or the quote it opened). Quotes are taken off before looking at
+/// the value (and put back), so a quoted URL is redacted too.
+fn shown_env_line(line: &str) -> (String, Option<char>) {
     let trimmed = line.trim_start();
-    if trimmed.starts_with('#') || trimmed.starts_with(';') {
-        return (redact_urls(line), false);
-    }
-    let Some((key, value)) = line.split_once('=') else {
-        return (redact_urls(line), false);
+    let commented = trimmed
+        .strip_prefix('#')
+        .or_else(|| trimmed.strip_prefix(';'));
+    let assignment = commented.map(str::trim_start).unwrap_or(line);
+    let Some((key, value)) = assignment.split_once('=') else {
+        return (redact_urls(line), None);
     };
     let name = key.trim().trim_start_matches("export ").trim();
-    if !KNOWN_KEYS.contains(&name) {
-        return (format!("{key}=***"), true);
+    let is_name = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if commented.is_some() && !is_name {
+        // Prose that happens to hold an '=': nothing to mask but URLs.
+        return (redact_urls(line), None);
     }
-    let value = value.trim();
-    let quote = value
-        .chars()
-        .next()
-        .filter(|q| (*q == '"' || *q == '\'') && value.len() >= 2 && value.ends_with(*q));
-    let shown = match quote {
-        Some(q) => format!("{q}{}{q}", redact_urls(&value[1..value.len() - 1])),
-        None => redact_urls(value),
+    // A comment does not go on over lines; a value does.
+    let goes_on = |value: &str| -> Option<char> {
+        if commented.is_some() {
+            return None;
+        }
+        let value = value.trim();
+        let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'');
+        match quote {
+            Some(q) if value.len() < 2 || !value.ends_with(q) => Some(q),
+            _ if value.ends_with('\\') => Some('\\'),
+            _ => None,
+        }
     };
-    (format!("{key}={shown}"), false)
+    let prefix = &line[..line.len() - assignment.len()];
+    // A value split over lines cannot be redacted piecemeal (half a password is still a
+    // secret): masked whole, like every value gitops does not know.
+    if !KNOWN_KEYS.contains(&name) || goes_on(value).is_some() {
+        return (format!("{prefix}{key}=***"), goes_on(value));
+    }
+    let trimmed_value = value.trim();
+    let quote = trimmed_value.chars().next().filter(|q| {
+        (*q == '"' || *q == '\'') && trimmed_value.len() >= 2 && trimmed_value.ends_with(*q)
+    });
+    let shown = match quote {
+        Some(q) => format!(
+            "{q}{}{q}",
+            redact_urls(&trimmed_value[1..trimmed_value.len() - 1])
+        ),
+        None => redact_urls(trimmed_value),
+    };
+    (format!("{prefix}{key}={shown}"), goes_on(value))
 }
 
 /// Mask what stands between `scheme://` and the last `@` of each URL in a text, whatever the
@@ -881,6 +915,39 @@ fn write_manifest(root: &Path, manifest: &BTreeMap<String, String>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_env_files_carry_no_secret() {
+        let table = [
+            ("GITOPS_BRANCH=main", "GITOPS_BRANCH=main"),
+            (
+                "GITOPS_REPO_URL=\"https://tok:pw@h/x\"",
+                "GITOPS_REPO_URL=\"https://***@h/x\"",
+            ),
+            ("HTTPS_PROXY=http://u:pw@proxy", "HTTPS_PROXY=***"),
+            ("#TOKEN=abc", "#TOKEN=***"),
+            ("  # API_KEY = abc", "  # API_KEY =***"),
+            (
+                "#GITOPS_REPO_URL=https://u:pw@h/x",
+                "#GITOPS_REPO_URL=https://***@h/x",
+            ),
+            (
+                "# written by install-units (EnvironmentFile=) for you",
+                "# written by install-units (EnvironmentFile=) for you",
+            ),
+            (
+                "GITOPS_REPO_URL=https://u:se\\\ncret@h/x\nGITOPS_BRANCH=main",
+                "GITOPS_REPO_URL=***\n***\nGITOPS_BRANCH=main",
+            ),
+            (
+                "TOKEN=\"first\nsecond\nthird\"\nGITOPS_BRANCH=main",
+                "TOKEN=***\n***\n***\nGITOPS_BRANCH=main",
+            ),
+        ];
+        for (text, want) in table {
+            assert_eq!(shown(ENV_FILE, text).trim_end(), want, "{text}");
+        }
+    }
 
     #[test]
     fn env_file_round_trips_through_our_parser() {

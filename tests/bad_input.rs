@@ -119,7 +119,9 @@ fn unreachable_missing_and_empty_remotes_exit_3() {
         3,
     );
     assert!(
-        line.contains("no branch \"nope\"") && line.contains("main"),
+        line.contains("no branch \"nope\"")
+            && line.contains("main")
+            && !line.contains("check --repo-url"),
         "{line}"
     );
 

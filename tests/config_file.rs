@@ -83,6 +83,23 @@ fn repo_url_in_the_environment_beats_either_spelling_in_the_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
+
+    // An empty variable is no URL at all: the file's applies.
+    std::fs::write(
+        &m.config,
+        format!("GITOPS_REPO_URL={}\n", daemon.url("config.git")),
+    )
+    .unwrap();
+    let mut cmd = m.command();
+    cmd.arg("sync")
+        .env("REPO_URL", "")
+        .env("GITOPS_REPO_URL", "");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -59,14 +59,16 @@ INJECT=$E2E_TMP/inject
 
 t=$EPOCHREALTIME
 if [ -n "${GITOPS_DEB:-}" ]; then
-    DEB=$GITOPS_DEB
-    [ -f "$DEB" ] || { e2e_log "GITOPS_DEB=$DEB is not a file"; exit 1; }
+    [ -f "$GITOPS_DEB" ] || { e2e_log "GITOPS_DEB=$GITOPS_DEB is not a file"; exit 1; }
+    DEB=$(realpath "$GITOPS_DEB")
 else
     e2e_log "building the .deb with packaging/build.sh"
-    mapfile -t built < <("$E2E_REPO/packaging/build.sh")
-    DEB=${built[-2]}
+    # build.sh prints the .deb's path, then the .rpm's; a failed build stops the script here.
+    built=$("$E2E_REPO/packaging/build.sh")
+    DEB=$(printf '%s\n' "$built" | tail -n 2 | head -n 1)
+    DEB=$(cd "$E2E_REPO" && realpath "$DEB")
+    [ -f "$DEB" ] || { e2e_log "packaging/build.sh named no .deb (it printed: $built)"; exit 1; }
 fi
-case $DEB in /*) ;; *) DEB=$E2E_REPO/$DEB ;; esac
 TIME_DEB=$(e2e_since "$t")
 e2e_log "package: $DEB"
 
