@@ -172,11 +172,20 @@ impl Layout {
                 )
             })?;
         let deadline = Instant::now() + timeout;
+        let mut waiting = false;
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => return Ok(lock),
                 Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
                     file = returned;
+                    if !waiting {
+                        waiting = true;
+                        say!(
+                            "gitops: another pass holds {}; waiting up to {}s for it",
+                            path.display(),
+                            timeout.as_secs()
+                        );
+                    }
                     // Stopped while queued (systemctl stop, Ctrl-C): nothing was done and
                     // nothing is recorded, so there is nothing to wait for.
                     if let Some(signal) = crate::signals::received() {

@@ -83,19 +83,27 @@ fn sigterm_while_waiting_for_the_lock_ends_the_wait_and_records_nothing() {
         .args(["sync", "--repo-url", &url, "--lock-timeout", "60s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let queued = queued.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut queued = queued.spawn().unwrap();
+    // Signal it only once it says it is waiting: its handlers are in place by then.
+    let mut stderr = std::io::BufReader::new(queued.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("waiting up to 60s") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the queued pass ended before waiting: {said}");
+        said.push_str(&line);
+    }
     let asked = Instant::now();
     let pid = nix::unistd::Pid::from_raw(queued.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = queued.wait_with_output().unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    let status = queued.wait().unwrap();
     assert!(
         asked.elapsed() < Duration::from_secs(10),
         "the queued pass kept waiting for the lock after SIGTERM"
     );
-    assert_eq!(out.status.code(), Some(75));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert_eq!(status.code(), Some(75), "{said}");
+    assert!(said.contains("SIGTERM"), "{said}");
     std::fs::write(m.out.join("release"), "").unwrap();
     assert!(first.wait().unwrap().success());
     assert_eq!(m.state_json()["last_pass"]["outcome"], "applied");
