@@ -145,16 +145,18 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
                 Some(words) => e.context(format!("ssh: {words}")),
                 None => e,
             };
-            if crate::exit::code_of(&e) != Exit::Internal {
-                return Err(e);
+            if e.downcast_ref::<crate::exit::Coded>().is_some() {
+                // Ours: it has its exit code and already says what to do.
+                Err(e.context(format!("could not fetch {what}")))
+            } else {
+                // gix's message says what went wrong; the operator also needs what to change.
+                let cause = format!("{e:#}");
+                let message = match fetch_fix(&cause) {
+                    Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
+                    None => format!("could not fetch {what}: {cause}"),
+                };
+                Err(fail(Exit::FetchFailed, message))
             }
-            // gix's message says what went wrong; the operator also needs what to change.
-            let cause = format!("{e:#}");
-            let message = match fetch_fix(&cause) {
-                Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
-                None => format!("could not fetch {what}: {cause}"),
-            };
-            Err(fail(Exit::FetchFailed, message))
         }
         None => Err(fail(
             Exit::FetchFailed,
@@ -167,18 +169,12 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     result.map_err(|e| scrub(e, &settings.repo_url.secrets()))
 }
 
-/// What to change, judged from the words of a failed fetch; `None` when the words already say
-/// it (a deadline names its option) or nothing needs changing (a signal stopped us).
+/// What to change, judged from the words of a failed gix fetch; `None` for the words our own
+/// socket puts inside gix's errors, which already say it (a deadline names its option) or
+/// need no change (a signal stopped us).
 fn fetch_fix(cause: &str) -> Option<&'static str> {
     let has = |words: &[&str]| words.iter().any(|w| cause.contains(w));
-    // Our own messages (a deadline, a signal, an empty repository, a missing branch) already
-    // say what to do.
-    if has(&[
-        "during the fetch",
-        "--fetch-timeout",
-        "push a first commit",
-        "--branch",
-    ]) {
+    if has(&["during the fetch", "--fetch-timeout"]) {
         return None;
     }
     Some(
@@ -447,17 +443,26 @@ fn explain_missing(
         Err(e) => return e.context("could not list the remote's branches"),
     };
     match (branch, branches.is_empty()) {
-        (_, true) => anyhow!("the repository is empty: push a first commit with an entry point"),
-        (Some(b), false) => anyhow!(
-            "the remote has no branch {b:?} (it has: {}): push it or fix --branch",
-            branches
-                .iter()
-                .take(10)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+        (_, true) => fail(
+            Exit::FetchFailed,
+            "the repository is empty: push a first commit with an entry point",
         ),
-        (None, false) => anyhow!("the remote's HEAD names no existing branch: set --branch"),
+        (Some(b), false) => fail(
+            Exit::FetchFailed,
+            format!(
+                "the remote has no branch {b:?} (it has: {}): push it or fix --branch",
+                branches
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        (None, false) => fail(
+            Exit::FetchFailed,
+            "the remote's HEAD names no existing branch: set --branch",
+        ),
     }
 }
 
@@ -677,9 +682,7 @@ mod tests {
         }
         for says_it_already in [
             "gitops received SIGTERM during the fetch",
-            "no answer within 300s; check the network or raise --fetch-timeout",
-            "the repository is empty: push a first commit with an entry point",
-            "the remote has no branch \"nope\" (it has: main): push it or fix --branch",
+            "no answer within --fetch-timeout; check the network or raise it",
         ] {
             assert_eq!(fetch_fix(says_it_already), None, "{says_it_already}");
         }

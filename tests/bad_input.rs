@@ -128,7 +128,10 @@ fn unreachable_missing_and_empty_remotes_exit_3() {
     let empty = Upstream::empty();
     let empty_daemon = GitDaemon::serve(&empty.srv());
     let line = fails_cleanly(&m, Some(&empty_daemon.url("config.git")), &[], 3);
-    assert!(line.contains("empty"), "{line}");
+    assert!(
+        line.contains("empty") && !line.contains("check --repo-url"),
+        "{line}"
+    );
 
     let state = m.state_json();
     assert_eq!(
