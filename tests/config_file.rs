@@ -1,6 +1,6 @@
 //! Flags, environment and the env file: precedence, aliases, option placement.
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::harness::{Machine, Run, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, Upstream};
 
 #[test]
@@ -76,12 +76,7 @@ fn repo_url_in_the_environment_beats_either_spelling_in_the_file() {
     .unwrap();
     let mut cmd = m.command();
     cmd.arg("sync").env("REPO_URL", daemon.url("config.git"));
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::of(&mut cmd).expect(0);
     assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
 
     // An empty variable is no URL at all: the file's applies.
@@ -94,12 +89,7 @@ fn repo_url_in_the_environment_beats_either_spelling_in_the_file() {
     cmd.arg("sync")
         .env("REPO_URL", "")
         .env("GITOPS_REPO_URL", "");
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::of(&mut cmd).expect(0);
 }
 
 #[test]
@@ -115,12 +105,7 @@ fn a_missing_default_config_file_is_fine() {
     let mut cmd = m.command();
     cmd.env_remove("GITOPS_CONFIG")
         .args(["sync", "--repo-url", &daemon.url("config.git")]);
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::of(&mut cmd).expect(0);
     assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
 }
 

@@ -45,42 +45,64 @@ fn two_passes_started_together_run_the_entry_point_once() {
     assert_eq!(m.runs().len(), 1);
 }
 
+/// A machine whose first pass holds the lock (its entry point waits) until `release`.
+struct LockHeld {
+    _up: Upstream,
+    _daemon: GitDaemon,
+    m: Machine,
+    url: String,
+    first: Child,
+}
+
+impl LockHeld {
+    fn start() -> LockHeld {
+        let up = Upstream::new();
+        let blocking = "#!/bin/sh\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/release\" ]; do sleep 0.05; done\n";
+        up.commit(&[("run.sh", blocking)], "init");
+        let daemon = GitDaemon::serve(&up.srv());
+        let m = Machine::new();
+        let url = daemon.url("config.git");
+        let first = spawn_sync(&m, &url, &[]);
+        wait_for(&m.out.join("started"));
+        LockHeld {
+            _up: up,
+            _daemon: daemon,
+            m,
+            url,
+            first,
+        }
+    }
+
+    /// Let the first pass finish: what it recorded is all there is.
+    fn release(mut self) {
+        std::fs::write(self.m.out.join("release"), "").unwrap();
+        assert!(self.first.wait().unwrap().success());
+        let state = self.m.state_json();
+        assert_eq!(
+            state["last_pass"]["outcome"], "applied",
+            "the waiting pass recorded nothing"
+        );
+        assert_eq!(state["consecutive_failures"], 0);
+    }
+}
+
 #[test]
 fn a_pass_that_cannot_get_the_lock_exits_75() {
-    let up = Upstream::new();
-    let blocking =
-        "#!/bin/sh\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/release\" ]; do sleep 0.05; done\n";
-    up.commit(&[("run.sh", blocking)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let m = Machine::new();
-    let url = daemon.url("config.git");
-    let mut first = spawn_sync(&m, &url, &[]);
-    wait_for(&m.out.join("started"));
-    let run = m.sync(&url, &["--lock-timeout", "300ms"]).expect(75);
+    let held = LockHeld::start();
+    let run = held
+        .m
+        .sync(&held.url, &["--lock-timeout", "300ms"])
+        .expect(75);
     assert!(run.error_line().contains("--lock-timeout"));
-    std::fs::write(m.out.join("release"), "").unwrap();
-    assert!(first.wait().unwrap().success());
-    assert_eq!(
-        m.state_json()["last_pass"]["outcome"],
-        "applied",
-        "the waiting pass recorded nothing"
-    );
+    held.release();
 }
 
 #[test]
 fn sigterm_while_waiting_for_the_lock_ends_the_wait_and_records_nothing() {
-    let up = Upstream::new();
-    let blocking =
-        "#!/bin/sh\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/release\" ]; do sleep 0.05; done\n";
-    up.commit(&[("run.sh", blocking)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let m = Machine::new();
-    let url = daemon.url("config.git");
-    let mut first = spawn_sync(&m, &url, &[]);
-    wait_for(&m.out.join("started"));
-    let mut queued = m.command();
+    let held = LockHeld::start();
+    let mut queued = held.m.command();
     queued
-        .args(["sync", "--repo-url", &url, "--lock-timeout", "60s"])
+        .args(["sync", "--repo-url", &held.url, "--lock-timeout", "60s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut queued = queued.spawn().unwrap();
@@ -104,10 +126,7 @@ fn sigterm_while_waiting_for_the_lock_ends_the_wait_and_records_nothing() {
     );
     assert_eq!(status.code(), Some(75), "{said}");
     assert!(said.contains("SIGTERM"), "{said}");
-    std::fs::write(m.out.join("release"), "").unwrap();
-    assert!(first.wait().unwrap().success());
-    assert_eq!(m.state_json()["last_pass"]["outcome"], "applied");
-    assert_eq!(m.state_json()["consecutive_failures"], 0);
+    held.release();
 }
 
 /// Every file of the big commit, to check that a tree is complete.

@@ -29,6 +29,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// Run a prepared command (say `Machine::command` with extra environment) to completion.
+    pub fn of(cmd: &mut Command) -> Run {
+        Run::from(cmd.output().unwrap())
+    }
+
     fn from(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -109,13 +114,13 @@ impl Machine {
     pub fn sync(&self, url: &str, args: &[&str]) -> Run {
         let mut cmd = self.command();
         cmd.arg("sync").arg("--repo-url").arg(url).args(args);
-        Run::from(cmd.output().unwrap())
+        Run::of(&mut cmd)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
         let mut cmd = self.command();
         cmd.args(args);
-        Run::from(cmd.output().unwrap())
+        Run::of(&mut cmd)
     }
 
     pub fn state_json(&self) -> serde_json::Value {

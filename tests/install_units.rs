@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::harness::{Machine, Run, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, Upstream};
 
 struct Root {
@@ -19,7 +19,7 @@ impl Root {
         Root { m, root }
     }
 
-    fn install(&self, args: &[&str]) -> crate::harness::Run {
+    fn install(&self, args: &[&str]) -> Run {
         let mut full = vec!["install-units", "--root", self.root.to_str().unwrap()];
         full.extend(args);
         self.m.run(&full)
@@ -365,12 +365,7 @@ fn the_written_env_file_drives_a_real_pass() {
         .env_remove("GITOPS_CHECKOUT")
         .env("GITOPS_CONFIG", r.path(ENV))
         .arg("sync");
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::of(&mut cmd).expect(0);
     assert_eq!(r.m.applied().as_deref(), Some(commit.as_str()));
 }
 
@@ -819,7 +814,7 @@ impl Live {
         Live { r, log, systemctl }
     }
 
-    fn install(&self, args: &[&str]) -> crate::harness::Run {
+    fn install(&self, args: &[&str]) -> Run {
         let mut cmd = self.r.m.command();
         cmd.env("GITOPS_LIVE_ROOT", &self.r.root)
             .env("GITOPS_SYSTEMCTL", &self.systemctl)
@@ -827,12 +822,7 @@ impl Live {
             .arg("--root")
             .arg(&self.r.root)
             .args(args);
-        let out = cmd.output().unwrap();
-        crate::harness::Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(&mut cmd)
     }
 
     /// The systemctl calls since the last look.

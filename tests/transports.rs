@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::harness::{Machine, Run, RECORDING_RUN_SH};
 use crate::support::{HttpServer, Sshd, Upstream};
 
 #[test]
@@ -259,19 +259,13 @@ fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
         if trusted {
             cmd.env("SSL_CERT_FILE", tls.ca());
         }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        Run::of(&mut cmd)
     };
 
     // A server certificate nobody vouches for is refused.
-    let (code, stderr) = sync(&url, false);
-    assert_eq!(code, Some(3), "{stderr}");
+    sync(&url, false).expect(3);
 
-    let (code, stderr) = sync(&url, true);
-    assert_eq!(code, Some(0), "{stderr}");
+    let stderr = sync(&url, true).expect(0).stderr;
     assert_eq!(m.applied().as_deref(), Some(commit.as_str()));
     assert!(!stderr.contains(secret));
     // The entry point learns where its commit came from, without the credentials.
@@ -288,8 +282,7 @@ fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
         "https://deploy:wr0ng-pass@127.0.0.1:{}/config.git",
         tls.port
     );
-    let (code, stderr) = sync(&wrong, true);
-    assert_eq!(code, Some(3), "{stderr}");
+    let stderr = sync(&wrong, true).expect(3).stderr;
     assert!(
         !stderr.contains("wr0ng-pass") && !stderr.contains(secret),
         "{stderr}"
@@ -308,12 +301,7 @@ fn https_with_credentials_a_pinned_ca_and_nothing_leaked() {
     cmd.arg("sync")
         .env("REPO_URL", &url)
         .env("SSL_CERT_FILE", tls.ca());
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::of(&mut cmd).expect(0);
     let env = std::fs::read_to_string(aliased.out.join("env")).unwrap();
     assert!(!env.contains(secret), "{env}");
     assert!(
