@@ -1,5 +1,6 @@
-# tests/e2e/lib.sh: what vm.sh and nspawn.sh share (sourced, not run): the opt-in, the
-# prerequisites, the gitops binary, the Debian rootfs and its cache, the config repository.
+# tests/e2e/lib.sh: what vm.sh, nspawn.sh and package.sh share (sourced, not run): the opt-in,
+# the prerequisites, the gitops binary, the Debian rootfs and its cache, the config repository,
+# the end of a run (keep or remove, show the log on failure), and a booted nspawn container.
 # Everything is created under one temporary directory ($E2E_TMP) removed at exit; only the
 # rootfs cache survives, and only when GITOPS_E2E_CACHE names it.
 # shellcheck shell=bash
@@ -17,6 +18,9 @@ E2E_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E_T0=$EPOCHREALTIME
 E2E_TMP=
 E2E_CLEANUP=()
+# The guest's console or serial log, and what to call it: shown on failure, named when kept.
+E2E_LOG=
+E2E_LOG_NAME=log
 
 e2e_log() { printf 'e2e: %s\n' "$*" >&2; }
 
@@ -207,3 +211,95 @@ e2e_cleanup_dirs() {
         [ -n "$d" ] && rm -rf "$d"
     done
 }
+
+# At exit: keep the temporary directory when GITOPS_E2E_KEEP=1 (saying where the log is),
+# else remove it.
+e2e_finish() {
+    if [ "${GITOPS_E2E_KEEP:-}" = 1 ] && [ -n "$E2E_TMP" ]; then
+        e2e_log "kept $E2E_TMP ($E2E_LOG_NAME: ${E2E_LOG:-none})"
+    else
+        e2e_cleanup_dirs
+    fi
+}
+
+# Console text without carriage returns and colour codes.
+e2e_plain() { tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
+
+# The last 60 lines of the guest's log, on stderr.
+e2e_show_log() {
+    [ -f "${E2E_LOG:-}" ] || return 0
+    echo "---- last 60 lines of the $E2E_LOG_NAME ----" >&2
+    tail -n 60 "$E2E_LOG" | e2e_plain >&2
+    echo "---- end of the $E2E_LOG_NAME ----" >&2
+}
+
+e2e_fail() {
+    e2e_log "FAIL: $*"
+    e2e_show_log
+    exit 1
+}
+
+# Boot the cached rootfs with systemd-nspawn (read-only underneath: --volatile=overlay; no
+# network) and run SCRIPT in it as the oneshot unit NAME.service once the boot is done; the
+# unit then powers the container off. SCRIPT reports facts with `say KEY VALUE` and
+# `run KEY COMMAND...`, console lines "TAG: KEY: value" that e2e_said reads back. Further
+# arguments go to systemd-nspawn (binds).
+e2e_nspawn() { # NAME TAG SCRIPT [NSPAWN-ARGS...]
+    local name=$1 tag=$2 script=$3 t=$EPOCHREALTIME rc=0
+    shift 3
+    local inject=$E2E_TMP/inject
+    mkdir -p "$inject"
+    printf '%s\n' \
+        '[Unit]' \
+        "Description=e2e: $name" \
+        'After=multi-user.target' \
+        '' \
+        '[Service]' \
+        'Type=oneshot' \
+        "ExecStart=/usr/local/sbin/$name" \
+        'ExecStopPost=/bin/systemctl poweroff --no-block' \
+        'StandardOutput=journal+console' \
+        'StandardError=journal+console' >"$inject/$name.service"
+    {
+        echo '#!/bin/sh'
+        echo "say() { echo \"$tag: \$1: \$2\"; }"
+        echo '# KEY COMMAND...: the output, each line prefixed, then the exit status'
+        echo 'run() {'
+        echo '    key=$1; shift'
+        echo '    "$@" >/tmp/e2e-out 2>&1; rc=$?'
+        echo "    sed \"s/^/$tag: \$key output: /\" /tmp/e2e-out"
+        echo '    say "$key exit" "$rc"'
+        echo '}'
+        cat "$script"
+        echo 'say done yes'
+    } >"$inject/$name"
+    chmod 0755 "$inject/$name"
+    E2E_LOG=$E2E_TMP/console.log
+    E2E_LOG_NAME="container's console"
+    E2E_SAID=$E2E_TMP/console.txt
+    E2E_TAG=$tag
+    e2e_log "systemd-nspawn -b (console: $E2E_LOG)"
+    timeout "${GITOPS_E2E_NSPAWN_TIMEOUT:-180}" systemd-nspawn --quiet -b -D "$E2E_ROOTFS_CACHED" \
+        --register=no --keep-unit --private-network --volatile=overlay \
+        --console=read-only --hostname=gitops-e2e \
+        --bind-ro="$inject/$name.service:/etc/systemd/system/$name.service" \
+        --bind-ro="$inject/$name:/usr/local/sbin/$name" \
+        "$@" systemd.wants="$name.service" </dev/null >"$E2E_LOG" 2>&1 || rc=$?
+    E2E_TIME_BOOT=$(e2e_since "$t")
+    e2e_plain <"$E2E_LOG" >"$E2E_SAID"
+    [ "$rc" -ne 124 ] ||
+        e2e_fail "the container did not power off within ${GITOPS_E2E_NSPAWN_TIMEOUT:-180} s"
+    [ "$(e2e_said done)" = yes ] || e2e_fail "the e2e unit did not finish (systemd-nspawn exit $rc)"
+}
+
+# What the script in the container reported for KEY, value only.
+e2e_said() { grep -a "$E2E_TAG: $1: " "$E2E_SAID" | head -n 1 | sed "s/.*$E2E_TAG: $1: //"; }
+
+# Every report line of the container, for the record.
+e2e_report() {
+    echo "---- the container's report ----"
+    grep -a "$E2E_TAG: " "$E2E_SAID" | sed "s/.*$E2E_TAG: /  /"
+}
+
+# Whether the container reported the fixed text "TAG: TEXT" (an output line, say).
+e2e_saw() { grep -a -q -F "$E2E_TAG: $1" "$E2E_SAID"; }

@@ -23,38 +23,10 @@ e2e_opt_in nspawn.sh 2 "it boots a Debian rootfs with systemd-nspawn"
 e2e_need_common
 e2e_need systemd-nspawn systemd-container
 
-NSPAWN_TIMEOUT=${GITOPS_E2E_NSPAWN_TIMEOUT:-180}
-
-cleanup() {
-    local rc=$?
-    if [ "${GITOPS_E2E_KEEP:-}" = 1 ] && [ -n "$E2E_TMP" ]; then
-        e2e_log "kept $E2E_TMP (console log: $E2E_TMP/console.log)"
-    else
-        e2e_cleanup_dirs
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
+trap 'rc=$?; e2e_finish; exit "$rc"' EXIT
 trap 'exit 130' INT TERM
 
-fail() {
-    e2e_log "FAIL: $*"
-    if [ -f "${CONSOLE:-}" ]; then
-        echo "---- last 60 lines of the container's console ----" >&2
-        tail -n 60 "$CONSOLE" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' >&2
-        echo "---- end of the console ----" >&2
-    fi
-    exit 1
-}
-
-# The line the unit printed for KEY ("E2E-NOW: KEY: value"), value only.
-said() { grep -a "E2E-NOW: $1: " "$CLEAN" | head -n 1 | sed "s/.*E2E-NOW: $1: //"; }
-
 e2e_tmp gitops-e2e-nspawn
-CONSOLE=$E2E_TMP/console.log
-CLEAN=$E2E_TMP/console.txt
-INJECT=$E2E_TMP/inject
-
 e2e_binary
 e2e_rootfs
 
@@ -63,31 +35,8 @@ e2e_commit_run_sh v1
 V1=$E2E_COMMIT
 e2e_log "config repo: $E2E_SRV/config.git, v1 = $V1"
 
-# The unit and its script are bound into the container; the rootfs itself stays untouched.
-mkdir -p "$INJECT"
-cat >"$INJECT/e2e-now.service" <<'EOF'
-[Unit]
-Description=e2e: gitops install-units --now on the running systemd
-# Started through systemd.wants= on init's command line, after the boot is done.
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/e2e-now
-ExecStopPost=/bin/systemctl poweroff --no-block
-StandardOutput=journal+console
-StandardError=journal+console
-EOF
-cat >"$INJECT/e2e-now" <<'EOF'
-#!/bin/sh
-# Each fact on one line, "E2E-NOW: KEY: value", for the host to read from the console.
-say() { echo "E2E-NOW: $1: $2"; }
-run() { # KEY COMMAND...: the output, prefixed, then the exit status
-    key=$1; shift
-    "$@" >/tmp/e2e-out 2>&1; rc=$?
-    sed "s/^/E2E-NOW: $key output: /" /tmp/e2e-out
-    say "$key exit" "$rc"
-}
+# What runs inside, as a oneshot unit after the boot (say and run come from e2e_nspawn).
+cat >"$E2E_TMP/e2e-now.sh" <<'EOF'
 say "system" "$(systemctl is-system-running)"
 run install-units gitops install-units --now --repo-url file:///srv/config.git
 say "env-file mode" "$(stat -c %a /etc/gitops/gitops.env 2>&1)"
@@ -100,47 +49,32 @@ say "motd" "$(cat /etc/motd 2>&1)"
 run status gitops status
 journalctl -b -u gitops.service -o cat --no-pager | sed 's/^/E2E-NOW: journal: /'
 run install-units-again gitops install-units --now --repo-url file:///srv/config.git
-say "done" "yes"
 EOF
-chmod 0755 "$INJECT/e2e-now"
 
-t=$EPOCHREALTIME
-e2e_log "systemd-nspawn -b (console: $CONSOLE)"
-rc=0
-timeout "$NSPAWN_TIMEOUT" systemd-nspawn --quiet -b -D "$E2E_ROOTFS_CACHED" \
-    --register=no --keep-unit --private-network --volatile=overlay \
-    --console=read-only --hostname=gitops-e2e \
+e2e_nspawn e2e-now E2E-NOW "$E2E_TMP/e2e-now.sh" \
     --bind-ro="$E2E_BIN:/usr/bin/gitops" \
-    --bind-ro="$E2E_SRV/config.git:/srv/config.git" \
-    --bind-ro="$INJECT/e2e-now.service:/etc/systemd/system/e2e-now.service" \
-    --bind-ro="$INJECT/e2e-now:/usr/local/sbin/e2e-now" \
-    systemd.wants=e2e-now.service </dev/null >"$CONSOLE" 2>&1 || rc=$?
-E2E_TIME_BOOT=$(e2e_since "$t")
-tr -d '\r' <"$CONSOLE" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' >"$CLEAN"
-[ "$rc" -ne 124 ] || fail "the container did not power off within $NSPAWN_TIMEOUT s"
-[ "$(said "done")" = yes ] || fail "the e2e unit did not finish (systemd-nspawn exit $rc)"
+    --bind-ro="$E2E_SRV/config.git:/srv/config.git"
 
 # What install-units --now did to the running systemd.
-[ "$(said "install-units exit")" = 0 ] || fail "gitops install-units --now exited $(said "install-units exit")"
-grep -a -q -F "E2E-NOW: install-units output: gitops.timer is enabled and active" "$CLEAN" ||
-    fail "install-units --now did not say it started gitops.timer"
-[ "$(said "env-file mode")" = 600 ] || fail "/etc/gitops/gitops.env is mode $(said "env-file mode"), not 600"
-[ "$(said is-enabled)" = enabled ] || fail "systemctl is-enabled gitops.timer: $(said is-enabled)"
-[ "$(said is-active)" = active ] || fail "systemctl is-active gitops.timer: $(said is-active)"
+[ "$(e2e_said "install-units exit")" = 0 ] || e2e_fail "gitops install-units --now exited $(e2e_said "install-units exit")"
+e2e_saw "install-units output: gitops.timer is enabled and active" ||
+    e2e_fail "install-units --now did not say it started gitops.timer"
+[ "$(e2e_said "env-file mode")" = 600 ] || e2e_fail "/etc/gitops/gitops.env is mode $(e2e_said "env-file mode"), not 600"
+[ "$(e2e_said is-enabled)" = enabled ] || e2e_fail "systemctl is-enabled gitops.timer: $(e2e_said is-enabled)"
+[ "$(e2e_said is-active)" = active ] || e2e_fail "systemctl is-active gitops.timer: $(e2e_said is-active)"
 # A pass started by hand runs with the env file install-units wrote.
-[ "$(said "start exit")" = 0 ] || fail "systemctl start gitops.service exited $(said "start exit")"
-[ "$(said "service result")" = success ] || fail "gitops.service result: $(said "service result")"
-[ "$(said motd)" = "gitops e2e v1 $V1" ] || fail "/etc/motd is \"$(said motd)\", not \"gitops e2e v1 $V1\""
-grep -a -q -F "E2E-NOW: status output: applied:      ${V1:0:12} " "$CLEAN" ||
-    fail "gitops status does not report $V1 applied"
+[ "$(e2e_said "start exit")" = 0 ] || e2e_fail "systemctl start gitops.service exited $(e2e_said "start exit")"
+[ "$(e2e_said "service result")" = success ] || e2e_fail "gitops.service result: $(e2e_said "service result")"
+[ "$(e2e_said motd)" = "gitops e2e v1 $V1" ] || e2e_fail "/etc/motd is \"$(e2e_said motd)\", not \"gitops e2e v1 $V1\""
+e2e_saw "status output: applied:      ${V1:0:12} " ||
+    e2e_fail "gitops status does not report $V1 applied"
 # Again: the same files, nothing rewritten, the timer still on.
-[ "$(said "install-units-again exit")" = 0 ] ||
-    fail "the second install-units --now exited $(said "install-units-again exit")"
-grep -a -q -F "E2E-NOW: install-units-again output: nothing to do" "$CLEAN" ||
-    fail "the second install-units --now rewrote something"
+[ "$(e2e_said "install-units-again exit")" = 0 ] ||
+    e2e_fail "the second install-units --now exited $(e2e_said "install-units-again exit")"
+e2e_saw "install-units-again output: nothing to do" ||
+    e2e_fail "the second install-units --now rewrote something"
 
-echo "---- the container's report ----"
-grep -a "E2E-NOW: " "$CLEAN" | sed 's/.*E2E-NOW: /  /'
+e2e_report
 echo "---- durations (s) ----"
 printf '%-34s %8s\n' \
     "binary" "$E2E_TIME_BINARY" \

@@ -25,37 +25,10 @@ e2e_opt_in package.sh 3 "it installs the .deb into a Debian rootfs booted with s
 e2e_need_common
 e2e_need systemd-nspawn systemd-container
 
-NSPAWN_TIMEOUT=${GITOPS_E2E_NSPAWN_TIMEOUT:-180}
-
-cleanup() {
-    local rc=$?
-    if [ "${GITOPS_E2E_KEEP:-}" = 1 ] && [ -n "$E2E_TMP" ]; then
-        e2e_log "kept $E2E_TMP (console log: $E2E_TMP/console.log)"
-    else
-        e2e_cleanup_dirs
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
+trap 'rc=$?; e2e_finish; exit "$rc"' EXIT
 trap 'exit 130' INT TERM
 
-fail() {
-    e2e_log "FAIL: $*"
-    if [ -f "${CONSOLE:-}" ]; then
-        echo "---- last 60 lines of the container's console ----" >&2
-        tail -n 60 "$CONSOLE" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' >&2
-        echo "---- end of the console ----" >&2
-    fi
-    exit 1
-}
-
-# The line the unit printed for KEY ("E2E-PKG: KEY: value"), value only.
-said() { grep -a "E2E-PKG: $1: " "$CLEAN" | head -n 1 | sed "s/.*E2E-PKG: $1: //"; }
-
 e2e_tmp gitops-e2e-package
-CONSOLE=$E2E_TMP/console.log
-CLEAN=$E2E_TMP/console.txt
-INJECT=$E2E_TMP/inject
 
 t=$EPOCHREALTIME
 if [ -n "${GITOPS_DEB:-}" ]; then
@@ -79,29 +52,8 @@ e2e_commit_run_sh v1
 V1=$E2E_COMMIT
 e2e_log "config repo: $E2E_SRV/config.git, v1 = $V1"
 
-mkdir -p "$INJECT"
-cat >"$INJECT/e2e-package.service" <<'EOF'
-[Unit]
-Description=e2e: the gitops .deb on the running systemd
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/e2e-package
-ExecStopPost=/bin/systemctl poweroff --no-block
-StandardOutput=journal+console
-StandardError=journal+console
-EOF
-cat >"$INJECT/e2e-package" <<'EOF'
-#!/bin/sh
-# Each fact on one line, "E2E-PKG: KEY: value", for the host to read from the console.
-say() { echo "E2E-PKG: $1: $2"; }
-run() { # KEY COMMAND...: the output, prefixed, then the exit status
-    key=$1; shift
-    "$@" >/tmp/e2e-out 2>&1; rc=$?
-    sed "s/^/E2E-PKG: $key output: /" /tmp/e2e-out
-    say "$key exit" "$rc"
-}
+# What runs inside, as a oneshot unit after the boot (say and run come from e2e_nspawn).
+cat >"$E2E_TMP/e2e-package.sh" <<'EOF'
 exists() { if [ -e "$1" ] || [ -L "$1" ]; then echo yes; else echo no; fi; }
 run dpkg-install dpkg -i /pkg/gitops.deb
 say "installed is-enabled" "$(systemctl is-enabled gitops.timer 2>&1)"
@@ -126,57 +78,42 @@ say "removed is-enabled" "$(systemctl is-enabled gitops.timer 2>&1)"
 say "removed wants link" "$(exists /etc/systemd/system/timers.target.wants/gitops.timer)"
 say "removed etc units" "$(exists /etc/systemd/system/gitops.service)$(exists /etc/systemd/system/gitops.timer)"
 say "removed env file" "$(exists /etc/gitops/gitops.env)"
-say "done" "yes"
 EOF
-chmod 0755 "$INJECT/e2e-package"
 
-t=$EPOCHREALTIME
-e2e_log "systemd-nspawn -b (console: $CONSOLE)"
-rc=0
-timeout "$NSPAWN_TIMEOUT" systemd-nspawn --quiet -b -D "$E2E_ROOTFS_CACHED" \
-    --register=no --keep-unit --private-network --volatile=overlay \
-    --console=read-only --hostname=gitops-e2e \
+e2e_nspawn e2e-package E2E-PKG "$E2E_TMP/e2e-package.sh" \
     --bind-ro="$DEB:/pkg/gitops.deb" \
-    --bind-ro="$E2E_SRV/config.git:/srv/config.git" \
-    --bind-ro="$INJECT/e2e-package.service:/etc/systemd/system/e2e-package.service" \
-    --bind-ro="$INJECT/e2e-package:/usr/local/sbin/e2e-package" \
-    systemd.wants=e2e-package.service </dev/null >"$CONSOLE" 2>&1 || rc=$?
-TIME_BOOT=$(e2e_since "$t")
-tr -d '\r' <"$CONSOLE" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' >"$CLEAN"
-[ "$rc" -ne 124 ] || fail "the container did not power off within $NSPAWN_TIMEOUT s"
-[ "$(said "done")" = yes ] || fail "the e2e unit did not finish (systemd-nspawn exit $rc)"
+    --bind-ro="$E2E_SRV/config.git:/srv/config.git"
 
 # The package alone: timer on, configuration directory private, no pass before configuration.
-[ "$(said "dpkg-install exit")" = 0 ] || fail "dpkg -i exited $(said "dpkg-install exit")"
-[ "$(said "installed is-enabled")" = enabled ] || fail "after dpkg -i, gitops.timer is $(said "installed is-enabled")"
-[ "$(said "installed is-active")" = active ] || fail "after dpkg -i, gitops.timer is $(said "installed is-active")"
-[ "$(said "config dir mode")" = 700 ] || fail "/etc/gitops is mode $(said "config dir mode"), not 700"
-[ "$(said "early condition")" = no ] || fail "a pass ran before /etc/gitops/gitops.env existed (ConditionResult $(said "early condition"))"
-[ "$(said "early state")" = no ] || fail "a pass recorded state before any configuration existed"
+[ "$(e2e_said "dpkg-install exit")" = 0 ] || e2e_fail "dpkg -i exited $(e2e_said "dpkg-install exit")"
+[ "$(e2e_said "installed is-enabled")" = enabled ] || e2e_fail "after dpkg -i, gitops.timer is $(e2e_said "installed is-enabled")"
+[ "$(e2e_said "installed is-active")" = active ] || e2e_fail "after dpkg -i, gitops.timer is $(e2e_said "installed is-active")"
+[ "$(e2e_said "config dir mode")" = 700 ] || e2e_fail "/etc/gitops is mode $(e2e_said "config dir mode"), not 700"
+[ "$(e2e_said "early condition")" = no ] || e2e_fail "a pass ran before /etc/gitops/gitops.env existed (ConditionResult $(e2e_said "early condition"))"
+[ "$(e2e_said "early state")" = no ] || e2e_fail "a pass recorded state before any configuration existed"
 
 # install-units next to the package: the packaged units, enabled, not shadowed.
-[ "$(said "install-units exit")" = 0 ] || fail "gitops install-units --now exited $(said "install-units exit")"
-[ "$(said "etc service")$(said "etc timer")" = nono ] || fail "install-units copied units into /etc/systemd/system over the package's"
-[ "$(said "wants link")" = /lib/systemd/system/gitops.timer ] || fail "the enable link points at $(said "wants link")"
-[ "$(said "fragment")" = /lib/systemd/system/gitops.service ] || fail "systemd loads gitops.service from $(said "fragment")"
-[ "$(said "service result")" = success ] || fail "gitops.service result: $(said "service result")"
-[ "$(said motd)" = "gitops e2e v1 $V1" ] || fail "/etc/motd is \"$(said motd)\", not \"gitops e2e v1 $V1\""
-grep -a -q -F "E2E-PKG: status output: applied:      ${V1:0:12} " "$CLEAN" ||
-    fail "gitops status does not report $V1 applied"
+[ "$(e2e_said "install-units exit")" = 0 ] || e2e_fail "gitops install-units --now exited $(e2e_said "install-units exit")"
+[ "$(e2e_said "etc service")$(e2e_said "etc timer")" = nono ] || e2e_fail "install-units copied units into /etc/systemd/system over the package's"
+[ "$(e2e_said "wants link")" = /lib/systemd/system/gitops.timer ] || e2e_fail "the enable link points at $(e2e_said "wants link")"
+[ "$(e2e_said "fragment")" = /lib/systemd/system/gitops.service ] || e2e_fail "systemd loads gitops.service from $(e2e_said "fragment")"
+[ "$(e2e_said "service result")" = success ] || e2e_fail "gitops.service result: $(e2e_said "service result")"
+[ "$(e2e_said motd)" = "gitops e2e v1 $V1" ] || e2e_fail "/etc/motd is \"$(e2e_said motd)\", not \"gitops e2e v1 $V1\""
+e2e_saw "status output: applied:      ${V1:0:12} " ||
+    e2e_fail "gitops status does not report $V1 applied"
 
 # Removal: nothing of ours runs or stays enabled; the administrator's configuration stays.
-[ "$(said "dpkg-remove exit")" = 0 ] || fail "dpkg -r exited $(said "dpkg-remove exit")"
-[ "$(said "removed binary")" = no ] || fail "/usr/bin/gitops is still there after dpkg -r"
-[ "$(said "removed wants link")" = no ] || fail "the timer is still enabled after dpkg -r"
-[ "$(said "removed etc units")" = nono ] || fail "unit files are left in /etc/systemd/system after dpkg -r"
-[ "$(said "removed env file")" = yes ] || fail "dpkg -r removed the administrator's /etc/gitops/gitops.env"
+[ "$(e2e_said "dpkg-remove exit")" = 0 ] || e2e_fail "dpkg -r exited $(e2e_said "dpkg-remove exit")"
+[ "$(e2e_said "removed binary")" = no ] || e2e_fail "/usr/bin/gitops is still there after dpkg -r"
+[ "$(e2e_said "removed wants link")" = no ] || e2e_fail "the timer is still enabled after dpkg -r"
+[ "$(e2e_said "removed etc units")" = nono ] || e2e_fail "unit files are left in /etc/systemd/system after dpkg -r"
+[ "$(e2e_said "removed env file")" = yes ] || e2e_fail "dpkg -r removed the administrator's /etc/gitops/gitops.env"
 
-echo "---- the container's report ----"
-grep -a "E2E-PKG: " "$CLEAN" | sed 's/.*E2E-PKG: /  /'
+e2e_report
 echo "---- durations (s) ----"
 printf '%-34s %8s\n' \
     "package" "$TIME_DEB" \
     "rootfs${E2E_ROOTFS_REUSED:+ (cached)}" "$E2E_TIME_ROOTFS" \
-    "container: boot, test, poweroff" "$TIME_BOOT" \
+    "container: boot, test, poweroff" "$E2E_TIME_BOOT" \
     "total" "$(e2e_since "$E2E_T0")"
 echo "e2e: package.sh passed: the .deb enables the timer, waits for configuration, works with install-units and leaves cleanly"

@@ -44,11 +44,7 @@ cleanup() {
         kill -9 "$QEMU_PID" 2>/dev/null || true
         wait "$QEMU_PID" 2>/dev/null || true
     fi
-    if [ "${GITOPS_E2E_KEEP:-}" = 1 ] && [ -n "$E2E_TMP" ]; then
-        e2e_log "kept $E2E_TMP (serial log: $E2E_TMP/serial.log)"
-    else
-        e2e_cleanup_dirs
-    fi
+    e2e_finish
     exit "$rc"
 }
 trap cleanup EXIT
@@ -56,11 +52,7 @@ trap 'exit 130' INT TERM
 
 fail() {
     e2e_log "FAIL: $*"
-    if [ -f "${SERIAL:-}" ]; then
-        echo "---- last 60 lines of the serial log ----" >&2
-        tail -n 60 "$SERIAL" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' >&2
-        echo "---- end of the serial log ----" >&2
-    fi
+    e2e_show_log
     if [ -s "${E2E_TMP:-/nonexistent}/qemu.log" ]; then
         echo "---- qemu's own output ----" >&2
         tail -n 20 "$E2E_TMP/qemu.log" >&2
@@ -105,6 +97,8 @@ pick_accel() { # KERNEL
 
 e2e_tmp gitops-e2e-vm
 SERIAL=$E2E_TMP/serial.log
+E2E_LOG=$SERIAL
+E2E_LOG_NAME="serial log"
 SRV=$E2E_TMP/srv
 ROOTFS=$E2E_TMP/rootfs
 IMAGE=$E2E_TMP/image.raw
