@@ -17,17 +17,13 @@ macro_rules! say {
     }};
 }
 
-mod apply;
-mod checkout;
 mod config;
 mod exit;
 mod git;
+mod install;
+mod pass;
+mod report;
 mod signals;
-mod state;
-mod status;
-mod sync;
-mod textdiff;
-mod units;
 
 use std::process::ExitCode;
 
@@ -74,8 +70,8 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: std::path::PathBuf,
         /// How the periodic pass runs
-        #[arg(long, value_enum, default_value_t = units::Init::Systemd)]
-        init: units::Init,
+        #[arg(long, value_enum, default_value_t = install::Init::Systemd)]
+        init: install::Init,
         /// On the running system, also reload systemd and start the timer now
         #[arg(long)]
         now: bool,
@@ -124,7 +120,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` keeps the chain on one line and never prints a backtrace, whatever
             // RUST_BACKTRACE says.
-            say!("gitops: error: {}", sync::one_line(&e));
+            say!("gitops: error: {}", pass::one_line(&e));
             code_of(&e)
         }
     };
@@ -172,10 +168,10 @@ fn run() -> anyhow::Result<Exit> {
     match cli.command {
         Command::Sync => {
             let settings = Settings::for_sync(&cli.options)?;
-            sync::run(&settings, &now)?;
+            pass::run(&settings, &now)?;
             Ok(Exit::Ok)
         }
-        Command::Status { json } => status::run(&cli.options.state_dir, json, now()),
+        Command::Status { json } => report::status::run(&cli.options.state_dir, json, now()),
         Command::RebootPlan { .. } => {
             Err(fail(Exit::Internal, "reboot-plan is not implemented yet"))
         }
@@ -192,7 +188,7 @@ fn run() -> anyhow::Result<Exit> {
                 .subcommand_matches("install-units")
                 .expect("clap matched install-units");
             let env = config::given_on_command_line(sub)?;
-            units::run(&units::Request {
+            install::run(&install::Request {
                 root,
                 init,
                 now,

@@ -6,14 +6,14 @@ use anyhow::Result;
 use time::OffsetDateTime;
 
 use crate::exit::Exit;
-use crate::state::{self, Layout, State};
+use crate::pass::state::{self, Layout, State};
 
 /// Print the status and return the exit code: 0 when the last pass succeeded, 1 otherwise, so
 /// the command serves as a health check.
 pub fn run(state_dir: &std::path::Path, json: bool, now: OffsetDateTime) -> Result<Exit> {
     // A health check reads exit 1 as "not healthy"; an unreadable state is not healthy either.
     let recorded = state::read(&Layout::new(state_dir))
-        .map_err(|e| crate::exit::fail(Exit::ApplyFailed, crate::sync::one_line(&e)))?;
+        .map_err(|e| crate::exit::fail(Exit::ApplyFailed, crate::pass::one_line(&e)))?;
     let healthy = recorded
         .as_ref()
         .and_then(|s| s.last_pass.as_ref())
@@ -109,7 +109,7 @@ fn age(stamp: &str, now: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Applied, LastPass, Outcome, Pending};
+    use crate::pass::state::{Applied, LastPass, Outcome, Pending};
 
     #[test]
     fn summary_names_applied_last_pass_and_pending() {

@@ -6,8 +6,10 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use gix::ObjectId;
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
 use crate::exit::{fail, Exit};
@@ -136,6 +138,41 @@ fn make_writable(path: &Path) {
             }
         }
     }
+}
+
+/// Write the tree of `commit` into the empty directory `dest`.
+pub fn write_tree(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> Result<()> {
+    let tree = repo
+        .find_commit(commit)
+        .with_context(|| format!("commit {commit} is not in the object store"))?
+        .tree_id()?;
+    let mut index = repo.index_from_tree(&tree)?;
+    let mut options =
+        repo.checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)?;
+    options.destination_is_initially_empty = true;
+    let outcome = gix::worktree::state::checkout(
+        &mut index,
+        dest,
+        repo.objects.clone().into_arc()?,
+        &gix::progress::Discard,
+        &gix::progress::Discard,
+        &AtomicBool::new(false),
+        options,
+    )
+    .with_context(|| {
+        format!(
+            "could not write the tree of {commit} into {}",
+            dest.display()
+        )
+    })?;
+    if let Some(first) = outcome.errors.first() {
+        return Err(anyhow!(
+            "could not write {} of {commit}: {}",
+            first.path,
+            first.error
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

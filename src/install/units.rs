@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use super::textdiff;
 use crate::exit::{fail, Exit, ResultExt};
-use crate::textdiff;
 
 /// The unit files, compiled in: `units/` is their one source.
-pub const SERVICE: &str = include_str!("../units/gitops.service");
-pub const TIMER: &str = include_str!("../units/gitops.timer");
+pub const SERVICE: &str = include_str!("../../units/gitops.service");
+pub const TIMER: &str = include_str!("../../units/gitops.timer");
 
 /// Where the record of what install-units wrote lives, inside the root.
 const MANIFEST: &str = "etc/gitops/install-units.manifest";
@@ -683,7 +683,7 @@ fn write(root: &Path, item: &Item) -> Result<()> {
     })?;
     match item {
         Item::File { text, mode, .. } => {
-            crate::state::write_atomic(&full, text.as_bytes(), true)
+            crate::pass::state::write_atomic(&full, text.as_bytes(), true)
                 .or_exit(Exit::Usage, || {
                     format!("cannot write {}: is the root writable?", full.display())
                 })?;

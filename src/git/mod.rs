@@ -1,0 +1,10 @@
+//! Everything gix: the bare object store, fetching one branch, ancestry, writing a tree and the
+//! checkout link that points at it.
+
+mod fetch;
+mod store;
+pub mod tree;
+
+pub use fetch::fetch;
+pub use store::{open_store, relation, subject, Relation};
+pub use tree::write_tree;

@@ -1,0 +1,144 @@
+//! The bare object store: opening it (created on the first pass), the ssh settings it carries,
+//! and what it says about commits (ancestry, subjects).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use gix::ObjectId;
+
+use crate::config::Settings;
+use crate::exit::{Exit, ResultExt};
+
+/// Open the bare object store, creating it on the first pass. Creation happens in a temporary
+/// directory renamed into place, so a pass killed half-way never leaves a store gix cannot open.
+pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
+    if !path.exists() {
+        let tmp = path.with_extension("git.tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("could not remove {}", tmp.display()))?;
+        }
+        gix::init_bare(&tmp)
+            .with_context(|| format!("could not create the object store {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("could not move the object store to {}", path.display()))?;
+    }
+    // Isolated: the host's and the user's git config (url rewrites, credential helpers that
+    // prompt) must not change what a pass does. What we need is passed as overrides.
+    let options = gix::open::Options::isolated()
+        .strict_config(false)
+        .config_overrides(ssh_overrides(&ssh_log(path), settings));
+    gix::open_opts(path, options).or_exit(Exit::Internal, || {
+        format!(
+            "the object store {} cannot be opened: remove it and the next pass clones afresh",
+            path.display()
+        )
+    })
+}
+
+/// A pass killed during a fetch leaves `*.lock` files behind, and gix then refuses to update
+/// those refs. We hold the pass lock, so nobody else can be writing here: they are stale.
+pub(super) fn clear_stale_locks(store: &Path) {
+    fn walk(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path);
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    walk(&store.join("refs/remotes"));
+    for file in [
+        "HEAD.lock",
+        "packed-refs.lock",
+        "config.lock",
+        "shallow.lock",
+    ] {
+        let _ = std::fs::remove_file(store.join(file));
+    }
+}
+
+/// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
+/// host keys it is given.
+/// ssh's messages go to this file (`-E`) rather than to our stderr, so that a failure reads as
+/// one line with ssh's own reason in it instead of ssh's multi-line banner.
+pub(super) fn ssh_log(store: &Path) -> std::path::PathBuf {
+    store.join("gitops-ssh.log")
+}
+
+fn ssh_overrides(log: &Path, settings: &Settings) -> Vec<String> {
+    let mut command = format!(
+        "ssh -o BatchMode=yes -E {}",
+        shell_quote(&log.display().to_string())
+    );
+    if let Some(key) = &settings.ssh_key {
+        command.push_str(&format!(
+            " -i {} -o IdentitiesOnly=yes",
+            shell_quote(&key.display().to_string())
+        ));
+    }
+    if let Some(known_hosts) = &settings.known_hosts {
+        command.push_str(&format!(
+            " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes",
+            shell_quote(&known_hosts.display().to_string())
+        ));
+    }
+    vec![
+        format!("core.sshCommand={command}"),
+        "ssh.variant=ssh".to_string(),
+    ]
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+/// How the remote tip relates to the applied commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Nothing applied yet.
+    Fresh,
+    /// The tip is the applied commit.
+    Same,
+    /// The applied commit is an ancestor of the tip.
+    Descends,
+    /// The tip's history does not contain the applied commit (force-push, rollback).
+    Diverged,
+}
+
+pub fn relation(
+    repo: &gix::Repository,
+    applied: Option<ObjectId>,
+    tip: ObjectId,
+) -> Result<Relation> {
+    let Some(applied) = applied else {
+        return Ok(Relation::Fresh);
+    };
+    if applied == tip {
+        return Ok(Relation::Same);
+    }
+    // The whole history of the tip is in the store after the fetch: a missing applied commit
+    // cannot be its ancestor (and merge_base would error on it).
+    if !repo.has_object(applied) {
+        return Ok(Relation::Diverged);
+    }
+    let base = repo
+        .merge_base(applied, tip)
+        .context("could not compute the merge base")?;
+    Ok(if base.map(|b| b.detach()) == Some(applied) {
+        Relation::Descends
+    } else {
+        Relation::Diverged
+    })
+}
+
+/// The first line of a commit's message.
+pub fn subject(repo: &gix::Repository, commit: ObjectId) -> Option<String> {
+    let commit = repo.find_commit(commit).ok()?;
+    let message = commit.message().ok()?;
+    Some(message.summary().to_string())
+}

@@ -1,0 +1,9 @@
+//! The pass: lock, fetch, decide (a pure function), apply the entry point, record the outcome in
+//! the state directory.
+
+pub mod apply;
+pub mod decide;
+pub mod run;
+pub mod state;
+
+pub use run::{one_line, run};

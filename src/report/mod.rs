@@ -1,0 +1,3 @@
+//! What the passes did, told to the operator: `gitops status`.
+
+pub mod status;
