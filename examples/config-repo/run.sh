@@ -6,12 +6,7 @@ set -eu
 root="${DEMO_ROOT:-}"
 mkdir -p "$root/etc"
 # Write the new file next to the old one and rename it: a reader never sees half a motd.
-cat > "$root/etc/motd.gitops-new" <<MOTD
-------------------------
-Managed by gitops.
-Host:   $(uname -n)
-Commit: ${GITOPS_COMMIT}
-------------------------
-MOTD
+cp motd "$root/etc/motd.gitops-new"
+echo "Commit: ${GITOPS_COMMIT}" >> "$root/etc/motd.gitops-new"
 mv "$root/etc/motd.gitops-new" "$root/etc/motd"
-echo "wrote $root/etc/motd for commit ${GITOPS_COMMIT}"
+echo "installed $root/etc/motd for commit ${GITOPS_COMMIT}"
