@@ -1,18 +1,11 @@
 #!/usr/bin/env bash
 # Check that the packaging files build what they claim: the .deb and .rpm carry the binary,
 # the units and the maintainer scripts; the cloud-init user data is valid; the Packer template
-# validates. Run by .ci/run; installs the tools it needs when missing and running as root.
+# validates. Run by .ci/run; packaging/build.sh installs cargo-deb and cargo-generate-rpm.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 fail() { echo "packaging: $*" >&2; exit 1; }
-
-if ! cargo deb --version >/dev/null 2>&1; then
-    cargo install --locked --quiet cargo-deb --version 3.8.0
-fi
-if ! cargo generate-rpm --version >/dev/null 2>&1; then
-    cargo install --locked --quiet cargo-generate-rpm --version 0.21.1
-fi
 
 mapfile -t built < <(packaging/build.sh)
 deb=${built[-2]}
@@ -26,7 +19,12 @@ for want in \
     '-rwxr-xr-x .* ./usr/bin/gitops$' \
     '-rw-r--r-- .* ./lib/systemd/system/gitops.service$' \
     '-rw-r--r-- .* ./lib/systemd/system/gitops.timer$' \
-    '-rw-r--r-- .* ./usr/share/doc/gitops/README.md$'; do
+    '-rw-r--r-- .* ./usr/share/doc/gitops/README.md$' \
+    '-rw-r--r-- .* ./usr/share/man/man1/gitops.1.gz$' \
+    '-rw-r--r-- .* ./usr/share/man/man1/gitops-sync.1.gz$' \
+    '-rw-r--r-- .* ./usr/share/bash-completion/completions/gitops$' \
+    '-rw-r--r-- .* ./usr/share/zsh/vendor-completions/_gitops$' \
+    '-rw-r--r-- .* ./usr/share/fish/vendor_completions.d/gitops.fish$'; do
     grep -Eq -- "$want" <<<"$listing" || fail "the .deb lacks $want"
 done
 control=$(mktemp -d)
@@ -44,7 +42,8 @@ cmp -s units/gitops.service <(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/sys
 if command -v rpm >/dev/null 2>&1; then
     files=$(rpm -qlp "$rpm" 2>/dev/null)
     echo "$files"
-    for want in /usr/bin/gitops /usr/lib/systemd/system/gitops.service /usr/lib/systemd/system/gitops.timer; do
+    for want in /usr/bin/gitops /usr/lib/systemd/system/gitops.service /usr/lib/systemd/system/gitops.timer \
+        /usr/share/man/man1/gitops.1.gz /usr/share/bash-completion/completions/gitops; do
         grep -qx "$want" <<<"$files" || fail "the .rpm lacks $want"
     done
     rpm -qp --scripts "$rpm" 2>/dev/null | grep -q 'systemctl enable gitops.timer' || fail "the .rpm's %post does not enable the timer"
