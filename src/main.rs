@@ -18,6 +18,7 @@ macro_rules! say {
 }
 
 mod config;
+mod docs;
 mod exit;
 mod git;
 mod install;
@@ -36,7 +37,13 @@ use crate::exit::{code_of, fail, Exit};
 /// Pull-based GitOps for Linux machines: fetch one branch, run its entry point when it moves,
 /// report what happened.
 #[derive(Parser, Debug)]
-#[command(name = "gitops", version, about, propagate_version = true)]
+#[command(
+    name = "gitops",
+    version,
+    about,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(flatten)]
     options: Options,
@@ -93,6 +100,12 @@ enum Command {
         )]
         systemctl: String,
     },
+    /// Write the man pages and shell completions into DIR (packaging/build.sh runs it)
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,6 +159,18 @@ fn parse(args: &[std::ffi::OsString]) -> anyhow::Result<(Cli, clap::ArgMatches)>
     let matches = match Cli::command().try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        // `gitops` alone (or with options but no subcommand, GITOPS_* variables count as
+        // options): the whole help, as clap formats it, on stderr with exit 2.
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                    | clap::error::ErrorKind::MissingSubcommand
+            ) =>
+        {
+            say!("{}", Cli::command().render_help());
+            std::process::exit(i32::from(Exit::Usage));
+        }
         Err(e) => return Err(usage_error(&e)),
     };
     let cli = Cli::from_arg_matches(&matches).map_err(|e| usage_error(&e))?;
@@ -198,6 +223,10 @@ fn run() -> anyhow::Result<Exit> {
                 env,
                 systemctl,
             })?;
+            Ok(Exit::Ok)
+        }
+        Command::GenerateDocs { dir } => {
+            docs::generate(Cli::command(), &dir)?;
             Ok(Exit::Ok)
         }
     }

@@ -324,7 +324,13 @@ fn the_installed_units_verify_clean() {
     );
     std::fs::write(dir.join("gitops.service"), service).unwrap();
     std::fs::write(dir.join("gitops.timer"), r.read(TIMER)).unwrap();
+    // verify runs man for each Documentation=man: page: the pages the packages ship must be
+    // exactly the ones the units name.
+    let docs = r.m.dir.path().join("docs");
+    r.m.run(&["generate-docs", docs.to_str().unwrap()])
+        .expect(0);
     let out = std::process::Command::new(analyze)
+        .env("MANPATH", docs.join("man"))
         .arg("verify")
         .arg(dir.join("gitops.service"))
         .arg(dir.join("gitops.timer"))

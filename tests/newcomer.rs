@@ -1,0 +1,47 @@
+//! What a newcomer meets first: the help, the man pages and completions the packages ship.
+
+use crate::harness::Machine;
+
+#[test]
+fn gitops_alone_prints_the_help_not_one_long_line() {
+    let m = Machine::new();
+    let run = m.run(&[]).expect(2);
+    assert!(run.stderr.contains("Usage: gitops"), "{}", run.stderr);
+    assert!(run.stderr.contains("Commands:"), "{}", run.stderr);
+    assert!(run.stderr.contains("  sync "), "{}", run.stderr);
+    assert!(!run.stderr.contains("error:"), "{}", run.stderr);
+    let longest = run.stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 250, "a {longest}-character line:\n{}", run.stderr);
+}
+
+#[test]
+fn man_pages_and_completions_cover_every_subcommand() {
+    let m = Machine::new();
+    let out = m.dir.path().join("docs");
+    m.run(&["generate-docs", out.to_str().unwrap()]).expect(0);
+    let man = out.join("man/man1");
+    let main = std::fs::read_to_string(man.join("gitops.1")).unwrap();
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH \"EXIT STATUS\"",
+        ".SH FILES",
+    ] {
+        assert!(main.contains(section), "gitops.1 lacks {section}");
+    }
+    for sub in ["sync", "status", "reboot-plan", "install-units"] {
+        let page = std::fs::read_to_string(man.join(format!("gitops-{sub}.1")))
+            .unwrap_or_else(|e| panic!("gitops-{sub}.1: {e}"));
+        let name = format!("gitops\\-{}", sub.replace('-', "\\-"));
+        assert!(page.contains(&name), "{page}");
+        for file in ["gitops.bash", "_gitops", "gitops.fish"] {
+            let text = std::fs::read_to_string(out.join("completions").join(file)).unwrap();
+            assert!(text.contains(sub), "{file} does not complete {sub}");
+        }
+    }
+    assert!(
+        !man.join("gitops-generate-docs.1").exists(),
+        "the hidden command has no page"
+    );
+    assert!(!man.join("gitops-help.1").exists());
+}
