@@ -70,8 +70,10 @@ pub fn switch_link(link: &Path, target: &Path) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.gitops-new"));
-    remove_any(&tmp)?;
+    // The parent may be writable by others (/ is not, /srv/x may be): an unpredictable name, and
+    // symlink(2) never replaces or follows what is already there.
+    let suffix = crate::pass::state::random_suffix().context("could not read /dev/urandom")?;
+    let tmp = parent.join(format!(".{name}.gitops-new-{suffix}"));
     std::os::unix::fs::symlink(target, &tmp)
         .with_context(|| format!("could not create the link {}", tmp.display()))?;
     fs::rename(&tmp, link).with_context(|| {
