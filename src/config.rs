@@ -193,6 +193,8 @@ impl Settings {
             })?;
         }
         let checkout = absolute(&opts.checkout);
+        let state_dir = absolute(&opts.state_dir);
+        check_checkout_outside(&checkout, &state_dir)?;
         if std::fs::symlink_metadata(&checkout).is_ok_and(|m| !m.file_type().is_symlink()) {
             return Err(fail(
                 Exit::Usage,
@@ -202,8 +204,6 @@ impl Settings {
                 ),
             ));
         }
-        let state_dir = absolute(&opts.state_dir);
-        check_checkout_outside(&checkout, &state_dir)?;
         Ok(Settings {
             repo_url,
             branch: opts.branch.clone(),

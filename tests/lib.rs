@@ -7,5 +7,7 @@ mod bad_input;
 mod config_file;
 mod crash;
 mod install_units;
+mod state_dir;
+mod status_truth;
 mod sync_pass;
 mod transports;
