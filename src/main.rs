@@ -48,7 +48,8 @@ struct Cli {
 enum Command {
     /// One fetch–compare–apply pass, then exit (what gitops.service runs)
     Sync,
-    /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed
+    /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed,
+    /// a pass died while applying, or none ran within --max-age
     Status(report::status::Args),
     /// Carry out the reboot the repository asks for (not implemented yet)
     RebootPlan {

@@ -23,7 +23,10 @@ fn fails_cleanly(m: &Machine, url: Option<&str>, args: &[&str], code: i32) -> St
             let before: serde_json::Value = serde_json::from_slice(&before).unwrap();
             let after = m.state_json();
             for kept in ["applied", "pending", "repo_url", "branch"] {
-                assert_eq!(after[kept], before[kept], "a usage error leaves {kept} alone");
+                assert_eq!(
+                    after[kept], before[kept],
+                    "a usage error leaves {kept} alone"
+                );
             }
             // A command line that does not parse names no state directory to record into.
             if after["last_pass"] != before["last_pass"] {
@@ -220,7 +223,10 @@ fn the_checkout_path_must_not_be_a_plain_directory() {
     assert!(run.error_line().contains("is not a symlink"));
     let state = m.state_json();
     assert_eq!(state["last_pass"]["outcome"], "config-error");
-    assert!(state["applied"].is_null(), "refused before anything was fetched");
+    assert!(
+        state["applied"].is_null(),
+        "refused before anything was fetched"
+    );
     assert_eq!(
         std::fs::read_to_string(m.checkout.join("precious")).unwrap(),
         "data"

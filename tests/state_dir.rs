@@ -62,7 +62,11 @@ fn a_state_directory_others_can_write_is_refused() {
             let path = path.display().to_string();
             let fix = format!("chmod go-w {}", path.trim_end_matches('/'));
             assert!(line.contains(&fix), "{line}");
-            assert_eq!(m.state_bytes(), before, "nothing recorded in a loose directory");
+            assert_eq!(
+                m.state_bytes(),
+                before,
+                "nothing recorded in a loose directory"
+            );
 
             // status still reports, with the same warning.
             let status = m.run(&["status"]).expect(0);
@@ -74,7 +78,11 @@ fn a_state_directory_others_can_write_is_refused() {
                 "{}",
                 status.stderr
             );
-            assert!(status.stdout.contains("last pass:    applied"), "{}", status.stdout);
+            assert!(
+                status.stdout.contains("last pass:    applied"),
+                "{}",
+                status.stdout
+            );
         }
         chmod(&path, mode);
     }
@@ -137,7 +145,11 @@ fn a_fifo_at_state_json_neither_hangs_status_nor_sync() {
         Duration::from_secs(30),
     )
     .expect(0);
-    assert!(sync.stderr.contains("is a FIFO, not a file; moved it to"), "{}", sync.stderr);
+    assert!(
+        sync.stderr.contains("is a FIFO, not a file; moved it to"),
+        "{}",
+        sync.stderr
+    );
     assert!(std::fs::symlink_metadata(&state_file).unwrap().is_file());
     assert_eq!(m.state_json()["last_pass"]["outcome"], "applied");
     let aside: Vec<String> = crate::harness::names(&m.state)
@@ -159,7 +171,11 @@ fn a_symlink_at_state_json_is_moved_aside_not_followed() {
     let line = m.run(&["status"]).expect(1).error_line();
     assert!(line.contains("is a symlink"), "{line}");
     let sync = m.sync(&url, &[]).expect(0);
-    assert!(sync.stderr.contains("is a symlink, not a file"), "{}", sync.stderr);
+    assert!(
+        sync.stderr.contains("is a symlink, not a file"),
+        "{}",
+        sync.stderr
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(std::fs::symlink_metadata(&state_file).unwrap().is_file());
 }
@@ -185,7 +201,11 @@ fn a_link_or_fifo_at_the_lock_is_refused_and_never_followed() {
         Duration::from_secs(10),
     )
     .expect(2);
-    assert!(run.error_line().contains("is a FIFO, not a file"), "{}", run.stderr);
+    assert!(
+        run.error_line().contains("is a FIFO, not a file"),
+        "{}",
+        run.stderr
+    );
     // status probes the lock without blocking on it either.
     within(spawn(&m, &["status"]), Duration::from_secs(10)).expect(0);
 
@@ -218,8 +238,13 @@ fn an_apply_log_name_taken_by_a_link_is_never_written_through() {
     }
     m.sync(&daemon.url("config.git"), &[]).expect(0);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-    let log = m.state_json()["applied"]["log"].as_str().unwrap().to_string();
-    assert!(std::fs::read_to_string(&log).unwrap().contains("written-by-run-sh"));
+    let log = m.state_json()["applied"]["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("written-by-run-sh"));
 }
 
 #[test]
@@ -229,7 +254,8 @@ fn only_the_newest_three_corrupt_state_files_are_kept() {
     for i in 0..5u64 {
         let path = m.state.join(format!("state.json.corrupt-{i}"));
         let file = std::fs::File::create(&path).unwrap();
-        file.set_modified(base + Duration::from_secs(i * 60)).unwrap();
+        file.set_modified(base + Duration::from_secs(i * 60))
+            .unwrap();
     }
     m.sync(&url, &[]).expect(0);
     let left: Vec<String> = crate::harness::names(&m.state)
@@ -238,7 +264,11 @@ fn only_the_newest_three_corrupt_state_files_are_kept() {
         .collect();
     assert_eq!(
         left,
-        ["state.json.corrupt-2", "state.json.corrupt-3", "state.json.corrupt-4"]
+        [
+            "state.json.corrupt-2",
+            "state.json.corrupt-3",
+            "state.json.corrupt-4"
+        ]
     );
 }
 
@@ -260,7 +290,10 @@ fn a_checkout_inside_the_state_directory_is_refused() {
             .sync(&url, &["--checkout", &checkout])
             .expect(2)
             .error_line();
-        assert!(line.contains("is inside the state directory"), "{checkout}: {line}");
+        assert!(
+            line.contains("is inside the state directory"),
+            "{checkout}: {line}"
+        );
         assert!(m.runs().is_empty());
     }
     // Beside it is fine.

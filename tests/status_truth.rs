@@ -29,13 +29,21 @@ fn spawn_sync(m: &Machine, url: &str) -> Child {
 fn wait_for(path: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 fn pid_in(path: &std::path::Path) -> nix::unistd::Pid {
-    let pid: i32 = std::fs::read_to_string(path).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     nix::unistd::Pid::from_raw(pid)
 }
 
@@ -60,8 +68,16 @@ fn a_configuration_error_is_recorded_and_status_fails() {
     assert_eq!(m.applied(), applied, "what is applied stays applied");
 
     let status = m.run(&["status"]).expect(1);
-    assert!(status.stdout.contains("last pass:    config-error"), "{}", status.stdout);
-    assert!(status.stdout.contains("no_known_hosts"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("last pass:    config-error"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("no_known_hosts"),
+        "{}",
+        status.stdout
+    );
 
     m.sync(&url, &[]).expect(0);
     m.run(&["status"]).expect(0);
@@ -77,7 +93,10 @@ fn a_bad_value_in_the_env_file_is_recorded() {
     let state = m.state_json();
     assert_eq!(state["last_pass"]["outcome"], "config-error");
     assert!(
-        state["last_pass"]["error"].as_str().unwrap().contains("soon"),
+        state["last_pass"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("soon"),
         "{state}"
     );
     // status reads the same env file and stops on the same value; once it is fixed, it reports
@@ -108,7 +127,8 @@ fn a_bad_value_in_the_env_file_is_recorded() {
 #[test]
 fn a_configuration_error_during_a_running_pass_waits_for_nothing_and_records_nothing() {
     let (up, _daemon, m, url) = applied_machine();
-    let blocking = "#!/bin/sh\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/release\" ]; do sleep 0.05; done\n";
+    let blocking =
+        "#!/bin/sh\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/release\" ]; do sleep 0.05; done\n";
     let second = up.commit(&[("run.sh", blocking)], "blocks");
     let mut first = spawn_sync(&m, &url);
     wait_for(&m.out.join("started"));
@@ -122,7 +142,11 @@ fn a_configuration_error_during_a_running_pass_waits_for_nothing_and_records_not
         "{}",
         during.stdout
     );
-    assert!(!during.stdout.contains("did not finish"), "{}", during.stdout);
+    assert!(
+        !during.stdout.contains("did not finish"),
+        "{}",
+        during.stdout
+    );
     during.expect(0);
 
     let before = m.state_bytes();
@@ -130,8 +154,15 @@ fn a_configuration_error_during_a_running_pass_waits_for_nothing_and_records_not
     let missing = m.dir.path().join("no_known_hosts");
     m.sync(&url, &["--known-hosts", missing.to_str().unwrap()])
         .expect(2);
-    assert!(started.elapsed() < Duration::from_secs(5), "it waited for the lock");
-    assert_eq!(m.state_bytes(), before, "the running pass records; this one does not");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it waited for the lock"
+    );
+    assert_eq!(
+        m.state_bytes(),
+        before,
+        "the running pass records; this one does not"
+    );
 
     std::fs::write(m.out.join("release"), "").unwrap();
     assert!(first.wait().unwrap().success());
@@ -153,8 +184,11 @@ fn a_pass_killed_while_applying_is_reported_then_retried() {
     // kill -9 of gitops alone, as the OOM killer would; then the orphaned entry point too.
     gitops.kill().unwrap();
     gitops.wait().unwrap();
-    nix::sys::signal::kill(pid_in(&m.out.join("pid")), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    nix::sys::signal::kill(
+        pid_in(&m.out.join("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 
     let status = m.run(&["status"]).expect(1);
     let expected = format!(
@@ -164,10 +198,18 @@ fn a_pass_killed_while_applying_is_reported_then_retried() {
     );
     assert!(status.stdout.contains(&expected), "{}", status.stdout);
     assert!(!status.stdout.contains("running:"), "{}", status.stdout);
-    assert!(m.run(&["status", "--json"]).expect(1).stdout.contains("in_progress"));
+    assert!(m
+        .run(&["status", "--json"])
+        .expect(1)
+        .stdout
+        .contains("in_progress"));
 
     let retry = m.sync(&url, &[]).expect(0);
-    assert!(retry.stderr.contains("retry, attempt 2"), "{}", retry.stderr);
+    assert!(
+        retry.stderr.contains("retry, attempt 2"),
+        "{}",
+        retry.stderr
+    );
     assert_eq!(m.applied().as_deref(), Some(second.as_str()));
     assert!(m.state_json().get("in_progress").is_none());
     m.run(&["status"]).expect(0);
@@ -222,7 +264,10 @@ fn status_fails_when_the_last_pass_is_older_than_max_age() {
     let mut cmd = m.command();
     cmd.env("GITOPS_STATUS_MAX_AGE", "2h").arg("status");
     crate::harness::Run::of(&mut cmd).expect(1);
-    let line = m.run(&["status", "--max-age", "soon"]).expect(2).error_line();
+    let line = m
+        .run(&["status", "--max-age", "soon"])
+        .expect(2)
+        .error_line();
     assert!(line.contains("--max-age"), "{line}");
 }
 
@@ -247,9 +292,10 @@ fn status_shows_the_pending_subject_and_its_error_once() {
     assert_eq!(m.state_json()["pending"]["subject"], "Break the motd");
     let status = m.run(&["status"]).expect(1);
     assert!(
-        status
-            .stdout
-            .contains(&format!("pending:      {} \"Break the motd\" after 1 failed attempt", &second[..12])),
+        status.stdout.contains(&format!(
+            "pending:      {} \"Break the motd\" after 1 failed attempt",
+            &second[..12]
+        )),
         "{}",
         status.stdout
     );
@@ -257,5 +303,10 @@ fn status_shows_the_pending_subject_and_its_error_once() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(status.stdout.matches(&error).count(), 1, "{}", status.stdout);
+    assert_eq!(
+        status.stdout.matches(&error).count(),
+        1,
+        "{}",
+        status.stdout
+    );
 }

@@ -219,7 +219,11 @@ impl Layout {
                 )
             })?,
         };
-        if let Some(kind) = file.metadata().ok().and_then(|m| not_a_file(&m.file_type())) {
+        if let Some(kind) = file
+            .metadata()
+            .ok()
+            .and_then(|m| not_a_file(&m.file_type()))
+        {
             return Err(refuse(kind));
         }
         Ok(file)
@@ -346,7 +350,11 @@ pub fn prune_corrupt(layout: &Layout, keep: usize) -> Result<()> {
         .with_context(|| format!("could not list {}", layout.root.display()))?;
     let mut aside: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
         .map(|e| {
             let modified = fs::symlink_metadata(e.path())
                 .and_then(|m| m.modified())
@@ -493,7 +501,12 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
         .map(|u| u.name)
         .unwrap_or_else(|| me.as_raw().to_string());
     let root = layout.root.display();
-    for dir in [layout.root.clone(), layout.repo(), layout.trees(), layout.logs()] {
+    for dir in [
+        layout.root.clone(),
+        layout.repo(),
+        layout.trees(),
+        layout.logs(),
+    ] {
         let shown = dir.display();
         let meta = match fs::symlink_metadata(&dir) {
             Ok(meta) => meta,
@@ -623,5 +636,61 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn temporary_names_are_unpredictable() {
+        let a = random_suffix().unwrap();
+        let b = random_suffix().unwrap();
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_new_file_is_never_created_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(create_new(&planted).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(create_new(&dangling).is_err());
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn a_fifo_where_state_json_belongs_is_moved_aside_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        nix::unistd::mkfifo(
+            &layout.state_file(),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let err = read(&layout).unwrap_err();
+        assert!(format!("{err:#}").contains("is a FIFO"), "{err:#}");
+        assert_eq!(load(&layout).unwrap(), State::default());
+        assert!(!layout.state_file().exists());
+    }
+
+    #[test]
+    fn the_lock_probe_sees_a_held_lock_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        assert!(!layout.pass_running());
+        assert!(
+            !layout.lock_file().exists(),
+            "the probe created the lock file"
+        );
+        let held = layout.lock(Duration::from_secs(1)).unwrap();
+        assert!(layout.pass_running());
+        assert!(layout.try_lock().is_none());
+        drop(held);
+        assert!(!layout.pass_running());
+        assert!(layout.try_lock().is_some());
     }
 }

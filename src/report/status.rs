@@ -260,7 +260,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("pending:      bbbbbbbbbbbb \"Break the motd\" after 2 failed attempts\n"),
+            text.contains(
+                "pending:      bbbbbbbbbbbb \"Break the motd\" after 2 failed attempts\n"
+            ),
             "{text}"
         );
         assert_eq!(
@@ -352,7 +354,14 @@ mod tests {
             let (got_healthy, got_reasons) = health(&state, running, now, max_age);
             assert_eq!(
                 (got_healthy, got_reasons.as_slice()),
-                (healthy, reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().as_slice()),
+                (
+                    healthy,
+                    reasons
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .as_slice()
+                ),
                 "{state:?} running={running} max_age={max_age:?}"
             );
         }
