@@ -79,6 +79,22 @@ fn a_configuration_error_is_recorded_and_status_fails() {
         status.stdout
     );
 
+    // A deploy key others can read: the same, and the failures add up.
+    let key = m.dir.path().join("deploy_key");
+    std::fs::write(&key, "not really a key\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    m.sync(&url, &["--ssh-key", key.to_str().unwrap()])
+        .expect(2);
+    let state = m.state_json();
+    assert!(
+        state["last_pass"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("chmod 600"),
+        "{state}"
+    );
+    assert_eq!(state["consecutive_failures"], 2);
+
     m.sync(&url, &[]).expect(0);
     m.run(&["status"]).expect(0);
     assert_eq!(m.state_json()["consecutive_failures"], 0);
@@ -203,6 +219,17 @@ fn a_pass_killed_while_applying_is_reported_then_retried() {
         .expect(1)
         .stdout
         .contains("in_progress"));
+
+    // A pass that cannot even fetch still turns the unfinished one into a pending attempt.
+    let unreachable = format!("git://127.0.0.1:{}/config.git", crate::support::free_port());
+    m.sync(&unreachable, &[]).expect(3);
+    let state = m.state_json();
+    assert!(state.get("in_progress").is_none(), "{state}");
+    assert_eq!(state["pending"]["commit"], second.as_str());
+    assert_eq!(state["pending"]["attempts"], 1);
+    assert_eq!(state["pending"]["last_error"], expected.as_str());
+    let status = m.run(&["status"]).expect(1);
+    assert!(status.stdout.contains(&expected), "{}", status.stdout);
 
     let retry = m.sync(&url, &[]).expect(0);
     assert!(
