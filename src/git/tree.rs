@@ -83,7 +83,23 @@ pub fn switch_link(link: &Path, target: &Path) -> Result<()> {
             target.display()
         )
     })?;
+    remove_stale_links(parent, &format!(".{name}.gitops-new-"));
     Ok(())
+}
+
+/// A pass killed between creating its temporary link and renaming it leaves the link behind,
+/// under a name no later pass reuses. Only symlinks are removed (unlinking a link never touches
+/// what it points at); anything else of that name is not ours to remove.
+fn remove_stale_links(parent: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let ours = entry.file_name().to_string_lossy().starts_with(prefix);
+        if ours && entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The name of the tree the checkout link points at, if it is a link.
