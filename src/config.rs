@@ -193,6 +193,8 @@ impl Settings {
             })?;
         }
         let checkout = absolute(&opts.checkout);
+        let state_dir = absolute(&opts.state_dir);
+        check_checkout_outside(&checkout, &state_dir)?;
         if std::fs::symlink_metadata(&checkout).is_ok_and(|m| !m.file_type().is_symlink()) {
             return Err(fail(
                 Exit::Usage,
@@ -205,7 +207,7 @@ impl Settings {
         Ok(Settings {
             repo_url,
             branch: opts.branch.clone(),
-            state_dir: absolute(&opts.state_dir),
+            state_dir,
             checkout,
             entrypoint,
             apply: opts.apply,
@@ -217,6 +219,39 @@ impl Settings {
             lock_timeout: opts.lock_timeout,
         })
     }
+}
+
+/// The checkout link must not be inside the state directory: the pass would replace or prune
+/// its own files (a link named `state.json`, `lock`, a tree), and `trees` is pruned by name.
+fn check_checkout_outside(checkout: &Path, state_dir: &Path) -> Result<()> {
+    let (checkout, state_dir) = (normalize(checkout), normalize(state_dir));
+    if checkout.starts_with(&state_dir) {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the checkout path {} is inside the state directory {}; choose a --checkout outside it (default /gitops)",
+                checkout.display(),
+                state_dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `a/./b/../c` as `a/c`, without touching the file system (the paths may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn absolute(path: &Path) -> PathBuf {

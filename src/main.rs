@@ -55,12 +55,9 @@ struct Cli {
 enum Command {
     /// One fetch–compare–apply pass, then exit (what gitops.service runs)
     Sync,
-    /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed
-    Status {
-        /// Print state.json's schema instead of the summary
-        #[arg(long)]
-        json: bool,
-    },
+    /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed,
+    /// a pass died while applying, or none ran within --max-age
+    Status(report::status::Args),
     /// Carry out the reboot the repository asks for (not implemented yet)
     RebootPlan {
         /// Say what would happen without rebooting
@@ -177,6 +174,18 @@ fn parse(args: &[std::ffi::OsString]) -> anyhow::Result<(Cli, clap::ArgMatches)>
     Ok((cli, matches))
 }
 
+/// The state directory a sync would have used, when the options with the env file no longer
+/// parse: the flag, else the variable (the env file's, now loaded), else what parsed before.
+fn state_dir_despite(cli: &Cli, matches: &clap::ArgMatches) -> std::path::PathBuf {
+    if matches.value_source("state_dir") == Some(clap::parser::ValueSource::CommandLine) {
+        return cli.options.state_dir.clone();
+    }
+    std::env::var_os("GITOPS_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cli.options.state_dir.clone())
+}
+
 fn run() -> anyhow::Result<Exit> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let (cli, matches) = parse(&args)?;
@@ -186,17 +195,28 @@ fn run() -> anyhow::Result<Exit> {
     let (cli, matches) = if matches.subcommand_name() == Some("install-units") {
         (cli, matches)
     } else {
-        config::load_env_file(cli.options.config.as_deref())?;
-        parse(&args)?
+        let reparsed =
+            config::load_env_file(cli.options.config.as_deref()).and_then(|()| parse(&args));
+        match reparsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                if matches.subcommand_name() == Some("sync") {
+                    let state_dir = state_dir_despite(&cli, &matches);
+                    pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
+                }
+                return Err(e);
+            }
+        }
     };
     let now = OffsetDateTime::now_utc;
     match cli.command {
         Command::Sync => {
-            let settings = Settings::for_sync(&cli.options)?;
+            let settings = Settings::for_sync(&cli.options)
+                .inspect_err(|e| pass::record_config_error(&cli.options.state_dir, e, now()))?;
             pass::run(&settings, &now)?;
             Ok(Exit::Ok)
         }
-        Command::Status { json } => report::status::run(&cli.options.state_dir, json, now()),
+        Command::Status(status) => report::status::run(&cli.options.state_dir, &status, now()),
         Command::RebootPlan { .. } => {
             Err(fail(Exit::Internal, "reboot-plan is not implemented yet"))
         }

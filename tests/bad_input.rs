@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use crate::harness::{Machine, RECORDING_RUN_SH};
 use crate::support::{free_port, GitDaemon, Upstream};
 
-/// Run a sync that must fail with `code` and leave an existing state.json byte-identical.
+/// Run a sync that must fail with `code`. A usage error leaves what is applied and pending as it
+/// was, and records only that the pass stopped on a configuration error, with its line.
 #[track_caller]
 fn fails_cleanly(m: &Machine, url: Option<&str>, args: &[&str], code: i32) -> String {
     let before = m.state_bytes();
@@ -18,11 +19,25 @@ fn fails_cleanly(m: &Machine, url: Option<&str>, args: &[&str], code: i32) -> St
     full.extend(args);
     let run = m.run(&full).expect(code);
     if code == 2 {
-        assert_eq!(
-            m.state_bytes(),
-            before,
-            "a usage error leaves state.json alone"
-        );
+        if let Some(before) = before {
+            let before: serde_json::Value = serde_json::from_slice(&before).unwrap();
+            let after = m.state_json();
+            for kept in ["applied", "pending", "repo_url", "branch"] {
+                assert_eq!(
+                    after[kept], before[kept],
+                    "a usage error leaves {kept} alone"
+                );
+            }
+            // A command line that does not parse names no state directory to record into.
+            if after["last_pass"] != before["last_pass"] {
+                assert_eq!(after["last_pass"]["outcome"], "config-error");
+                let line = run.error_line();
+                assert_eq!(
+                    Some(line.strip_prefix("gitops: error: ").unwrap()),
+                    after["last_pass"]["error"].as_str()
+                );
+            }
+        }
     }
     run.error_line()
 }
@@ -206,9 +221,11 @@ fn the_checkout_path_must_not_be_a_plain_directory() {
     std::fs::write(m.checkout.join("precious"), "data").unwrap();
     let run = m.sync(&daemon.url("config.git"), &[]).expect(2);
     assert!(run.error_line().contains("is not a symlink"));
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "config-error");
     assert!(
-        m.state_bytes().is_none(),
-        "refused before anything was fetched or recorded"
+        state["applied"].is_null(),
+        "refused before anything was fetched"
     );
     assert_eq!(
         std::fs::read_to_string(m.checkout.join("precious")).unwrap(),

@@ -8,5 +8,7 @@ mod config_file;
 mod crash;
 mod install_units;
 mod newcomer;
+mod state_dir;
+mod status_truth;
 mod sync_pass;
 mod transports;

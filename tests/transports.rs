@@ -75,7 +75,10 @@ fn http_authentication_is_required_and_clear_text_credentials_are_refused() {
     let run = m.sync(&url, &[]).expect(2);
     assert!(run.error_line().contains("https://"));
     assert!(!run.stderr.contains(secret), "{}", run.stderr);
-    assert_eq!(m.state_bytes(), before);
+    let after = String::from_utf8(m.state_bytes().unwrap()).unwrap();
+    assert!(!after.contains(secret), "{after}");
+    assert!(before.is_some());
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "config-error");
 }
 
 #[test]

@@ -70,8 +70,10 @@ pub fn switch_link(link: &Path, target: &Path) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.gitops-new"));
-    remove_any(&tmp)?;
+    // The parent may be writable by others (/ is not, /srv/x may be): an unpredictable name, and
+    // symlink(2) never replaces or follows what is already there.
+    let suffix = crate::pass::state::random_suffix().context("could not read /dev/urandom")?;
+    let tmp = parent.join(format!(".{name}.gitops-new-{suffix}"));
     std::os::unix::fs::symlink(target, &tmp)
         .with_context(|| format!("could not create the link {}", tmp.display()))?;
     fs::rename(&tmp, link).with_context(|| {
@@ -81,7 +83,23 @@ pub fn switch_link(link: &Path, target: &Path) -> Result<()> {
             target.display()
         )
     })?;
+    remove_stale_links(parent, &format!(".{name}.gitops-new-"));
     Ok(())
+}
+
+/// A pass killed between creating its temporary link and renaming it leaves the link behind,
+/// under a name no later pass reuses. Only symlinks are removed (unlinking a link never touches
+/// what it points at); anything else of that name is not ours to remove.
+fn remove_stale_links(parent: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let ours = entry.file_name().to_string_lossy().starts_with(prefix);
+        if ours && entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The name of the tree the checkout link points at, if it is a link.

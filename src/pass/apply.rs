@@ -34,10 +34,10 @@ pub type RunResult = std::result::Result<(), String>;
 /// Run the entry point to completion. Only problems with the log file are errors of ours; what
 /// happens to the entry point itself comes back as the `RunResult`.
 pub fn run(spec: &Run<'_>) -> Result<RunResult> {
+    // The pass created it new; never follow a link swapped in since.
     let mut log = OpenOptions::new()
-        .create(true)
         .append(true)
-        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(spec.log)
         .with_context(|| format!("could not create the apply log {}", spec.log.display()))?;
     let tee_log = log

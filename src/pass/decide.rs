@@ -76,6 +76,7 @@ mod tests {
             attempts,
             last_error: "x".into(),
             log: None,
+            subject: None,
         })
     }
 

@@ -6,4 +6,4 @@ pub mod decide;
 pub mod run;
 pub mod state;
 
-pub use run::{one_line, run};
+pub use run::{one_line, record_config_error, run};

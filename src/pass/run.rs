@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::apply;
 use super::decide::{decide, Action, Reason};
-use super::state::{self, Applied, LastPass, Layout, Outcome, Pending, State};
+use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 use crate::git::{self, tree as checkout, Relation};
@@ -21,9 +21,14 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     let entry_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     crate::signals::install();
     let layout = Layout::new(&settings.state_dir);
+    state::check_private(&layout)?;
     layout.create()?;
     let _lock = layout.lock(settings.lock_timeout)?;
     let mut state = state::load(&layout)?;
+    if let Err(e) = state::prune_corrupt(&layout, state::KEEP_CORRUPT) {
+        say!("gitops: warning: {e:#}");
+    }
+    let killed = take_unfinished(&mut state);
     let loaded = (state.applied.clone(), state.pending.clone());
     let started_at = rfc3339(now());
 
@@ -53,7 +58,8 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
         remote_commit,
         error: result.as_ref().err().map(|(_, e)| one_line(e)),
     });
-    let changed = loaded != (state.applied.clone(), state.pending.clone());
+    state.in_progress = None;
+    let changed = killed || loaded != (state.applied.clone(), state.pending.clone());
     state::save(&layout, &state, changed)?;
     result.map(|_| ()).map_err(|(_, e)| e)
 }
@@ -143,13 +149,22 @@ fn pass(
                     "[year][month][day]T[hour][minute][second]Z"
                 ))
                 .unwrap_or_default();
-            let log = apply::log_path(&layout.logs(), &stamp, &tip);
+            let log =
+                create_log(&layout.logs(), &stamp, &tip).map_err(|e| (Outcome::ApplyFailed, e))?;
             let target = Target {
                 commit: &tip,
                 branch: &fetched.branch,
                 log: &log,
                 umask: entry_umask,
             };
+            // Durably, before anything of the commit runs: a pass killed from here on is
+            // reported as such by status, and the next pass retries the commit.
+            state.in_progress = Some(InProgress {
+                commit: tip.clone(),
+                started_at: rfc3339(now()),
+                pid: std::process::id(),
+            });
+            state::save(layout, state, true).map_err(|e| (Outcome::ApplyFailed, e))?;
             let result = apply_commit(settings, layout, state, repo, &target);
             // The applied commit's log stays, however many failed retries came after it.
             let applied_log = state.applied.as_ref().and_then(|a| a.log.clone());
@@ -175,6 +190,7 @@ fn pass(
                         attempts: attempt,
                         last_error: one_line(&e),
                         log: log_shown,
+                        subject: git::subject(repo, fetched.tip),
                     });
                     let applied = state
                         .applied
@@ -252,6 +268,93 @@ fn apply_commit(
         umask: target.umask,
     };
     apply::run(&run)?.map_err(|why| fail(Exit::ApplyFailed, why))
+}
+
+/// Create this apply's log file, new (O_EXCL, O_NOFOLLOW): a file or link already there under
+/// that name, planted or from a pass in the same second, is never written through; the next
+/// free name is taken instead.
+fn create_log(logs: &Path, stamp: &str, commit: &str) -> Result<std::path::PathBuf> {
+    let mut last = None;
+    for n in 1..=100 {
+        let path = match n {
+            1 => apply::log_path(logs, stamp, commit),
+            n => apply::log_path(logs, stamp, &format!("{commit}-{n}")),
+        };
+        match state::create_new(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(path),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("could not create the apply log {}", path.display()))
+            }
+        }
+    }
+    let taken = last.map(|p| p.display().to_string()).unwrap_or_default();
+    Err(anyhow::anyhow!(
+        "could not create an apply log: {taken} and 99 other names are taken; remove old files from {}",
+        logs.display()
+    ))
+}
+
+/// A pass that recorded it was applying a commit and never recorded how that ended was killed
+/// (kill -9, the OOM killer, a power cut) or crashed: count it as a failed attempt of that
+/// commit, so this pass retries it as pending. Returns whether there was one.
+fn take_unfinished(state: &mut State) -> bool {
+    let Some(unfinished) = state.in_progress.take() else {
+        return false;
+    };
+    let error = unfinished_error(&unfinished);
+    let previous = state
+        .pending
+        .take()
+        .filter(|p| p.commit == unfinished.commit);
+    state.pending = Some(Pending {
+        attempts: previous
+            .as_ref()
+            .map_or(1, |p| p.attempts.saturating_add(1)),
+        log: None,
+        subject: previous.and_then(|p| p.subject),
+        commit: unfinished.commit,
+        last_error: error,
+    });
+    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+    true
+}
+
+/// What status and the next pass say about a pass that never recorded its outcome.
+pub fn unfinished_error(unfinished: &InProgress) -> String {
+    format!(
+        "the pass applying {} started at {} did not finish: killed or crashed",
+        unfinished.commit.get(..12).unwrap_or(&unfinished.commit),
+        unfinished.started_at
+    )
+}
+
+/// Record a configuration error that stopped `gitops sync` before its pass, so that status does
+/// not keep reporting the last good pass. Only into a state directory that is already usable and
+/// private, and only when no pass is running (never waiting for one): otherwise the error line
+/// on stderr is all there is.
+pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetDateTime) {
+    let layout = Layout::new(&std::path::absolute(state_dir).unwrap_or(state_dir.to_path_buf()));
+    if state::private_problem(&layout).is_some() || layout.create_quietly().is_err() {
+        return;
+    }
+    let Some(_lock) = layout.try_lock() else {
+        return;
+    };
+    let Ok(mut state) = state::load(&layout) else {
+        return;
+    };
+    let stamp = rfc3339(now);
+    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+    state.last_pass = Some(LastPass {
+        started_at: stamp.clone(),
+        finished_at: stamp,
+        outcome: Outcome::ConfigError,
+        remote_commit: None,
+        error: Some(one_line(error)),
+    });
+    let _ = state::save(&layout, &state, false);
 }
 
 /// The error chain on one line, as status and the journal show it.

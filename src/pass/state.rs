@@ -1,7 +1,7 @@
 //! The state directory: `state.json` (written atomically) and the lock that keeps passes apart.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +23,18 @@ pub struct State {
     pub pending: Option<Pending>,
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// Written, durably, before the entry point starts and cleared when the pass records its
+    /// outcome: still there with no pass holding the lock means the pass was killed or crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<InProgress>,
+}
+
+/// A pass that started applying `commit` and has not recorded its outcome yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InProgress {
+    pub commit: String,
+    pub started_at: String,
+    pub pid: u32,
 }
 
 /// The last commit whose entry point exited 0.
@@ -54,6 +66,8 @@ pub struct Pending {
     pub last_error: String,
     #[serde(default)]
     pub log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// The outcome names of DESIGN.md.
@@ -66,6 +80,8 @@ pub enum Outcome {
     FetchFailed,
     Refused,
     Untrusted,
+    /// The pass stopped before fetching: a bad option, key, known_hosts or checkout path.
+    ConfigError,
     /// An outcome a newer gitops wrote: keeps such a state.json readable after a downgrade.
     #[serde(other)]
     Unknown,
@@ -84,6 +100,7 @@ impl Outcome {
             Outcome::FetchFailed => "fetch-failed",
             Outcome::Refused => "refused",
             Outcome::Untrusted => "untrusted",
+            Outcome::ConfigError => "config-error",
             Outcome::Unknown => "unknown",
         }
     }
@@ -117,8 +134,18 @@ impl Layout {
         self.root.join("lock")
     }
 
+    /// Create the state directory (0700) and its sub-directories, without the warning `create`
+    /// gives about a directory readable by others: for recording an error that was already said.
+    pub fn create_quietly(&self) -> Result<()> {
+        self.create_dirs(false)
+    }
+
     /// Create the state directory (0700) and its sub-directories.
     pub fn create(&self) -> Result<()> {
+        self.create_dirs(true)
+    }
+
+    fn create_dirs(&self, warn: bool) -> Result<()> {
         let unwritable = |what: &Path| {
             let what = what.display().to_string();
             move || {
@@ -137,7 +164,7 @@ impl Layout {
                 .or_exit(Exit::Usage, unwritable(&self.root))?;
             fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
                 .or_exit(Exit::Usage, unwritable(&self.root))?;
-        } else if let Ok(meta) = fs::metadata(&self.root) {
+        } else if let Some(meta) = fs::metadata(&self.root).ok().filter(|_| warn) {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 say!(
@@ -156,21 +183,87 @@ impl Layout {
         Ok(())
     }
 
-    /// Take the pass lock, waiting up to `timeout` for a running pass to finish.
-    pub fn lock(&self, timeout: Duration) -> Result<Flock<File>> {
+    /// The lock file, created if missing. It persists between passes, so it cannot be created
+    /// with O_EXCL; O_NOFOLLOW and the check that it is a regular file keep a planted link or
+    /// FIFO from redirecting or blocking us.
+    fn open_lock(&self) -> Result<File> {
         let path = self.lock_file();
-        let mut file = OpenOptions::new()
+        let refuse = |kind: &str| {
+            fail(
+                Exit::Usage,
+                format!(
+                    "the lock file {} is a {kind}, not a file; remove it (gitops creates it again)",
+                    path.display()
+                ),
+            )
+        };
+        if let Some(kind) = fs::symlink_metadata(&path)
+            .ok()
+            .and_then(|m| not_a_file(&m.file_type()))
+        {
+            return Err(refuse(kind));
+        }
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(&path)
-            .or_exit(Exit::Usage, || {
+            .custom_flags(SAFE_OPEN)
+            .open(&path);
+        let file = match file {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Err(refuse("symlink")),
+            other => other.or_exit(Exit::Usage, || {
                 format!(
                     "cannot open the lock file {}: make the state directory writable",
                     path.display()
                 )
-            })?;
+            })?,
+        };
+        if let Some(kind) = file
+            .metadata()
+            .ok()
+            .and_then(|m| not_a_file(&m.file_type()))
+        {
+            return Err(refuse(kind));
+        }
+        Ok(file)
+    }
+
+    /// Take the pass lock only if nobody holds it: for recording a configuration error, which
+    /// must never wait for, or race with, a running pass.
+    pub fn try_lock(&self) -> Option<Flock<File>> {
+        let file = self.open_lock().ok()?;
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
+    }
+
+    /// Whether a pass holds the lock now, found without creating or modifying anything (for
+    /// `gitops status`): a shared lock attempt on the existing file, released at once.
+    pub fn pass_running(&self) -> bool {
+        let path = self.lock_file();
+        let regular = |m: &fs::Metadata| m.file_type().is_file();
+        if !fs::symlink_metadata(&path).is_ok_and(|m| regular(&m)) {
+            return false;
+        }
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(SAFE_OPEN)
+            .open(&path)
+        else {
+            return false;
+        };
+        if !file.metadata().is_ok_and(|m| regular(&m)) {
+            return false;
+        }
+        matches!(
+            Flock::lock(file, FlockArg::LockSharedNonblock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK))
+        )
+    }
+
+    /// Take the pass lock, waiting up to `timeout` for a running pass to finish.
+    pub fn lock(&self, timeout: Duration) -> Result<Flock<File>> {
+        let path = self.lock_file();
+        let mut file = self.open_lock()?;
         let deadline = Instant::now() + timeout;
         let mut waiting = false;
         loop {
@@ -218,45 +311,232 @@ impl Layout {
     }
 }
 
-/// Read `state.json`. A missing file is a fresh machine; an unreadable one is moved aside with a
-/// warning and the pass starts from scratch rather than stopping the machine from converging.
+/// Read `state.json`. A missing file is a fresh machine; an unreadable one, or something that is
+/// not a file (a FIFO would block the pass forever), is moved aside with a warning and the pass
+/// starts from scratch rather than stopping the machine from converging.
 pub fn load(layout: &Layout) -> Result<State> {
     let path = layout.state_file();
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
-    };
-    match serde_json::from_slice(&bytes) {
-        Ok(state) => Ok(state),
-        Err(e) => {
-            let aside = path.with_extension(format!("json.corrupt-{}", std::process::id()));
-            fs::rename(&path, &aside).with_context(|| {
-                format!("could not move the unreadable {} aside", path.display())
-            })?;
-            say!(
-                "gitops: warning: {} was unreadable ({e}); moved it to {} and starting from a fresh state",
-                path.display(),
-                aside.display()
-            );
-            Ok(State::default())
+    let why = match open_state(&path)? {
+        Opened::Missing => return Ok(State::default()),
+        Opened::File(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            match serde_json::from_slice(&bytes) {
+                Ok(state) => return Ok(state),
+                Err(e) => format!("was unreadable ({e})"),
+            }
         }
+        Opened::NotAFile(kind) => format!("is a {kind}, not a file"),
+    };
+    let suffix = random_suffix().context("could not read /dev/urandom")?;
+    let aside = path.with_extension(format!("json.corrupt-{suffix}"));
+    fs::rename(&path, &aside)
+        .with_context(|| format!("could not move the unreadable {} aside", path.display()))?;
+    say!(
+        "gitops: warning: {} {why}; moved it to {} and starting from a fresh state",
+        path.display(),
+        aside.display()
+    );
+    Ok(State::default())
+}
+
+/// How many `state.json.corrupt-*` files a pass leaves: enough to look into, not a growing pile.
+pub const KEEP_CORRUPT: usize = 3;
+
+/// Remove all but the newest `keep` files that `load` moved aside.
+pub fn prune_corrupt(layout: &Layout, keep: usize) -> Result<()> {
+    let entries = fs::read_dir(&layout.root)
+        .with_context(|| format!("could not list {}", layout.root.display()))?;
+    let mut aside: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .map(|e| {
+            let modified = fs::symlink_metadata(e.path())
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, e.path())
+        })
+        .collect();
+    aside.sort();
+    let excess = aside.len().saturating_sub(keep);
+    for (_, path) in aside.into_iter().take(excess) {
+        // A FIFO or symlink moved aside is removed as a name, never opened or followed.
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        removed.with_context(|| format!("could not remove {}", path.display()))?;
     }
+    Ok(())
 }
 
 /// Read `state.json` without ever modifying anything (for `gitops status`).
 pub fn read(layout: &Layout) -> Result<Option<State>> {
     let path = layout.state_file();
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-            format!(
-                "{} is unreadable; the next gitops sync moves it aside",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
+    match open_state(&path)? {
+        Opened::Missing => Ok(None),
+        Opened::File(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!(
+                    "{} is unreadable; the next gitops sync moves it aside",
+                    path.display()
+                )
+            })
+        }
+        Opened::NotAFile(kind) => Err(anyhow::anyhow!(
+            "{} is a {kind}, not a file; the next gitops sync moves it aside",
+            path.display()
+        )),
     }
+}
+
+/// Flags for every file gitops opens in the state directory: a symlink planted there is never
+/// followed, and a FIFO or device never blocks the open.
+const SAFE_OPEN: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK;
+
+enum Opened {
+    Missing,
+    File(File),
+    NotAFile(&'static str),
+}
+
+/// Open `state.json` for reading: lstat first so a device is never opened at all, then open
+/// without following or blocking, then fstat, in case it was swapped in between.
+fn open_state(path: &Path) -> Result<Opened> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => {
+            if let Some(kind) = not_a_file(&meta.file_type()) {
+                return Ok(Opened::NotAFile(kind));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(SAFE_OPEN)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Ok(Opened::NotAFile("symlink"))
+        }
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("could not read {}", path.display()))?;
+    Ok(match not_a_file(&meta.file_type()) {
+        Some(kind) => Opened::NotAFile(kind),
+        None => Opened::File(file),
+    })
+}
+
+/// What a non-regular file is, in an operator's words; None for a regular file.
+fn not_a_file(kind: &fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if kind.is_file() {
+        return None;
+    } else if kind.is_symlink() {
+        "symlink"
+    } else if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    })
+}
+
+/// 16 hex characters from the kernel's random source: a temporary name nobody can plant a link
+/// at in advance.
+pub fn random_suffix() -> std::io::Result<String> {
+    let mut bytes = [0u8; 8];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Create a new private file: never an existing one, never through a symlink.
+pub fn create_new(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Check that the state directory and what a pass trusts in it (`repo.git`, `trees`, `logs`)
+/// belong to the user running gitops and only that user can write them: whoever can write
+/// there can plant objects or trees that gitops runs, so, as ssh does with ~/.ssh, refuse.
+pub fn check_private(layout: &Layout) -> Result<()> {
+    match private_problem(layout) {
+        Some(problem) => Err(fail(Exit::Usage, problem)),
+        None => Ok(()),
+    }
+}
+
+/// The first reason the state directory cannot be trusted, as one sentence with its fix.
+pub fn private_problem(layout: &Layout) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid();
+    let user = nix::unistd::User::from_uid(me)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| me.as_raw().to_string());
+    let root = layout.root.display();
+    for dir in [
+        layout.root.clone(),
+        layout.repo(),
+        layout.trees(),
+        layout.logs(),
+    ] {
+        let shown = dir.display();
+        let meta = match fs::symlink_metadata(&dir) {
+            Ok(meta) => meta,
+            // Missing, or under a file: creating it fails next, with its own message.
+            Err(_) => continue,
+        };
+        if let Some(kind) = not_a_file(&meta.file_type()).filter(|_| !meta.is_dir()) {
+            return Some(format!(
+                "{shown} in the state directory is a {kind}, not a directory, so it could lead anywhere; remove it (rm {shown}) and gitops creates a directory"
+            ));
+        }
+        if !meta.is_dir() {
+            return Some(format!(
+                "{shown} in the state directory is a file, not a directory; remove it (rm {shown}) and gitops creates a directory"
+            ));
+        }
+        if meta.uid() != me.as_raw() {
+            return Some(format!(
+                "the state directory {shown} belongs to uid {}, not to {user} who runs gitops, and its owner could make gitops run any code; run chown -R {user} {root}",
+                meta.uid()
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Some(format!(
+                "the state directory {shown} is writable by group or others (mode {mode:04o}), who could make gitops run any code; run chmod go-w {shown}"
+            ));
+        }
+    }
+    None
 }
 
 /// Write `state.json` so that a crash leaves either the old or the new file, never a mix.
@@ -272,7 +552,8 @@ pub fn save(layout: &Layout, state: &State, durable: bool) -> Result<()> {
         .with_context(|| format!("could not write {}", path.display()))
 }
 
-/// Temp file, fsync, rename, and (if `durable`) fsync of the directory.
+/// Temp file (unpredictable name, O_EXCL, O_NOFOLLOW), fsync, rename, and (if `durable`) fsync
+/// of the directory.
 pub fn write_atomic(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -280,15 +561,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], durable: bool) -> std::io::Res
         path.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
-        std::process::id()
+        random_suffix()?
     ));
+    let mut file = create_new(&tmp)?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -322,6 +598,7 @@ mod tests {
             }),
             pending: None,
             consecutive_failures: 2,
+            in_progress: None,
         };
         let json = serde_json::to_value(&state).unwrap();
         assert_eq!(json["last_pass"]["outcome"], "apply-failed");
@@ -359,5 +636,61 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn temporary_names_are_unpredictable() {
+        let a = random_suffix().unwrap();
+        let b = random_suffix().unwrap();
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_new_file_is_never_created_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(create_new(&planted).is_err());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(create_new(&dangling).is_err());
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn a_fifo_where_state_json_belongs_is_moved_aside_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        nix::unistd::mkfifo(
+            &layout.state_file(),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let err = read(&layout).unwrap_err();
+        assert!(format!("{err:#}").contains("is a FIFO"), "{err:#}");
+        assert_eq!(load(&layout).unwrap(), State::default());
+        assert!(!layout.state_file().exists());
+    }
+
+    #[test]
+    fn the_lock_probe_sees_a_held_lock_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        assert!(!layout.pass_running());
+        assert!(
+            !layout.lock_file().exists(),
+            "the probe created the lock file"
+        );
+        let held = layout.lock(Duration::from_secs(1)).unwrap();
+        assert!(layout.pass_running());
+        assert!(layout.try_lock().is_none());
+        drop(held);
+        assert!(!layout.pass_running());
+        assert!(layout.try_lock().is_some());
     }
 }

@@ -1,39 +1,124 @@
 //! `gitops status`: what is applied, how the last pass ended, what is pending.
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Result;
 use time::OffsetDateTime;
 
 use crate::exit::Exit;
+use crate::pass::run::unfinished_error;
 use crate::pass::state::{self, Layout, State};
 
-/// Print the status and return the exit code: 0 when the last pass succeeded, 1 otherwise, so
-/// the command serves as a health check.
-pub fn run(state_dir: &std::path::Path, json: bool, now: OffsetDateTime) -> Result<Exit> {
+/// The options of `gitops status`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Print state.json as it is instead of the summary
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when the last pass finished longer ago than this (a stopped timer); 0 turns it off
+    #[arg(
+        long,
+        env = "GITOPS_STATUS_MAX_AGE",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = crate::config::parse_duration
+    )]
+    pub max_age: Duration,
+}
+
+/// Print the status and return the exit code: 0 when healthy, 1 otherwise, so the command
+/// serves as a health check. Reads only: it never creates or modifies anything.
+pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
+    let layout = Layout::new(state_dir);
+    // Still report: the operator asking is the one who can fix it, and the pass refuses anyway.
+    if let Some(problem) = state::private_problem(&layout) {
+        say!("gitops: warning: {problem}");
+    }
     // A health check reads exit 1 as "not healthy"; an unreadable state is not healthy either.
-    let recorded = state::read(&Layout::new(state_dir))
+    let recorded = state::read(&layout)
         .map_err(|e| crate::exit::fail(Exit::ApplyFailed, crate::pass::one_line(&e)))?;
-    let healthy = recorded
-        .as_ref()
-        .and_then(|s| s.last_pass.as_ref())
-        .is_some_and(|p| p.outcome.is_success());
-    let state = recorded.unwrap_or_default();
-    if json {
+    let running = layout.pass_running();
+    let Some(state) = recorded else {
+        if args.json {
+            out!("{}", serde_json::to_string_pretty(&State::default())?);
+        } else {
+            out!(
+                "no pass has run yet: gitops sync has recorded nothing in {} (is --state-dir the one gitops.service uses?)",
+                state_dir.display()
+            );
+        }
+        return Ok(Exit::ApplyFailed);
+    };
+    let (healthy, reasons) = health(&state, running, now, args.max_age);
+    if args.json {
         out!("{}", serde_json::to_string_pretty(&state)?);
     } else {
-        out!("{}", render(&state, now).trim_end());
+        out!("{}", render(&state, running, now).trim_end());
+        for reason in reasons {
+            out!("unhealthy:    {reason}");
+        }
     }
     Ok(if healthy { Exit::Ok } else { Exit::ApplyFailed })
 }
 
+/// Whether the machine is healthy, and why not: the last pass succeeded, no pass died while
+/// applying, and the last pass is recent enough (`max_age` zero: any age).
+pub fn health(
+    state: &State,
+    pass_running: bool,
+    now: OffsetDateTime,
+    max_age: Duration,
+) -> (bool, Vec<String>) {
+    let mut reasons = Vec::new();
+    if let Some(unfinished) = &state.in_progress {
+        if !pass_running {
+            reasons.push(unfinished_error(unfinished));
+        }
+    }
+    match &state.last_pass {
+        None => reasons.push("no pass has finished yet".to_string()),
+        Some(pass) => {
+            if !pass.outcome.is_success() {
+                reasons.push(format!("the last pass ended {}", pass.outcome.as_str()));
+            }
+            if !max_age.is_zero() {
+                match parse_time(&pass.finished_at) {
+                    Some(then) => {
+                        let secs = (now - then).whole_seconds().max(0);
+                        if u64::try_from(secs).unwrap_or(0) > max_age.as_secs() {
+                            reasons.push(format!(
+                                "no pass for {}: is gitops.timer running?",
+                                span(secs)
+                            ));
+                        }
+                    }
+                    None => reasons.push(format!(
+                        "the last pass's time {:?} is unreadable",
+                        pass.finished_at
+                    )),
+                }
+            }
+        }
+    }
+    (reasons.is_empty(), reasons)
+}
+
 /// The human summary.
-pub fn render(state: &State, now: OffsetDateTime) -> String {
+pub fn render(state: &State, pass_running: bool, now: OffsetDateTime) -> String {
     let mut out = String::new();
-    let Some(pass) = &state.last_pass else {
-        out.push_str(
-            "no pass has run yet: gitops sync has not recorded anything in this state directory\n",
+    if let (Some(p), true) = (&state.in_progress, pass_running) {
+        let _ = writeln!(
+            out,
+            "running:      a pass is applying {} (pid {}), started {}",
+            short(&p.commit),
+            p.pid,
+            age(&p.started_at, now)
         );
+    }
+    let Some(pass) = &state.last_pass else {
+        out.push_str("no pass has finished yet\n");
         return out;
     };
     let _ = writeln!(
@@ -64,14 +149,32 @@ pub fn render(state: &State, now: OffsetDateTime) -> String {
         let _ = writeln!(out, "  error:      {error}");
     }
     if let Some(p) = &state.pending {
-        let _ = writeln!(
-            out,
-            "pending:      {} after {} failed attempt{}: {}",
-            short(&p.commit),
+        let subject = p
+            .subject
+            .as_deref()
+            .map(|s| format!(" {s:?}"))
+            .unwrap_or_default();
+        let attempts = format!(
+            "{} failed attempt{}",
             p.attempts,
-            if p.attempts == 1 { "" } else { "s" },
-            p.last_error
+            if p.attempts == 1 { "" } else { "s" }
         );
+        // The usual case: the last pass was this commit's failed attempt, whose error is shown
+        // just above.
+        if pass.error.as_deref() == Some(p.last_error.as_str()) {
+            let _ = writeln!(
+                out,
+                "pending:      {}{subject} after {attempts}",
+                short(&p.commit)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "pending:      {}{subject} after {attempts}: {}",
+                short(&p.commit),
+                p.last_error
+            );
+        }
         if let Some(log) = &p.log {
             let _ = writeln!(out, "  log:        {log}");
         }
@@ -86,24 +189,31 @@ pub fn render(state: &State, now: OffsetDateTime) -> String {
     out
 }
 
+fn parse_time(stamp: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// "3h 5min".
+fn span(secs: i64) -> String {
+    match secs {
+        ..60 => format!("{secs}s"),
+        60..3600 => format!("{}min", secs / 60),
+        3600..86400 => format!("{}h {}min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
 fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
 /// "3h 5min ago (2026-11-25T10:00:00Z)".
 fn age(stamp: &str, now: OffsetDateTime) -> String {
-    let Ok(then) = OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
-    else {
+    let Some(then) = parse_time(stamp) else {
         return stamp.to_string();
     };
     let secs = (now - then).whole_seconds().max(0);
-    let ago = match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 => format!("{}min", secs / 60),
-        3600..86400 => format!("{}h {}min", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
-    };
-    format!("{ago} ago ({stamp})")
+    format!("{} ago ({stamp})", span(secs))
 }
 
 #[cfg(test)]
@@ -134,11 +244,13 @@ mod tests {
                 attempts: 2,
                 last_error: "run.sh exited with status 3".into(),
                 log: Some("/var/lib/gitops/logs/x.log".into()),
+                subject: Some("Break the motd".into()),
             }),
             consecutive_failures: 2,
+            in_progress: None,
         };
         let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
-        let text = render(&state, now);
+        let text = render(&state, false, now);
         assert!(
             text.contains("applied:      aaaaaaaaaaaa \"Set the motd\", 2h 0min ago"),
             "{text}"
@@ -149,10 +261,109 @@ mod tests {
         );
         assert!(
             text.contains(
-                "pending:      bbbbbbbbbbbb after 2 failed attempts: run.sh exited with status 3"
+                "pending:      bbbbbbbbbbbb \"Break the motd\" after 2 failed attempts\n"
             ),
             "{text}"
         );
+        assert_eq!(
+            text.matches("run.sh exited with status 3").count(),
+            1,
+            "one error, under one heading: {text}"
+        );
         assert!(text.contains("failures:     2 consecutive"), "{text}");
+    }
+
+    fn passed(outcome: Outcome, finished_at: &str) -> State {
+        State {
+            last_pass: Some(LastPass {
+                started_at: finished_at.into(),
+                finished_at: finished_at.into(),
+                outcome,
+                remote_commit: None,
+                error: None,
+            }),
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn health_is_a_recent_successful_pass_that_no_crash_followed() {
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        let hour = Duration::from_secs(3600);
+        let off = Duration::ZERO;
+        let recent = "2026-11-25T09:55:00Z";
+        let old = "2026-11-25T06:55:00Z";
+        let killed = |mut s: State| {
+            s.in_progress = Some(crate::pass::state::InProgress {
+                commit: "c".repeat(40),
+                started_at: "2026-11-25T09:58:00Z".into(),
+                pid: 42,
+            });
+            s
+        };
+        let table: Vec<(State, bool, Duration, bool, &[&str])> = vec![
+            (passed(Outcome::Applied, recent), false, hour, true, &[]),
+            (passed(Outcome::UpToDate, recent), false, hour, true, &[]),
+            (
+                passed(Outcome::ApplyFailed, recent),
+                false,
+                hour,
+                false,
+                &["the last pass ended apply-failed"],
+            ),
+            (
+                passed(Outcome::ConfigError, recent),
+                false,
+                hour,
+                false,
+                &["the last pass ended config-error"],
+            ),
+            (
+                passed(Outcome::Applied, old),
+                false,
+                hour,
+                false,
+                &["no pass for 3h 5min: is gitops.timer running?"],
+            ),
+            (passed(Outcome::Applied, old), false, off, true, &[]),
+            (
+                killed(passed(Outcome::Applied, recent)),
+                false,
+                hour,
+                false,
+                &["the pass applying cccccccccccc started at 2026-11-25T09:58:00Z did not finish: killed or crashed"],
+            ),
+            // Still running: the lock says so, and the last finished pass decides.
+            (killed(passed(Outcome::Applied, recent)), true, hour, true, &[]),
+            (
+                killed(State::default()),
+                true,
+                hour,
+                false,
+                &["no pass has finished yet"],
+            ),
+            (
+                passed(Outcome::Applied, "yesterday"),
+                false,
+                hour,
+                false,
+                &["the last pass's time \"yesterday\" is unreadable"],
+            ),
+        ];
+        for (state, running, max_age, healthy, reasons) in table {
+            let (got_healthy, got_reasons) = health(&state, running, now, max_age);
+            assert_eq!(
+                (got_healthy, got_reasons.as_slice()),
+                (
+                    healthy,
+                    reasons
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .as_slice()
+                ),
+                "{state:?} running={running} max_age={max_age:?}"
+            );
+        }
     }
 }
