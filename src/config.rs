@@ -401,9 +401,24 @@ pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, 
     Ok(out)
 }
 
-/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`.
+/// The longest duration any option accepts. A bound at parse time keeps every sum and deadline
+/// built from these options (Instant + timeout, install-units' TimeoutStartSec=) far from
+/// overflow, and no pass sensibly waits longer than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// How `MAX_DURATION` is written in messages and the README.
+pub const MAX_DURATION_TEXT: &str = "365d";
+
+/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`; at most
+/// `MAX_DURATION`.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: write it like 30s, 5min or 2h");
+    let too_long = || {
+        format!(
+            "{:?} is too long: durations are at most {MAX_DURATION_TEXT}",
+            text.trim()
+        )
+    };
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -416,25 +431,27 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         if digits == 0 {
             return Err(invalid());
         }
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        // Any run of digits is a number, however long: too many of them is "too long", not
+        // "not a duration".
+        let number: u64 = rest[..digits].parse().unwrap_or(u64::MAX);
         rest = rest[digits..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
-        let seconds = match unit {
-            "ms" | "msec" => {
-                total += Duration::from_millis(number);
-                continue;
-            }
-            "" | "s" | "sec" | "second" | "seconds" => 1,
-            "m" | "min" | "minute" | "minutes" => 60,
-            "h" | "hr" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86400,
+        let term = match unit {
+            "ms" | "msec" => Duration::from_millis(number),
+            "" | "s" | "sec" | "second" | "seconds" => Duration::from_secs(number),
+            "m" | "min" | "minute" | "minutes" => Duration::from_secs(number.saturating_mul(60)),
+            "h" | "hr" | "hour" | "hours" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" | "day" | "days" => Duration::from_secs(number.saturating_mul(86400)),
             _ => return Err(invalid()),
         };
-        total += Duration::from_secs(number.checked_mul(seconds).ok_or_else(invalid)?);
+        total = total
+            .checked_add(term)
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(too_long)?;
     }
     Ok(total)
 }
@@ -572,15 +589,45 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in [
-            "",
-            "abc",
-            "5 parsecs",
-            "min",
-            "-1s",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "abc", "5 parsecs", "min", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        for huge in [
+            "366d",
+            "365d 1s",
+            "99999999999999999999d",
+            "18446744073709551615s",
+            "9223372036854775807",
+            "18446744073709551615ms 18446744073709551615ms",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.contains("at most 365d"), "{huge:?}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, the parser answers without panicking, never beyond the maximum.
+        #[test]
+        fn any_duration_text_parses_or_is_refused(text in "[0-9 ]{0,30}(ms|s|min|h|d|days|x|)( [0-9]{1,25}(ms|s|min|h|d)){0,3}") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(d <= MAX_DURATION);
+            }
+        }
+
+        /// A number with a unit is that many units when it fits, and "at most 365d" when not.
+        #[test]
+        fn a_number_with_a_unit_is_exact_or_too_long(n in proptest::num::u64::ANY, unit in 0usize..5) {
+            let (name, nanos_per): (&str, u128) =
+                [("ms", 1_000_000), ("s", 1_000_000_000), ("min", 60_000_000_000), ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)][unit];
+            let expected = u128::from(n) * nanos_per;
+            match parse_duration(&format!("{n}{name}")) {
+                Ok(d) => proptest::prop_assert_eq!(d.as_nanos(), expected),
+                Err(e) => {
+                    proptest::prop_assert!(expected > MAX_DURATION.as_nanos());
+                    proptest::prop_assert!(e.contains("at most 365d"), "{}", e);
+                }
+            }
         }
     }
 

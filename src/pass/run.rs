@@ -90,7 +90,7 @@ fn pass(
         let repo = store.insert(open_store()?);
         git::relation(repo, applied_id, fetched.tip).map_err(fetch_failed)?
     };
-    let short = &tip[..12];
+    let short = tip.get(..12).unwrap_or(&tip);
     match decide(
         relation,
         &tip,
@@ -116,7 +116,7 @@ fn pass(
                     format!(
                         "refusing {short}: {} no longer descends from the applied commit {} (force-push or rollback); revert with a new commit, or pass --allow-rewind to apply it anyway",
                         fetched.branch,
-                        &applied[..applied.len().min(12)]
+                        applied.chars().take(12).collect::<String>()
                     ),
                 ),
             ))
