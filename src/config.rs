@@ -127,17 +127,27 @@ pub struct RepoUrl {
 }
 
 impl RepoUrl {
-    /// Strings that must never be printed: the password, and the user name of http(s) URLs
-    /// (tokens are often sent as the user).
+    /// Strings that must never be printed: the password of any scheme, and the user name of
+    /// http(s) URLs (tokens are often sent as the user). Short ones are left to the URL
+    /// pattern of `redact::scrub`: masking "git" wherever it appears would garble every line.
     pub fn secrets(&self) -> Vec<String> {
-        match &self.credentials {
-            Some((user, password)) => [user, password]
-                .into_iter()
-                .filter(|s| s.len() >= 4)
-                .cloned()
-                .collect(),
+        let mut secrets = match &self.credentials {
+            Some((user, password)) => vec![user.clone(), password.clone()],
             None => Vec::new(),
+        };
+        // Read from the text, not from gix's parse: gix takes `file://u:p@/path` apart without
+        // a password, and then quotes the whole URL in its error.
+        if let Some((_, rest)) = self.raw.split_once("://") {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if let Some((_, password)) = authority
+                .rfind('@')
+                .and_then(|at| authority[..at].split_once(':'))
+            {
+                secrets.push(password.to_string());
+            }
         }
+        secrets.retain(|s| s.len() >= 4);
+        secrets
     }
 }
 
@@ -157,6 +167,7 @@ impl Settings {
                 )
             })?;
         let repo_url = RepoUrl::parse(raw_url.trim())?;
+        crate::redact::remember(repo_url.secrets());
         if let Some(branch) = &opts.branch {
             let valid = gix::validate::reference::name_partial(
                 format!("refs/heads/{branch}").as_str().into(),
@@ -341,24 +352,7 @@ fn redact_strict(url: &str) -> String {
 /// Hide credentials: the whole user part of http(s) URLs (tokens are often sent as the user
 /// name), the password part of any other URL.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let shown = if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
-        "***".to_string()
-    } else {
-        match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***"),
-            None => userinfo.to_string(),
-        }
-    };
-    format!("{scheme}://{shown}@{}", &rest[at + 1..])
+    crate::redact::mask_urls(url)
 }
 
 /// The settings given as flags on this command line, as `GITOPS_*` env-file entries, in the
@@ -714,5 +708,10 @@ mod tests {
         let ssh = RepoUrl::parse("ssh://git@h/r.git").unwrap();
         assert_eq!(ssh.raw, "ssh://git@h/r.git");
         assert!(ssh.secrets().is_empty());
+        for other in ["ssh://git:pa55word@h/r.git", "file://u:pa55word@/srv/r.git"] {
+            let url = RepoUrl::parse(other).unwrap();
+            assert_eq!(url.secrets(), ["pa55word"], "{other}");
+            assert!(!url.redacted.contains("pa55word"), "{other}");
+        }
     }
 }

@@ -22,6 +22,7 @@ mod exit;
 mod git;
 mod install;
 mod pass;
+mod redact;
 mod report;
 mod signals;
 

@@ -165,7 +165,7 @@ fn pass(
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
-                        say!("gitops: warning: {e:#}");
+                        say!("gitops: warning: {}", one_line(&e));
                     }
                     Ok(Outcome::Applied)
                 }
@@ -185,7 +185,7 @@ fn pass(
                     // not leave it dangling.
                     let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
                     if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip, &linked]) {
-                        say!("gitops: warning: {e:#}");
+                        say!("gitops: warning: {}", one_line(&e));
                     }
                     Err((Outcome::ApplyFailed, e))
                 }
@@ -254,9 +254,20 @@ fn apply_commit(
     apply::run(&run)?.map_err(|why| fail(Exit::ApplyFailed, why))
 }
 
-/// The error chain on one line, as status and the journal show it.
+/// The error chain on one line, as status and the journal show it, credentials masked. A cause
+/// whose words the error above it already quotes (reqwest's "error sending request for url
+/// (…)" comes wrapped in a gix error that repeats it) is said once.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut said: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let words = cause.to_string().replace('\n', " ");
+        let words = words.trim();
+        if words.is_empty() || said.last().is_some_and(|above| above.contains(words)) {
+            continue;
+        }
+        said.push(words.to_string());
+    }
+    crate::redact::scrub(&said.join(": "))
 }
 
 /// RFC 3339 to the second: what state.json and status show.
