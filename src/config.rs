@@ -515,13 +515,122 @@ fn unquote(value: &str) -> String {
     value.to_string()
 }
 
+/// Whether a variable is one of ours: a `GITOPS_*` setting or the `REPO_URL` alias.
+fn is_ours(key: &str) -> bool {
+    key.starts_with("GITOPS_") || key == "REPO_URL"
+}
+
+/// An empty value means unset, for every option alike: take empty `GITOPS_*` variables out of
+/// the process environment before clap reads it. clap takes an empty variable as an empty
+/// value, so `GITOPS_CHECKOUT=` would beat the default, fail a flag's own value check
+/// ("a value is required"), or make `GITOPS_BRANCH=` an invalid branch.
+pub fn forget_empty_variables() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(key, value)| value.is_empty() && key.to_str().is_some_and(is_ours))
+        .map(|(key, _)| key)
+        .collect();
+    for key in empty {
+        // Single-threaded still: nothing else reads the environment while it changes.
+        std::env::remove_var(key);
+    }
+}
+
+/// A flag beats its variable: take the variable of every option given on the command line out
+/// of the environment before clap reads it. clap reads a global option's variable at every
+/// level of the command line, so an invalid `GITOPS_APPLY_TIMEOUT` in the environment or env
+/// file would fail `gitops sync --apply-timeout 5min` although the flag replaces it.
+pub fn forget_variables_given_as_flags(command: &clap::Command, args: &[std::ffi::OsString]) {
+    let given: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str()?.strip_prefix("--"))
+        .map(|a| a.split_once('=').map_or(a, |(name, _)| name))
+        .collect();
+    fn walk(command: &clap::Command, given: &[&str]) {
+        for arg in command.get_arguments() {
+            if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
+                if given.contains(&long) {
+                    // Single-threaded still: nothing else reads the environment meanwhile.
+                    std::env::remove_var(env);
+                }
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, given);
+        }
+    }
+    walk(command, &given);
+}
+
+/// Every variable the command line reads (`GITOPS_*`), from clap's definition, so that a
+/// setting added later is known here without a second list to keep up to date.
+pub fn known_variables(command: &clap::Command) -> Vec<String> {
+    let mut known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .filter_map(|env| env.to_str().map(str::to_string))
+        .collect();
+    for sub in command.get_subcommands() {
+        known.extend(known_variables(sub));
+    }
+    known.sort();
+    known.dedup();
+    known
+}
+
+/// The known variable a mistyped one most likely meant: the nearest by edit distance (a swap
+/// of two neighbours counts as one edit), if it is near enough to be a typo.
+pub fn nearest_variable<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    let (distance, nearest) = known
+        .iter()
+        .map(|k| (edit_distance(key, k), k.as_str()))
+        .min_by_key(|(d, _)| *d)?;
+    (distance <= 3).then_some(nearest)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and transpositions
+/// of adjacent characters, each costing one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The env file's text: UTF-8, with a byte-order mark (which some editors write) skipped.
+fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes)
+}
+
 /// Load the env file into the process environment, below variables already set, so that a
 /// manual run sees what the timer's run sees (systemd exports the same file to the service).
-/// A missing default file is fine; a missing file that was asked for is an error.
-pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
+/// A missing default file is fine; a missing file that was asked for is an error. An empty
+/// value means unset, as it does in the process environment (`forget_empty_variables`). A
+/// `GITOPS_*` key that is not in `known` gets a warning naming the nearest known one.
+pub fn load_env_file(explicit: Option<&Path>, known: &[String]) -> Result<()> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(()),
         Err(e) => {
             return Err(fail(
@@ -533,7 +642,17 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
             ))
         }
     };
-    let pairs = parse_env_file(&text).map_err(|why| {
+    let text = env_file_text(&bytes).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!(
+                "the config file {} is not UTF-8 text (invalid byte at offset {}): save it as UTF-8",
+                path.display(),
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let pairs = parse_env_file(text).map_err(|why| {
         fail(
             Exit::Usage,
             format!(
@@ -542,18 +661,26 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
             ),
         )
     })?;
+    for (key, _) in &pairs {
+        if key.starts_with("GITOPS_") && !known.contains(key) {
+            let hint = match nearest_variable(key, known) {
+                Some(near) => format!("did you mean {near}?"),
+                None => "it is ignored".to_string(),
+            };
+            say!(
+                "gitops: warning: the config file {} sets {key}, which is not a gitops setting: {hint}",
+                path.display()
+            );
+        }
+    }
     // Either spelling of the URL in the process environment beats both spellings in the file.
-    // An empty value counts as unset, as it does when the URL is read.
     let set = |key: &str| std::env::var_os(key).is_some_and(|v| !v.is_empty());
     let url_in_process = set("GITOPS_REPO_URL") || set("REPO_URL");
     for (key, value) in pairs {
         let is_url = key == "GITOPS_REPO_URL" || key == "REPO_URL";
-        let unset = if is_url {
-            !set(&key)
-        } else {
-            std::env::var_os(&key).is_none()
-        };
-        if unset && !(is_url && url_in_process) {
+        let empty_and_ours = value.is_empty() && is_ours(&key);
+        let beaten = set(&key) || (is_url && url_in_process);
+        if !beaten && !empty_and_ours {
             std::env::set_var(&key, value);
         }
     }
@@ -650,6 +777,64 @@ mod tests {
             .unwrap_err()
             .contains("line 2"));
         assert!(parse_env_file("A=1 \\").is_err());
+    }
+
+    #[test]
+    fn a_mistyped_variable_is_matched_to_the_nearest_known_one() {
+        let known: Vec<String> = [
+            "GITOPS_BRANCH",
+            "GITOPS_REPO_URL",
+            "GITOPS_CHECKOUT",
+            "GITOPS_APPLY",
+            "GITOPS_APPLY_TIMEOUT",
+            "GITOPS_SSH_KEY",
+        ]
+        .map(String::from)
+        .to_vec();
+        let table = [
+            ("GITOPS_BRANHC", Some("GITOPS_BRANCH")),
+            ("GITOPS_BRANCHES", Some("GITOPS_BRANCH")),
+            ("GITOPS_REPOURL", Some("GITOPS_REPO_URL")),
+            ("GITOPS_REPO_ULR", Some("GITOPS_REPO_URL")),
+            ("GITOPS_APLY", Some("GITOPS_APPLY")),
+            ("GITOPS_APPLY_TIMOUT", Some("GITOPS_APPLY_TIMEOUT")),
+            ("GITOPS_SSHKEY", Some("GITOPS_SSH_KEY")),
+            ("GITOPS_SOMETHING_ELSE", None),
+            ("GITOPS_Ä", None),
+        ];
+        for (key, nearest) in table {
+            assert_eq!(nearest_variable(key, &known), nearest, "{key}");
+        }
+        assert_eq!(nearest_variable("GITOPS_X", &[]), None);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn env_file_text_skips_a_bom_and_refuses_other_encodings() {
+        assert_eq!(env_file_text(b"\xEF\xBB\xBFA=1\n"), Ok("A=1\n"));
+        assert_eq!(env_file_text(b"A=1\n"), Ok("A=1\n"));
+        let latin1 = b"GITOPS_BRANCH=caf\xE9\n";
+        assert_eq!(env_file_text(latin1).unwrap_err().valid_up_to(), 17);
+    }
+
+    #[test]
+    fn every_setting_has_a_known_variable() {
+        let command = clap::Command::new("t").args(
+            <Options as clap::Args>::augment_args(clap::Command::new("o"))
+                .get_arguments()
+                .cloned(),
+        );
+        let known = known_variables(&command);
+        for var in [
+            "GITOPS_REPO_URL",
+            "GITOPS_BRANCH",
+            "GITOPS_LOCK_TIMEOUT",
+            "GITOPS_CONFIG",
+        ] {
+            assert!(known.iter().any(|k| k == var), "{var} in {known:?}");
+        }
     }
 
     #[test]

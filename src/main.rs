@@ -155,6 +155,8 @@ fn parse(args: &[std::ffi::OsString]) -> anyhow::Result<(Cli, clap::ArgMatches)>
 
 fn run() -> anyhow::Result<Exit> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    config::forget_empty_variables();
+    config::forget_variables_given_as_flags(&Cli::command(), &args);
     let (cli, matches) = parse(&args)?;
     // Everything but install-units reads the env file below flags and the process environment.
     // clap reads the environment, so the file is loaded and the line parsed again. install-units
@@ -162,7 +164,9 @@ fn run() -> anyhow::Result<Exit> {
     let (cli, matches) = if matches.subcommand_name() == Some("install-units") {
         (cli, matches)
     } else {
-        config::load_env_file(cli.options.config.as_deref())?;
+        let known = config::known_variables(&Cli::command());
+        config::load_env_file(cli.options.config.as_deref(), &known)?;
+        config::forget_variables_given_as_flags(&Cli::command(), &args);
         parse(&args)?
     };
     let now = OffsetDateTime::now_utc;
