@@ -7,5 +7,6 @@ mod bad_input;
 mod config_file;
 mod crash;
 mod install_units;
+mod limits_secrets_messages;
 mod sync_pass;
 mod transports;
