@@ -727,10 +727,23 @@ mod tests {
         }
     }
 
+    /// Durations as an operator might mistype them: digits of any length, any unit or none.
+    const DURATION_TEXT: &str =
+        "[0-9 ]{0,30}(ms|s|min|h|d|days|x|)( [0-9]{1,25}(ms|s|min|h|d)){0,3}";
+
+    /// Each unit and its length in nanoseconds.
+    const UNITS: [(&str, u128); 5] = [
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("min", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+    ];
+
     proptest::proptest! {
         /// Whatever the text, the parser answers without panicking, never beyond the maximum.
         #[test]
-        fn any_duration_text_parses_or_is_refused(text in "[0-9 ]{0,30}(ms|s|min|h|d|days|x|)( [0-9]{1,25}(ms|s|min|h|d)){0,3}") {
+        fn any_duration_text_parses_or_is_refused(text in DURATION_TEXT) {
             if let Ok(d) = parse_duration(&text) {
                 proptest::prop_assert!(d <= MAX_DURATION);
             }
@@ -738,9 +751,11 @@ mod tests {
 
         /// A number with a unit is that many units when it fits, and "at most 365d" when not.
         #[test]
-        fn a_number_with_a_unit_is_exact_or_too_long(n in proptest::num::u64::ANY, unit in 0usize..5) {
-            let (name, nanos_per): (&str, u128) =
-                [("ms", 1_000_000), ("s", 1_000_000_000), ("min", 60_000_000_000), ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)][unit];
+        fn a_number_with_a_unit_is_exact_or_too_long(
+            n in proptest::prop_oneof![0u64..40_000_000_000, proptest::num::u64::ANY],
+            unit in 0usize..UNITS.len(),
+        ) {
+            let (name, nanos_per) = UNITS[unit];
             let expected = u128::from(n) * nanos_per;
             match parse_duration(&format!("{n}{name}")) {
                 Ok(d) => proptest::prop_assert_eq!(d.as_nanos(), expected),
