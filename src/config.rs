@@ -127,17 +127,27 @@ pub struct RepoUrl {
 }
 
 impl RepoUrl {
-    /// Strings that must never be printed: the password, and the user name of http(s) URLs
-    /// (tokens are often sent as the user).
+    /// Strings that must never be printed: the password of any scheme, and the user name of
+    /// http(s) URLs (tokens are often sent as the user). Short ones are left to the URL
+    /// pattern of `redact::scrub`: masking "git" wherever it appears would garble every line.
     pub fn secrets(&self) -> Vec<String> {
-        match &self.credentials {
-            Some((user, password)) => [user, password]
-                .into_iter()
-                .filter(|s| s.len() >= 4)
-                .cloned()
-                .collect(),
+        let mut secrets = match &self.credentials {
+            Some((user, password)) => vec![user.clone(), password.clone()],
             None => Vec::new(),
+        };
+        // Read from the text, not from gix's parse: gix takes `file://u:p@/path` apart without
+        // a password, and then quotes the whole URL in its error.
+        if let Some((_, rest)) = self.raw.split_once("://") {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if let Some((_, password)) = authority
+                .rfind('@')
+                .and_then(|at| authority[..at].split_once(':'))
+            {
+                secrets.push(password.to_string());
+            }
         }
+        secrets.retain(|s| s.len() >= 4);
+        secrets
     }
 }
 
@@ -157,6 +167,7 @@ impl Settings {
                 )
             })?;
         let repo_url = RepoUrl::parse(raw_url.trim())?;
+        crate::redact::remember(repo_url.secrets());
         if let Some(branch) = &opts.branch {
             let valid = gix::validate::reference::name_partial(
                 format!("refs/heads/{branch}").as_str().into(),
@@ -376,24 +387,7 @@ fn redact_strict(url: &str) -> String {
 /// Hide credentials: the whole user part of http(s) URLs (tokens are often sent as the user
 /// name), the password part of any other URL.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let shown = if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
-        "***".to_string()
-    } else {
-        match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***"),
-            None => userinfo.to_string(),
-        }
-    };
-    format!("{scheme}://{shown}@{}", &rest[at + 1..])
+    crate::redact::mask_urls(url)
 }
 
 /// The settings given as flags on this command line, as `GITOPS_*` env-file entries, in the
@@ -436,9 +430,24 @@ pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, 
     Ok(out)
 }
 
-/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`.
+/// The longest duration any option accepts. A bound at parse time keeps every sum and deadline
+/// built from these options (Instant + timeout, install-units' TimeoutStartSec=) far from
+/// overflow, and no pass sensibly waits longer than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// How `MAX_DURATION` is written in messages and the README.
+pub const MAX_DURATION_TEXT: &str = "365d";
+
+/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`; at most
+/// `MAX_DURATION`.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: write it like 30s, 5min or 2h");
+    let too_long = || {
+        format!(
+            "{:?} is too long: durations are at most {MAX_DURATION_TEXT}",
+            text.trim()
+        )
+    };
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -451,25 +460,27 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         if digits == 0 {
             return Err(invalid());
         }
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        // Any run of digits is a number, however long: too many of them is "too long", not
+        // "not a duration".
+        let number: u64 = rest[..digits].parse().unwrap_or(u64::MAX);
         rest = rest[digits..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
-        let seconds = match unit {
-            "ms" | "msec" => {
-                total += Duration::from_millis(number);
-                continue;
-            }
-            "" | "s" | "sec" | "second" | "seconds" => 1,
-            "m" | "min" | "minute" | "minutes" => 60,
-            "h" | "hr" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86400,
+        let term = match unit {
+            "ms" | "msec" => Duration::from_millis(number),
+            "" | "s" | "sec" | "second" | "seconds" => Duration::from_secs(number),
+            "m" | "min" | "minute" | "minutes" => Duration::from_secs(number.saturating_mul(60)),
+            "h" | "hr" | "hour" | "hours" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" | "day" | "days" => Duration::from_secs(number.saturating_mul(86400)),
             _ => return Err(invalid()),
         };
-        total += Duration::from_secs(number.checked_mul(seconds).ok_or_else(invalid)?);
+        total = total
+            .checked_add(term)
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(too_long)?;
     }
     Ok(total)
 }
@@ -539,13 +550,122 @@ fn unquote(value: &str) -> String {
     value.to_string()
 }
 
+/// Whether a variable is one of ours: a `GITOPS_*` setting or the `REPO_URL` alias.
+fn is_ours(key: &str) -> bool {
+    key.starts_with("GITOPS_") || key == "REPO_URL"
+}
+
+/// An empty value means unset, for every option alike: take empty `GITOPS_*` variables out of
+/// the process environment before clap reads it. clap takes an empty variable as an empty
+/// value, so `GITOPS_CHECKOUT=` would beat the default, fail a flag's own value check
+/// ("a value is required"), or make `GITOPS_BRANCH=` an invalid branch.
+pub fn forget_empty_variables() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(key, value)| value.is_empty() && key.to_str().is_some_and(is_ours))
+        .map(|(key, _)| key)
+        .collect();
+    for key in empty {
+        // Single-threaded still: nothing else reads the environment while it changes.
+        std::env::remove_var(key);
+    }
+}
+
+/// A flag beats its variable: take the variable of every option given on the command line out
+/// of the environment before clap reads it. clap reads a global option's variable at every
+/// level of the command line, so an invalid `GITOPS_APPLY_TIMEOUT` in the environment or env
+/// file would fail `gitops sync --apply-timeout 5min` although the flag replaces it.
+pub fn forget_variables_given_as_flags(command: &clap::Command, args: &[std::ffi::OsString]) {
+    let given: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str()?.strip_prefix("--"))
+        .map(|a| a.split_once('=').map_or(a, |(name, _)| name))
+        .collect();
+    fn walk(command: &clap::Command, given: &[&str]) {
+        for arg in command.get_arguments() {
+            if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
+                if given.contains(&long) {
+                    // Single-threaded still: nothing else reads the environment meanwhile.
+                    std::env::remove_var(env);
+                }
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, given);
+        }
+    }
+    walk(command, &given);
+}
+
+/// Every variable the command line reads (`GITOPS_*`), from clap's definition, so that a
+/// setting added later is known here without a second list to keep up to date.
+pub fn known_variables(command: &clap::Command) -> Vec<String> {
+    let mut known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .filter_map(|env| env.to_str().map(str::to_string))
+        .collect();
+    for sub in command.get_subcommands() {
+        known.extend(known_variables(sub));
+    }
+    known.sort();
+    known.dedup();
+    known
+}
+
+/// The known variable a mistyped one most likely meant: the nearest by edit distance (a swap
+/// of two neighbours counts as one edit), if it is near enough to be a typo.
+pub fn nearest_variable<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    let (distance, nearest) = known
+        .iter()
+        .map(|k| (edit_distance(key, k), k.as_str()))
+        .min_by_key(|(d, _)| *d)?;
+    (distance <= 3).then_some(nearest)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and transpositions
+/// of adjacent characters, each costing one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The env file's text: UTF-8, with a byte-order mark (which some editors write) skipped.
+fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes)
+}
+
 /// Load the env file into the process environment, below variables already set, so that a
 /// manual run sees what the timer's run sees (systemd exports the same file to the service).
-/// A missing default file is fine; a missing file that was asked for is an error.
-pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
+/// A missing default file is fine; a missing file that was asked for is an error. An empty
+/// value means unset, as it does in the process environment (`forget_empty_variables`). A
+/// `GITOPS_*` key that is not in `known` gets a warning naming the nearest known one.
+pub fn load_env_file(explicit: Option<&Path>, known: &[String]) -> Result<()> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(()),
         Err(e) => {
             return Err(fail(
@@ -557,7 +677,17 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
             ))
         }
     };
-    let pairs = parse_env_file(&text).map_err(|why| {
+    let text = env_file_text(&bytes).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!(
+                "the config file {} is not UTF-8 text (invalid byte at offset {}): save it as UTF-8",
+                path.display(),
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let pairs = parse_env_file(text).map_err(|why| {
         fail(
             Exit::Usage,
             format!(
@@ -566,18 +696,26 @@ pub fn load_env_file(explicit: Option<&Path>) -> Result<()> {
             ),
         )
     })?;
+    for (key, _) in &pairs {
+        if key.starts_with("GITOPS_") && !known.contains(key) {
+            let hint = match nearest_variable(key, known) {
+                Some(near) => format!("did you mean {near}?"),
+                None => "it is ignored".to_string(),
+            };
+            say!(
+                "gitops: warning: the config file {} sets {key}, which is not a gitops setting: {hint}",
+                path.display()
+            );
+        }
+    }
     // Either spelling of the URL in the process environment beats both spellings in the file.
-    // An empty value counts as unset, as it does when the URL is read.
     let set = |key: &str| std::env::var_os(key).is_some_and(|v| !v.is_empty());
     let url_in_process = set("GITOPS_REPO_URL") || set("REPO_URL");
     for (key, value) in pairs {
         let is_url = key == "GITOPS_REPO_URL" || key == "REPO_URL";
-        let unset = if is_url {
-            !set(&key)
-        } else {
-            std::env::var_os(&key).is_none()
-        };
-        if unset && !(is_url && url_in_process) {
+        let empty_and_ours = value.is_empty() && is_ours(&key);
+        let beaten = set(&key) || (is_url && url_in_process);
+        if !beaten && !empty_and_ours {
             std::env::set_var(&key, value);
         }
     }
@@ -607,15 +745,60 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in [
-            "",
-            "abc",
-            "5 parsecs",
-            "min",
-            "-1s",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "abc", "5 parsecs", "min", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        for huge in [
+            "366d",
+            "365d 1s",
+            "99999999999999999999d",
+            "18446744073709551615s",
+            "9223372036854775807",
+            "18446744073709551615ms 18446744073709551615ms",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.contains("at most 365d"), "{huge:?}: {err}");
+        }
+    }
+
+    /// Durations as an operator might mistype them: digits of any length, any unit or none.
+    const DURATION_TEXT: &str =
+        "[0-9 ]{0,30}(ms|s|min|h|d|days|x|)( [0-9]{1,25}(ms|s|min|h|d)){0,3}";
+
+    /// Each unit and its length in nanoseconds.
+    const UNITS: [(&str, u128); 5] = [
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("min", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+    ];
+
+    proptest::proptest! {
+        /// Whatever the text, the parser answers without panicking, never beyond the maximum.
+        #[test]
+        fn any_duration_text_parses_or_is_refused(text in DURATION_TEXT) {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(d <= MAX_DURATION);
+            }
+        }
+
+        /// A number with a unit is that many units when it fits, and "at most 365d" when not.
+        #[test]
+        fn a_number_with_a_unit_is_exact_or_too_long(
+            n in proptest::prop_oneof![0u64..40_000_000_000, proptest::num::u64::ANY],
+            unit in 0usize..UNITS.len(),
+        ) {
+            let (name, nanos_per) = UNITS[unit];
+            let expected = u128::from(n) * nanos_per;
+            match parse_duration(&format!("{n}{name}")) {
+                Ok(d) => proptest::prop_assert_eq!(d.as_nanos(), expected),
+                Err(e) => {
+                    proptest::prop_assert!(expected > MAX_DURATION.as_nanos());
+                    proptest::prop_assert!(e.contains("at most 365d"), "{}", e);
+                }
+            }
         }
     }
 
@@ -644,6 +827,64 @@ mod tests {
             .unwrap_err()
             .contains("line 2"));
         assert!(parse_env_file("A=1 \\").is_err());
+    }
+
+    #[test]
+    fn a_mistyped_variable_is_matched_to_the_nearest_known_one() {
+        let known: Vec<String> = [
+            "GITOPS_BRANCH",
+            "GITOPS_REPO_URL",
+            "GITOPS_CHECKOUT",
+            "GITOPS_APPLY",
+            "GITOPS_APPLY_TIMEOUT",
+            "GITOPS_SSH_KEY",
+        ]
+        .map(String::from)
+        .to_vec();
+        let table = [
+            ("GITOPS_BRANHC", Some("GITOPS_BRANCH")),
+            ("GITOPS_BRANCHES", Some("GITOPS_BRANCH")),
+            ("GITOPS_REPOURL", Some("GITOPS_REPO_URL")),
+            ("GITOPS_REPO_ULR", Some("GITOPS_REPO_URL")),
+            ("GITOPS_APLY", Some("GITOPS_APPLY")),
+            ("GITOPS_APPLY_TIMOUT", Some("GITOPS_APPLY_TIMEOUT")),
+            ("GITOPS_SSHKEY", Some("GITOPS_SSH_KEY")),
+            ("GITOPS_SOMETHING_ELSE", None),
+            ("GITOPS_Ä", None),
+        ];
+        for (key, nearest) in table {
+            assert_eq!(nearest_variable(key, &known), nearest, "{key}");
+        }
+        assert_eq!(nearest_variable("GITOPS_X", &[]), None);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn env_file_text_skips_a_bom_and_refuses_other_encodings() {
+        assert_eq!(env_file_text(b"\xEF\xBB\xBFA=1\n"), Ok("A=1\n"));
+        assert_eq!(env_file_text(b"A=1\n"), Ok("A=1\n"));
+        let latin1 = b"GITOPS_BRANCH=caf\xE9\n";
+        assert_eq!(env_file_text(latin1).unwrap_err().valid_up_to(), 17);
+    }
+
+    #[test]
+    fn every_setting_has_a_known_variable() {
+        let command = clap::Command::new("t").args(
+            <Options as clap::Args>::augment_args(clap::Command::new("o"))
+                .get_arguments()
+                .cloned(),
+        );
+        let known = known_variables(&command);
+        for var in [
+            "GITOPS_REPO_URL",
+            "GITOPS_BRANCH",
+            "GITOPS_LOCK_TIMEOUT",
+            "GITOPS_CONFIG",
+        ] {
+            assert!(known.iter().any(|k| k == var), "{var} in {known:?}");
+        }
     }
 
     #[test]
@@ -702,5 +943,10 @@ mod tests {
         let ssh = RepoUrl::parse("ssh://git@h/r.git").unwrap();
         assert_eq!(ssh.raw, "ssh://git@h/r.git");
         assert!(ssh.secrets().is_empty());
+        for other in ["ssh://git:pa55word@h/r.git", "file://u:pa55word@/srv/r.git"] {
+            let url = RepoUrl::parse(other).unwrap();
+            assert_eq!(url.secrets(), ["pa55word"], "{other}");
+            assert!(!url.redacted.contains("pa55word"), "{other}");
+        }
     }
 }

@@ -23,6 +23,7 @@ mod exit;
 mod git;
 mod install;
 mod pass;
+mod redact;
 mod report;
 mod signals;
 
@@ -188,6 +189,8 @@ fn state_dir_despite(cli: &Cli, matches: &clap::ArgMatches) -> std::path::PathBu
 
 fn run() -> anyhow::Result<Exit> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    config::forget_empty_variables();
+    config::forget_variables_given_as_flags(&Cli::command(), &args);
     let (cli, matches) = parse(&args)?;
     // Everything but install-units reads the env file below flags and the process environment.
     // clap reads the environment, so the file is loaded and the line parsed again. install-units
@@ -195,8 +198,12 @@ fn run() -> anyhow::Result<Exit> {
     let (cli, matches) = if matches.subcommand_name() == Some("install-units") {
         (cli, matches)
     } else {
+        let known = config::known_variables(&Cli::command());
         let reparsed =
-            config::load_env_file(cli.options.config.as_deref()).and_then(|()| parse(&args));
+            config::load_env_file(cli.options.config.as_deref(), &known).and_then(|()| {
+                config::forget_variables_given_as_flags(&Cli::command(), &args);
+                parse(&args)
+            });
         match reparsed {
             Ok(parsed) => parsed,
             Err(e) => {

@@ -7,6 +7,7 @@ mod bad_input;
 mod config_file;
 mod crash;
 mod install_units;
+mod limits_secrets_messages;
 mod newcomer;
 mod state_dir;
 mod status_truth;

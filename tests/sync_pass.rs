@@ -341,7 +341,7 @@ fn a_corrupt_state_file_is_moved_aside() {
 fn the_shipped_example_repository_applies() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config-repo");
     let up = Upstream::new();
-    let files: Vec<(String, String)> = ["run.sh", "README.md"]
+    let files: Vec<(String, String)> = ["run.sh", "motd", "README.md"]
         .iter()
         .map(|f| {
             (

@@ -53,17 +53,30 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     let result = match outcome {
         Some(Ok(fetched)) => Ok(fetched),
         Some(Err(e)) => {
-            let e = match last_ssh_words(&log) {
-                Some(words) if words.starts_with("ssh:") => e.context(words),
-                Some(words) => e.context(format!("ssh: {words}")),
-                None => e,
-            };
+            let words = transport_words(&log);
             if e.downcast_ref::<crate::exit::Coded>().is_some() {
                 // Ours: it has its exit code and already says what to do.
+                let e = match words {
+                    Some(words) => e.context(words),
+                    None => e,
+                };
                 Err(e.context(format!("could not fetch {what}")))
             } else {
                 // gix's message says what went wrong; the operator also needs what to change.
-                let cause = format!("{e:#}");
+                // The server's own words, when it said any, are the reason: gix only saw the
+                // stream end ("failed to fill whole buffer").
+                let ours = crate::pass::one_line(&e);
+                let cause = match words {
+                    Some(words) if words.starts_with("the server says") => {
+                        if stream_ended(&ours) {
+                            words
+                        } else {
+                            format!("{ours} ({words})")
+                        }
+                    }
+                    Some(words) => format!("{words}: {ours}"),
+                    None => ours,
+                };
                 let message = match fetch_fix(&cause) {
                     Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
                     None => format!("could not fetch {what}: {cause}"),
@@ -79,7 +92,7 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
             ),
         )),
     };
-    result.map_err(|e| scrub(e, &settings.repo_url.secrets()))
+    result
 }
 
 /// What to change, judged from the words of a failed gix fetch; `None` for the words our own
@@ -91,7 +104,16 @@ fn fetch_fix(cause: &str) -> Option<&'static str> {
         return None;
     }
     Some(
-        if has(&["Host key verification failed", "REMOTE HOST IDENTIFICATION"]) {
+        if has(&[
+            "No space left on device",
+            "os error 28",
+            "Disk quota exceeded",
+        ]) {
+            // Our side, whatever the URL: a pack that does not fit in the state directory.
+            "the disk holding the state directory (--state-dir) is full: free space on it"
+        } else if has(&["dubious ownership"]) {
+            "the repository belongs to another user, and git serves only its owner's repositories: chown it to the user gitops runs as"
+        } else if has(&["Host key verification failed", "REMOTE HOST IDENTIFICATION"]) {
             "pin the server's host key in --known-hosts (ssh-keyscan it, then check its fingerprint out of band)"
         } else if has(&["repository not exported", "no such repository"]) {
             // git daemon's answer for a path it does not serve, whatever the reason.
@@ -122,6 +144,7 @@ fn fetch_fix(cause: &str) -> Option<&'static str> {
             "Not Found",
             "does not exist",
             "not a git repository",
+            "does not appear to be a git repository",
             "valid git directory",
             "No such file",
         ]) {
@@ -130,20 +153,6 @@ fn fetch_fix(cause: &str) -> Option<&'static str> {
             "check --repo-url and that this machine may read the repository"
         },
     )
-}
-
-/// The last line of defence for credentials: an error that mentions one is rewritten with
-/// the credential masked (keeping its exit code). The URL gix sees carries none, but a server
-/// may echo what it was sent.
-fn scrub(e: anyhow::Error, secrets: &[String]) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if !secrets.iter().any(|s| text.contains(s.as_str())) {
-        return e;
-    }
-    let masked = secrets
-        .iter()
-        .fold(text, |t, s| t.replace(s.as_str(), "***"));
-    fail(crate::exit::code_of(&e), masked)
 }
 
 fn fetch_here(
@@ -250,17 +259,56 @@ impl std::io::Read for DeadlineStream {
     }
 }
 
-/// The last two lines ssh logged, which carry the reason ("Host key verification failed.",
+/// Whether gix's error only says that the other side stopped talking, which the server's own
+/// words explain better; any other error (our disk full, say) stays the cause.
+fn stream_ended(cause: &str) -> bool {
+    [
+        "fill whole buffer",
+        "nexpected end of file",
+        "UnexpectedEof",
+        "Broken pipe",
+        "hung up",
+    ]
+    .iter()
+    .any(|w| cause.contains(w))
+}
+
+/// What the other side said, from the transport log (ssh's `-E` messages, the stderr of ssh and
+/// of a local upload-pack). The server's `fatal:`/`error:` lines win, as
+/// "the server says: …"; otherwise ssh's last two lines ("Host key verification failed.",
 /// "Permission denied (publickey)."), without the banner around them.
-fn last_ssh_words(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+fn transport_words(log: &Path) -> Option<String> {
+    let bytes = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('@'))
         .collect();
+    let server: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("fatal:") || l.starts_with("error:") || l.starts_with("ERROR:"))
+        .collect();
+    if !server.is_empty() {
+        let mut said: Vec<&str> = Vec::new();
+        for line in server {
+            if !said.contains(&line) {
+                said.push(line);
+            }
+        }
+        return Some(format!("the server says: {}", said.join(" ")));
+    }
     let tail = &lines[lines.len().saturating_sub(2)..];
-    (!tail.is_empty()).then(|| tail.join(" "))
+    if tail.is_empty() {
+        return None;
+    }
+    let words = tail.join(" ");
+    Some(if words.starts_with("ssh:") {
+        words
+    } else {
+        format!("ssh: {words}")
+    })
 }
 
 fn fetch_inner(
@@ -435,6 +483,10 @@ fn connect<'a, 'repo>(
             false,
         );
         remote.to_connection_with_transport(Box::new(transport) as Box<dyn Transport + Send>)
+    } else if url.scheme == gix::url::Scheme::File {
+        let log = super::store::ssh_log(remote.repo().path());
+        let transport = upload_pack(&url, version, &log)?;
+        remote.to_connection_with_transport(Box::new(transport) as Box<dyn Transport + Send>)
     } else {
         if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
             // reqwest is built without a crypto provider of its own (Cargo.toml) and builds its
@@ -466,6 +518,117 @@ fn connect<'a, 'repo>(
         },
         _ => Ok(None),
     }))
+}
+
+/// What git's own file transport takes out of upload-pack's environment: a variable meant for
+/// the caller's repository must not point upload-pack at another one.
+const GIT_ENV_TO_REMOVE: &[&str] = &[
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_CONFIG_COUNT",
+];
+
+/// file:// gets an upload-pack we start ourselves: gix's own sends upload-pack's stderr to
+/// /dev/null, which loses git's reason ("fatal: '…' does not appear to be a git repository",
+/// "detected dubious ownership") and leaves only "failed to fill whole buffer". Here stderr goes
+/// to the transport log, where `transport_words` finds it.
+fn upload_pack(
+    url: &gix::Url,
+    version: gix::protocol::transport::Protocol,
+    log: &Path,
+) -> Result<
+    gix::protocol::transport::client::git::blocking_io::Connection<
+        UploadPack,
+        std::process::ChildStdin,
+    >,
+> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::process::{Command, Stdio};
+    let path = std::ffi::OsStr::from_bytes(url.path.as_slice());
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+        .with_context(|| format!("could not create {}", log.display()))?;
+    let spawn = |program: &str, subcommand: Option<&str>| {
+        let mut command = Command::new(program);
+        command
+            .args(subcommand)
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr.try_clone()?);
+        for var in GIT_ENV_TO_REMOVE {
+            command.env_remove(var);
+        }
+        if version != gix::protocol::transport::Protocol::V1 {
+            command.env("GIT_PROTOCOL", format!("version={}", version as usize));
+        }
+        command.spawn()
+    };
+    // git-upload-pack is on PATH where git is installed the usual way; `git upload-pack`
+    // covers the installs that keep it in git's exec-path only.
+    let mut child = match spawn("git-upload-pack", None) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => spawn("git", Some("upload-pack")),
+        other => other,
+    }
+    .map_err(|e| {
+        fail(
+            Exit::FetchFailed,
+            format!("could not start git-upload-pack for a file:// URL ({e}): install git"),
+        )
+    })?;
+    let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(anyhow!("git-upload-pack started without its pipes"));
+    };
+    Ok(
+        gix::protocol::transport::client::git::blocking_io::Connection::new(
+            UploadPack { stdout, child },
+            stdin,
+            version,
+            url.path.clone(),
+            None::<(String, Option<u16>)>,
+            gix::protocol::transport::client::git::ConnectMode::Process,
+            false,
+        ),
+    )
+}
+
+/// upload-pack's output, and the process itself: it is stopped and reaped with the connection,
+/// so no pass leaves one behind.
+struct UploadPack {
+    stdout: std::process::ChildStdout,
+    child: std::process::Child,
+}
+
+impl std::io::Read for UploadPack {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Drop for UploadPack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(test)]
@@ -507,6 +670,18 @@ mod tests {
                 "repository path",
             ),
             ("something gix never said before", "--repo-url"),
+            (
+                "Failed to write the received pack: No space left on device (os error 28)",
+                "disk holding the state directory",
+            ),
+            (
+                "the server says: fatal: detected dubious ownership in repository at '/r'",
+                "chown",
+            ),
+            (
+                "the server says: fatal: '/x' does not appear to be a git repository",
+                "repository path",
+            ),
         ];
         for (cause, fix) in table {
             let said = fetch_fix(cause).unwrap_or_default();
@@ -521,20 +696,32 @@ mod tests {
     }
 
     #[test]
-    fn scrub_masks_credentials_and_keeps_the_exit_code() {
-        let e = fail(
-            Exit::FetchFailed,
-            "Credentials provided for \"https://deploy:t0ken@h/r\" were not accepted",
+    fn the_servers_words_come_before_sshs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("gitops-ssh.log");
+        assert_eq!(transport_words(&log), None);
+        std::fs::write(
+            &log,
+            "Warning: something\nfatal: '/x' does not appear to be a git repository\n",
+        )
+        .unwrap();
+        assert_eq!(
+            transport_words(&log).as_deref(),
+            Some("the server says: fatal: '/x' does not appear to be a git repository")
         );
-        let secrets = vec!["deploy".to_string(), "t0ken".to_string()];
-        let scrubbed = scrub(e, &secrets);
-        assert_eq!(crate::exit::code_of(&scrubbed), Exit::FetchFailed);
-        let text = format!("{scrubbed:#}");
-        assert!(
-            !text.contains("t0ken") && !text.contains("deploy"),
-            "{text}"
+        std::fs::write(&log, "@@@@@@\ngit@h: Permission denied (publickey).\n").unwrap();
+        assert_eq!(
+            transport_words(&log).as_deref(),
+            Some("ssh: git@h: Permission denied (publickey).")
         );
-        let clean = scrub(anyhow!("nothing secret"), &secrets);
-        assert_eq!(format!("{clean:#}"), "nothing secret");
+        std::fs::write(&log, b"fatal: caf\xE9\n").unwrap();
+        assert_eq!(
+            transport_words(&log).as_deref(),
+            Some("the server says: fatal: caf\u{FFFD}")
+        );
+        assert!(stream_ended(
+            "An IO error occurred when talking to the server: failed to fill whole buffer"
+        ));
+        assert!(!stream_ended("No space left on device (os error 28)"));
     }
 }

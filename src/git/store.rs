@@ -66,16 +66,18 @@ pub(super) fn clear_stale_locks(store: &Path) {
 /// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
 /// host keys it is given.
 /// ssh's messages go to this file (`-E`) rather than to our stderr, so that a failure reads as
-/// one line with ssh's own reason in it instead of ssh's multi-line banner.
+/// one line with ssh's own reason in it instead of ssh's multi-line banner. The stderr of ssh
+/// (the server's words) and of a file:// upload-pack go here too.
 pub(super) fn ssh_log(store: &Path) -> std::path::PathBuf {
     store.join("gitops-ssh.log")
 }
 
 fn ssh_overrides(log: &Path, settings: &Settings) -> Vec<String> {
-    let mut command = format!(
-        "ssh -o BatchMode=yes -E {}",
-        shell_quote(&log.display().to_string())
-    );
+    // ssh writes what the server says on its stderr ("fatal: '…' does not appear to be a git
+    // repository"), not into the -E log; gix would pass it through to ours and report only
+    // "failed to fill whole buffer". Into the log it goes too, next to ssh's own reasons.
+    let quoted_log = shell_quote(&log.display().to_string());
+    let mut command = format!("2>>{quoted_log} ssh -o BatchMode=yes -E {quoted_log}");
     if let Some(key) = &settings.ssh_key {
         command.push_str(&format!(
             " -i {} -o IdentitiesOnly=yes",

@@ -82,10 +82,16 @@ fn timeout_dropin(env: &[(String, String)]) -> Option<String> {
             .and_then(|(_, v)| crate::config::parse_duration(v).ok())
             .map_or(default, |d| d.as_secs())
     };
-    let needed = given("GITOPS_APPLY_TIMEOUT", 30 * 60)
-        + given("GITOPS_FETCH_TIMEOUT", 5 * 60)
-        + given("GITOPS_LOCK_TIMEOUT", 60)
-        + 4 * 60; // checkout, state, and the 10 s between SIGTERM and SIGKILL
+    // Saturating: the parser bounds each value, and a sum that still reached u64::MAX would
+    // only mean "wait as long as systemd can", never a wrapped small limit.
+    let needed = [
+        given("GITOPS_APPLY_TIMEOUT", 30 * 60),
+        given("GITOPS_FETCH_TIMEOUT", 5 * 60),
+        given("GITOPS_LOCK_TIMEOUT", 60),
+        4 * 60, // checkout, state, and the 10 s between SIGTERM and SIGKILL
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add);
     (needed > UNIT_START_LIMIT).then(|| {
         format!(
             "# Written by `gitops install-units`: the apply, fetch and lock timeouts given add up to\n\
@@ -914,6 +920,40 @@ fn write_manifest(root: &Path, manifest: &BTreeMap<String, String>) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Any timeouts, however large or malformed, give a drop-in (or none) without
+        /// panicking, and a limit never below what the timeouts given add up to.
+        #[test]
+        fn the_timeout_dropin_never_wraps(
+            apply in "[0-9]{1,22}(s|min|h|d|)",
+            fetch in "[0-9]{1,22}(s|min|h|d|)",
+            lock in "[0-9]{1,22}(s|min|h|d|)",
+        ) {
+            let env: Vec<(String, String)> = [
+                ("GITOPS_APPLY_TIMEOUT", &apply),
+                ("GITOPS_FETCH_TIMEOUT", &fetch),
+                ("GITOPS_LOCK_TIMEOUT", &lock),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+            let given: u64 = [&apply, &fetch, &lock]
+                .into_iter()
+                .filter_map(|v| crate::config::parse_duration(v).ok())
+                .map(|d| d.as_secs())
+                .sum();
+            if let Some(text) = timeout_dropin(&env) {
+                let limit: u64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("TimeoutStartSec="))
+                    .and_then(|v| v.strip_suffix('s'))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap();
+                proptest::prop_assert!(limit >= given);
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -43,6 +43,14 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     let tee_log = log
         .try_clone()
         .context("could not duplicate the apply log")?;
+    // Why the apply failed goes into the log only: the pass ends with it as its error line, so
+    // the journal shows the reason once.
+    let reason_log = log
+        .try_clone()
+        .context("could not duplicate the apply log")?;
+    let record = |why: &str| {
+        let _ = writeln!(&reason_log, "gitops: {why}");
+    };
     let mut note = |line: String| {
         say!("gitops: {line}");
         let _ = writeln!(log, "gitops: {line}");
@@ -56,7 +64,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
                 "entry point {} not found in this commit: add it to the repository or set --entrypoint",
                 shown.display()
             );
-            note(why.clone());
+            record(&why);
             return Ok(Err(why));
         }
     };
@@ -74,7 +82,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
             "gitops received {signal} before running {}",
             spec.entrypoint
         );
-        note(why.clone());
+        record(&why);
         return Ok(Err(why));
     }
     note(format!("running {}", shown.display()));
@@ -111,7 +119,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         Ok(handle) => handle,
         Err(e) => {
             let why = format!("could not start {}: {e}", shown.display());
-            note(why.clone());
+            record(&why);
             return Ok(Err(why));
         }
     };
@@ -168,7 +176,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     };
     match &result {
         Ok(()) => note(format!("{} succeeded", spec.entrypoint)),
-        Err(why) => note(why.clone()),
+        Err(why) => record(why),
     }
     Ok(result)
 }

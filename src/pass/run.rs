@@ -96,7 +96,7 @@ fn pass(
         let repo = store.insert(open_store()?);
         git::relation(repo, applied_id, fetched.tip).map_err(fetch_failed)?
     };
-    let short = &tip[..12];
+    let short = tip.get(..12).unwrap_or(&tip);
     match decide(
         relation,
         &tip,
@@ -122,7 +122,7 @@ fn pass(
                     format!(
                         "refusing {short}: {} no longer descends from the applied commit {} (force-push or rollback); revert with a new commit, or pass --allow-rewind to apply it anyway",
                         fetched.branch,
-                        &applied[..applied.len().min(12)]
+                        applied.chars().take(12).collect::<String>()
                     ),
                 ),
             ))
@@ -180,7 +180,7 @@ fn pass(
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
-                        say!("gitops: warning: {e:#}");
+                        say!("gitops: warning: {}", one_line(&e));
                     }
                     Ok(Outcome::Applied)
                 }
@@ -201,7 +201,7 @@ fn pass(
                     // not leave it dangling.
                     let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
                     if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip, &linked]) {
-                        say!("gitops: warning: {e:#}");
+                        say!("gitops: warning: {}", one_line(&e));
                     }
                     Err((Outcome::ApplyFailed, e))
                 }
@@ -357,9 +357,20 @@ pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetD
     let _ = state::save(&layout, &state, false);
 }
 
-/// The error chain on one line, as status and the journal show it.
+/// The error chain on one line, as status and the journal show it, credentials masked. A cause
+/// whose words the error above it already quotes (reqwest's "error sending request for url
+/// (…)" comes wrapped in a gix error that repeats it) is said once.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut said: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let words = cause.to_string().replace('\n', " ");
+        let words = words.trim();
+        if words.is_empty() || said.last().is_some_and(|above| above.contains(words)) {
+            continue;
+        }
+        said.push(words.to_string());
+    }
+    crate::redact::scrub(&said.join(": "))
 }
 
 /// RFC 3339 to the second: what state.json and status show.
