@@ -1,4 +1,4 @@
-//! Configuration: the global flags, their environment variables, the env file, and the
+//! Configuration: the options of a pass, their environment variables, the env file, and the
 //! validated `Settings` a pass runs with.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,31 +13,24 @@ use crate::exit::{fail, Exit, ResultExt};
 /// Where the env file lives when neither `--config` nor `GITOPS_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "/etc/gitops/gitops.env";
 
-/// Options shared by every subcommand; accepted before or after it.
+/// The options of a pass (`gitops sync`), which `install-units` also takes to write them into
+/// the env file.
 #[derive(Args, Debug, Clone)]
 pub struct Options {
     /// Git URL of the configuration repository (ssh://, user@host:path, git://, http(s)://, file:// or an absolute path). Also read from REPO_URL.
-    #[arg(long, global = true, env = "GITOPS_REPO_URL", value_name = "URL")]
+    #[arg(long, env = "GITOPS_REPO_URL", value_name = "URL")]
     pub repo_url: Option<String>,
 
     /// Branch to follow [default: the remote's default branch]
-    #[arg(long, global = true, env = "GITOPS_BRANCH", value_name = "NAME")]
+    #[arg(long, env = "GITOPS_BRANCH", value_name = "NAME")]
     pub branch: Option<String>,
 
-    /// Directory for the object store, checked-out trees, logs and state.json
-    #[arg(
-        long,
-        global = true,
-        env = "GITOPS_STATE_DIR",
-        value_name = "DIR",
-        default_value = "/var/lib/gitops"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDir,
 
     /// Path of the symlink that points at the checked-out tree of the commit being applied
     #[arg(
         long,
-        global = true,
         env = "GITOPS_CHECKOUT",
         value_name = "PATH",
         default_value = "/gitops"
@@ -47,7 +40,6 @@ pub struct Options {
     /// Entry point to run, relative to the repository root
     #[arg(
         long,
-        global = true,
         env = "GITOPS_ENTRYPOINT",
         value_name = "FILE",
         default_value = "run.sh"
@@ -55,36 +47,45 @@ pub struct Options {
     pub entrypoint: String,
 
     /// When to run the entry point: on-change (a new commit, or a failed one to retry) or always (every pass, to correct drift)
-    #[arg(long, global = true, env = "GITOPS_APPLY", value_enum, default_value_t = ApplyPolicy::OnChange)]
+    #[arg(long, env = "GITOPS_APPLY", value_enum, default_value_t = ApplyPolicy::OnChange)]
     pub apply: ApplyPolicy,
 
     /// Kill the entry point's whole process group after this long (30s, 5min, 2h)
-    #[arg(long, global = true, env = "GITOPS_APPLY_TIMEOUT", value_name = "DURATION", default_value = "30min", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_APPLY_TIMEOUT", value_name = "DURATION", default_value = "30min", value_parser = parse_duration)]
     pub apply_timeout: Duration,
 
     /// Give up on a fetch that has not finished after this long
-    #[arg(long, global = true, env = "GITOPS_FETCH_TIMEOUT", value_name = "DURATION", default_value = "5min", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_FETCH_TIMEOUT", value_name = "DURATION", default_value = "5min", value_parser = parse_duration)]
     pub fetch_timeout: Duration,
 
     /// Apply a remote tip that does not descend from the applied commit (force-push, rollback) instead of refusing it
-    #[arg(long, global = true, env = "GITOPS_ALLOW_REWIND", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "GITOPS_ALLOW_REWIND", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_rewind: bool,
 
     /// Private deploy key for ssh:// URLs; must not be readable by group or others
-    #[arg(long, global = true, env = "GITOPS_SSH_KEY", value_name = "FILE")]
+    #[arg(long, env = "GITOPS_SSH_KEY", value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,
 
     /// known_hosts file pinning the Git server's host key; the host must be in it
-    #[arg(long, global = true, env = "GITOPS_KNOWN_HOSTS", value_name = "FILE")]
+    #[arg(long, env = "GITOPS_KNOWN_HOSTS", value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,
 
     /// How long to wait for another pass to release the lock before exiting 75
-    #[arg(long, global = true, env = "GITOPS_LOCK_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "GITOPS_LOCK_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
+}
 
-    /// Env file of KEY=VALUE lines, read as systemd's EnvironmentFile= reads it [default: /etc/gitops/gitops.env]
-    #[arg(long, global = true, env = "GITOPS_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+/// Where the passes keep their state: the pass writes it, `status` reads it.
+#[derive(Args, Debug, Clone)]
+pub struct StateDir {
+    /// Directory for the object store, checked-out trees, logs and state.json
+    #[arg(
+        long,
+        env = "GITOPS_STATE_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/gitops"
+    )]
+    pub state_dir: PathBuf,
 }
 
 /// When the entry point runs.
@@ -204,7 +205,7 @@ impl Settings {
             })?;
         }
         let checkout = absolute(&opts.checkout);
-        let state_dir = absolute(&opts.state_dir);
+        let state_dir = absolute(&opts.state.state_dir);
         check_checkout_outside(&checkout, &state_dir)?;
         if std::fs::symlink_metadata(&checkout).is_ok_and(|m| !m.file_type().is_symlink()) {
             return Err(fail(
@@ -881,7 +882,7 @@ mod tests {
             "GITOPS_REPO_URL",
             "GITOPS_BRANCH",
             "GITOPS_LOCK_TIMEOUT",
-            "GITOPS_CONFIG",
+            "GITOPS_STATE_DIR",
         ] {
             assert!(known.iter().any(|k| k == var), "{var} in {known:?}");
         }

@@ -46,8 +46,9 @@ use crate::exit::{code_of, fail, Exit};
     arg_required_else_help = true
 )]
 struct Cli {
-    #[command(flatten)]
-    options: Options,
+    /// Env file of KEY=VALUE lines, read as systemd's EnvironmentFile= reads it [default: /etc/gitops/gitops.env]
+    #[arg(long, global = true, env = "GITOPS_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,7 +56,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// One fetch–compare–apply pass, then exit (what gitops.service runs)
-    Sync,
+    Sync(Options),
     /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed,
     /// a pass died while applying, or none ran within --max-age
     Status(report::status::Args),
@@ -71,6 +72,9 @@ enum Command {
     /// Write and enable the units and the env file, on a live system or into an image's root.
     /// The env file gets the settings given as flags here (--repo-url, --branch, --ssh-key, …)
     InstallUnits {
+        /// The settings to write into the env file
+        #[command(flatten)]
+        options: Options,
         /// Install into this root instead of the running system (kickstart %post, Packer, debootstrap)
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: std::path::PathBuf,
@@ -177,14 +181,14 @@ fn parse(args: &[std::ffi::OsString]) -> anyhow::Result<(Cli, clap::ArgMatches)>
 
 /// The state directory a sync would have used, when the options with the env file no longer
 /// parse: the flag, else the variable (the env file's, now loaded), else what parsed before.
-fn state_dir_despite(cli: &Cli, matches: &clap::ArgMatches) -> std::path::PathBuf {
+fn state_dir_despite(options: &Options, matches: &clap::ArgMatches) -> std::path::PathBuf {
     if matches.value_source("state_dir") == Some(clap::parser::ValueSource::CommandLine) {
-        return cli.options.state_dir.clone();
+        return options.state.state_dir.clone();
     }
     std::env::var_os("GITOPS_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| cli.options.state_dir.clone())
+        .unwrap_or_else(|| options.state.state_dir.clone())
 }
 
 fn run() -> anyhow::Result<Exit> {
@@ -199,16 +203,17 @@ fn run() -> anyhow::Result<Exit> {
         (cli, matches)
     } else {
         let known = config::known_variables(&Cli::command());
-        let reparsed =
-            config::load_env_file(cli.options.config.as_deref(), &known).and_then(|()| {
-                config::forget_variables_given_as_flags(&Cli::command(), &args);
-                parse(&args)
-            });
+        let reparsed = config::load_env_file(cli.config.as_deref(), &known).and_then(|()| {
+            config::forget_variables_given_as_flags(&Cli::command(), &args);
+            parse(&args)
+        });
         match reparsed {
             Ok(parsed) => parsed,
             Err(e) => {
-                if matches.subcommand_name() == Some("sync") {
-                    let state_dir = state_dir_despite(&cli, &matches);
+                if let (Command::Sync(options), Some(sub)) =
+                    (&cli.command, matches.subcommand_matches("sync"))
+                {
+                    let state_dir = state_dir_despite(options, sub);
                     pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
                 }
                 return Err(e);
@@ -217,17 +222,18 @@ fn run() -> anyhow::Result<Exit> {
     };
     let now = OffsetDateTime::now_utc;
     match cli.command {
-        Command::Sync => {
-            let settings = Settings::for_sync(&cli.options)
-                .inspect_err(|e| pass::record_config_error(&cli.options.state_dir, e, now()))?;
+        Command::Sync(options) => {
+            let settings = Settings::for_sync(&options)
+                .inspect_err(|e| pass::record_config_error(&options.state.state_dir, e, now()))?;
             pass::run(&settings, &now)?;
             Ok(Exit::Ok)
         }
-        Command::Status(status) => report::status::run(&cli.options.state_dir, &status, now()),
+        Command::Status(status) => report::status::run(&status.state.state_dir, &status, now()),
         Command::RebootPlan { .. } => {
             Err(fail(Exit::Internal, "reboot-plan is not implemented yet"))
         }
         Command::InstallUnits {
+            options: _,
             root,
             init,
             now,

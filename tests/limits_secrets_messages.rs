@@ -108,9 +108,8 @@ fn an_empty_variable_means_unset_and_a_flag_beats_it() {
         .env("GITOPS_BRANCH", "")
         .env("GITOPS_ENTRYPOINT", "")
         .env("GITOPS_APPLY_TIMEOUT", "")
-        .arg("--checkout")
-        .arg(&elsewhere)
-        .args(["sync", "--repo-url", &url]);
+        .args(["sync", "--repo-url", &url, "--checkout"])
+        .arg(&elsewhere);
     Run::of(&mut cmd).expect(0);
     assert!(elsewhere.join("run.sh").exists(), "the flag's checkout");
     assert_eq!(m.runs().len(), 1);

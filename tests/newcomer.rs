@@ -45,3 +45,53 @@ fn man_pages_and_completions_cover_every_subcommand() {
     );
     assert!(!man.join("gitops-help.1").exists());
 }
+
+/// The long options a subcommand's --help lists.
+fn options_in_help(m: &Machine, sub: &str) -> Vec<String> {
+    let help = m.run(&[sub, "--help"]).expect(0).stdout;
+    let mut options: Vec<String> = help
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.trim_start().starts_with('-'))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(|w| w.trim_end_matches(',').to_string())
+        .collect();
+    options.sort();
+    options
+}
+
+#[test]
+fn each_subcommand_lists_its_own_options_only() {
+    let m = Machine::new();
+    assert_eq!(
+        options_in_help(&m, "reboot-plan"),
+        ["--config", "--dry-run", "--help", "--json", "--version"]
+    );
+    assert_eq!(
+        options_in_help(&m, "status"),
+        [
+            "--config",
+            "--help",
+            "--json",
+            "--max-age",
+            "--state-dir",
+            "--version"
+        ]
+    );
+    for sub in ["sync", "install-units"] {
+        let options = options_in_help(&m, sub);
+        for shared in ["--repo-url", "--state-dir", "--ssh-key", "--lock-timeout"] {
+            assert!(options.iter().any(|o| o == shared), "{sub}: {options:?}");
+        }
+    }
+    // A setting of the pass is no option of status: the env file's, not the command line's.
+    let run = m.run(&["status", "--repo-url", "git://h/r"]).expect(2);
+    assert!(run.error_line().contains("--repo-url"), "{}", run.stderr);
+}
+
+#[test]
+fn status_ignores_a_bad_pass_setting_in_the_env_file() {
+    let m = Machine::new();
+    std::fs::write(&m.config, "GITOPS_APPLY_TIMEOUT=soon\n").unwrap();
+    let run = m.run(&["status"]).expect(1);
+    assert!(run.stdout.contains("no pass has run yet"), "{}", run.stdout);
+}

@@ -14,6 +14,8 @@ use crate::pass::state::{self, Layout, State};
 /// The options of `gitops status`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
+    #[command(flatten)]
+    pub state: crate::config::StateDir,
     /// Print state.json as it is instead of the summary
     #[arg(long)]
     pub json: bool,
