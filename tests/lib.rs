@@ -9,3 +9,4 @@ mod crash;
 mod install_units;
 mod sync_pass;
 mod transports;
+mod tree_write;

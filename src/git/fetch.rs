@@ -16,7 +16,7 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 
-use super::store::{clear_stale_locks, open_store, ssh_log};
+use super::store::{clear_stale_locks, open_store, remove_pack_leftovers, ssh_log};
 
 /// The remote tip of the followed branch after a fetch.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         None => format!("the default branch of {shown}"),
     };
     clear_stale_locks(store);
+    remove_pack_leftovers(store);
     let log = ssh_log(store);
     let _ = std::fs::remove_file(&log);
     let deadline = Instant::now() + settings.fetch_timeout;

@@ -63,6 +63,26 @@ pub(super) fn clear_stale_locks(store: &Path) {
     }
 }
 
+/// A pass killed while receiving a pack leaves its temporary files (`.tmp*` from gix's
+/// tempfiles, `tmp_*` as git names them) in `objects/pack`, each as large as the pack was when
+/// it died. We hold the pass lock, so nobody else can be writing there: they are garbage.
+pub(super) fn remove_pack_leftovers(store: &Path) {
+    let Ok(entries) = std::fs::read_dir(store.join("objects/pack")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if is_pack_leftover(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn is_pack_leftover(name: &str) -> bool {
+    name.starts_with(".tmp") || name.starts_with("tmp_")
+}
+
 /// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
 /// host keys it is given.
 /// ssh's messages go to this file (`-E`) rather than to our stderr, so that a failure reads as
@@ -141,4 +161,22 @@ pub fn subject(repo: &gix::Repository, commit: ObjectId) -> Option<String> {
     let commit = repo.find_commit(commit).ok()?;
     let message = commit.message().ok()?;
     Some(message.summary().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_temporary_pack_files_are_leftovers() {
+        let table = [
+            (".tmpAb12Cd", true),
+            ("tmp_pack_XyZ", true),
+            ("tmp_idx_XyZ", true),
+            ("pack-0123abcd.pack", false),
+            ("pack-0123abcd.idx", false),
+            ("multi-pack-index", false),
+        ];
+        for (name, leftover) in table {
+            assert_eq!(super::is_pack_leftover(name), leftover, "{name}");
+        }
+    }
 }
