@@ -7,6 +7,7 @@ mod bad_input;
 mod config_file;
 mod crash;
 mod install_units;
+mod orphans;
 mod sync_pass;
 mod transports;
 mod tree_write;
