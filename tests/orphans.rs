@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::Machine;
-use crate::support::Upstream;
+use crate::support::{Sshd, Upstream};
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -85,4 +85,95 @@ fn a_daemon_the_entry_point_leaves_behind_does_not_hold_the_lock() {
     );
     run.expect(0);
     assert_eq!(m.runs().len(), 2);
+}
+
+/// Processes whose command line mentions `needle` (the test's own key path, so other tests'
+/// ssh processes never count).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// Let the deploy key in with a forced `command` (sshd re-reads authorized_keys per login).
+fn authorize(sshd: &Sshd, command: &str) {
+    let authorized = sshd.key().with_file_name("authorized_keys");
+    let public = std::fs::read_to_string(sshd.key().with_extension("pub")).unwrap();
+    std::fs::write(&authorized, format!("command=\"{command}\" {public}")).unwrap();
+}
+
+#[test]
+fn no_ssh_outlives_an_ssh_pass() {
+    let up = Upstream::new();
+    up.commit(&[("run.sh", crate::harness::RECORDING_RUN_SH)], "init");
+    let sshd = Sshd::start();
+    // A server slow to close the session after upload-pack is done: an ssh that nobody waits
+    // for is then still running when the pass has ended.
+    authorize(&sshd, "eval \\\"$SSH_ORIGINAL_COMMAND\\\"; sleep 2");
+    let url = sshd.url(&up.bare());
+    let key = sshd.key().display().to_string();
+    let known = sshd.known_hosts().display().to_string();
+    let m = Machine::new();
+    for _ in 0..3 {
+        m.sync(&url, &["--ssh-key", &key, "--known-hosts", &known])
+            .expect(0);
+        let left = processes_mentioning(&key);
+        assert!(left.is_empty(), "ssh outlived the pass: {left:?}");
+    }
+    assert_eq!(m.runs().len(), 1);
+}
+
+#[test]
+fn a_fetch_timeout_over_ssh_kills_ssh_and_exits_3() {
+    let up = Upstream::new();
+    up.commit(&[("run.sh", crate::harness::RECORDING_RUN_SH)], "init");
+    let sshd = Sshd::start();
+    // A server that accepts the key and then says nothing, as a wedged Git host does.
+    authorize(&sshd, "sleep 60");
+    let url = sshd.url(&up.bare());
+    let key = sshd.key().display().to_string();
+    let known = sshd.known_hosts().display().to_string();
+    let m = Machine::new();
+    let started = Instant::now();
+    let run = m
+        .sync(
+            &url,
+            &[
+                "--ssh-key",
+                &key,
+                "--known-hosts",
+                &known,
+                "--fetch-timeout",
+                "2s",
+            ],
+        )
+        .expect(3);
+    let took = started.elapsed();
+    assert!(
+        run.error_line().contains("--fetch-timeout"),
+        "{}",
+        run.stderr
+    );
+    assert!(took < Duration::from_secs(6), "the pass took {took:?}");
+    let left = processes_mentioning(&key);
+    assert!(left.is_empty(), "ssh outlived the pass: {left:?}");
 }

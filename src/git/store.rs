@@ -92,8 +92,11 @@ pub(super) fn ssh_log(store: &Path) -> std::path::PathBuf {
 }
 
 fn ssh_overrides(log: &Path, settings: &Settings) -> Vec<String> {
+    // gix runs this through `sh -c`, and kills and waits for the child it started when the
+    // connection ends: `exec` makes that child ssh itself, not a shell whose ssh would be left
+    // running, reparented to PID 1, after every pass.
     let mut command = format!(
-        "ssh -o BatchMode=yes -E {}",
+        "exec ssh -o BatchMode=yes -E {}",
         shell_quote(&log.display().to_string())
     );
     if let Some(key) = &settings.ssh_key {
