@@ -256,3 +256,73 @@ fn sigterm_during_a_long_tree_write_stops_it_within_a_second() {
     assert!(m.runs().is_empty());
     assert_eq!(m.state_json()["pending"]["commit"], commit);
 }
+
+/// A small tmpfs mounted at a fresh directory, unmounted when dropped; `None` where mounting
+/// is not allowed (not root), and the test that needs it says it was skipped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_disk_that_fills_during_the_tree_write_is_an_apply_failure() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let up = Upstream::new();
+    // Zeros: a tiny pack to fetch, 2 MiB to write.
+    let zeros = "\0".repeat(2 << 20);
+    let commit = up.commit(
+        &[("run.sh", RECORDING_RUN_SH), ("zeros.bin", &zeros)],
+        "big",
+    );
+    let m = Machine::new();
+    let state = disk.dir.path().join("state");
+    let mut cmd = m.command();
+    cmd.env("GITOPS_STATE_DIR", &state)
+        .args(["sync", "--repo-url", &up.file_url()]);
+    let run = crate::harness::Run::of(&mut cmd).expect(1);
+    assert!(
+        run.error_line().contains("could not write the tree"),
+        "{}",
+        run.stderr
+    );
+    let text = std::fs::read_to_string(state.join("state.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["last_pass"]["outcome"], "apply-failed");
+    assert_eq!(json["pending"]["commit"], commit);
+    if let Some(log) = json["pending"]["log"].as_str() {
+        let said = std::fs::read_to_string(log).expect("a log that is named exists");
+        assert!(said.contains("could not write the tree"), "{said}");
+    }
+    assert!(
+        crate::harness::names(&state.join("trees")).is_empty(),
+        "the partial tree is removed"
+    );
+    assert!(m.runs().is_empty());
+}
