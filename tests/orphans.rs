@@ -33,9 +33,9 @@ fn an_entry_point_left_running_by_a_killed_pass_keeps_the_next_pass_out() {
         .stderr(Stdio::null());
     let mut first = first.spawn().unwrap();
     wait_until("the entry point starts", || m.runs().len() == 1);
-    // What the OOM killer, or a kill -9 outside any cgroup, does.
+    // What the OOM killer, or a kill -9 outside any cgroup, does. Not reaped yet: the killed
+    // pass is a zombie that still shows as gitops, as under an init that reaps late.
     first.kill().unwrap();
-    first.wait().unwrap();
 
     // Without the lock held, this pass would start a second entry point: bounded, so that
     // shows as a failure rather than a hang.
@@ -49,6 +49,7 @@ fn an_entry_point_left_running_by_a_killed_pass_keeps_the_next_pass_out() {
     );
     assert!(line.contains("--lock-timeout"), "{line}");
     assert_eq!(m.runs().len(), 1, "the entry point ran exactly once");
+    first.wait().unwrap();
 
     std::fs::write(m.out.join("release"), "").unwrap();
     // The orphan sees the release within 50 ms; the waiting pass then gets the lock.

@@ -182,7 +182,7 @@ impl Layout {
                         waiting = true;
                         match orphan_holders(&file) {
                             Some(holders) => say!(
-                                "gitops: {holders}, left running by a gitops pass that was killed, hold {}; waiting up to {}s for them",
+                                "gitops: the lock {} is held by {holders}, left running by a gitops pass that was killed; waiting up to {}s for them",
                                 path.display(),
                                 timeout.as_secs()
                             ),
@@ -261,8 +261,13 @@ fn orphan_holders(lock: &File) -> Option<String> {
             .ok()
             .map(|c| c.trim().to_string())
     };
-    // The pid that took it: a running gitops is an ordinary pass, not an orphan.
-    if comm(taker).as_deref() == Some("gitops") {
+    // The pid that took it: a running gitops is an ordinary pass, not an orphan. A killed one
+    // nobody has reaped yet is a zombie that still shows its name.
+    let zombie = fs::read_to_string(format!("/proc/{taker}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.split_whitespace().next() == Some("Z"))
+    });
+    if !zombie && comm(taker).as_deref() == Some("gitops") {
         return None;
     }
     let me = std::process::id().to_string();
