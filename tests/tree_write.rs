@@ -119,6 +119,34 @@ fn a_file_larger_than_max_file_size_is_refused_before_it_is_read() {
 }
 
 #[test]
+fn an_object_too_large_to_hold_in_memory_is_refused_during_the_fetch() {
+    let up = Upstream::new();
+    // Zeros: a small pack, a 70 MiB object once inflated, above the fetch's 64 MiB floor.
+    let zeros = "\0".repeat(70 << 20);
+    up.commit(
+        &[("run.sh", RECORDING_RUN_SH), ("zeros.bin", &zeros)],
+        "huge",
+    );
+    drop(zeros);
+    let m = Machine::new();
+    let started = Instant::now();
+    let run = m.sync(&up.file_url(), &["--max-file-size", "1M"]).expect(3);
+    let line = run.error_line();
+    assert!(
+        line.contains("larger than 64.0 MiB") && line.contains("raise --max-file-size"),
+        "{line}"
+    );
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "fetch-failed");
+    // Inflating and hashing 70 MiB in a debug build takes seconds; the header alone, none.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(m.runs().is_empty());
+}
+
+#[test]
 fn a_max_file_size_that_is_no_size_is_a_usage_error() {
     let m = Machine::new();
     for bad in ["lots", "1.5G", "0", "99999999999999999999", "4096T"] {

@@ -16,7 +16,7 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 
-use super::store::{clear_stale_locks, open_store, remove_pack_leftovers, ssh_log};
+use super::store::{alloc_limit, clear_stale_locks, open_store, remove_pack_leftovers, ssh_log};
 
 /// The remote tip of the followed branch after a fetch.
 #[derive(Debug, Clone)]
@@ -66,6 +66,16 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
                 // gix's message says what went wrong; the operator also needs what to change.
                 let cause = format!("{e:#}");
                 let message = match fetch_fix(&cause) {
+                    // gix's allocation limit, which we set from --max-file-size.
+                    _ if cause.contains("too large to fit in memory") => format!(
+                        "could not fetch {what}: it holds an object larger than {} (--max-file-size{}), refused before it was read into memory; remove the file from the branch, or raise --max-file-size",
+                        crate::config::show_size(alloc_limit(settings.max_file_size)),
+                        if settings.max_file_size < alloc_limit(0) {
+                            ", at least 64 MiB while fetching"
+                        } else {
+                            ""
+                        },
+                    ),
                     Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
                     None => format!("could not fetch {what}: {cause}"),
                 };

@@ -27,7 +27,11 @@ pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
     // prompt) must not change what a pass does. What we need is passed as overrides.
     let options = gix::open::Options::isolated()
         .strict_config(false)
-        .config_overrides(ssh_overrides(&ssh_log(path), settings));
+        .config_overrides(
+            ssh_overrides(&ssh_log(path), settings)
+                .into_iter()
+                .chain(Some(alloc_limit_override(settings.max_file_size))),
+        );
     gix::open_opts(path, options).or_exit(Exit::Internal, || {
         format!(
             "the object store {} cannot be opened: remove it and the next pass clones afresh",
@@ -61,6 +65,22 @@ pub(super) fn clear_stale_locks(store: &Path) {
     ] {
         let _ = std::fs::remove_file(store.join(file));
     }
+}
+
+/// Below this, --max-file-size is enforced at checkout only: trees and commits share gix's
+/// allocation limit with blobs, and a large directory's tree must still be readable.
+const ALLOC_FLOOR: u64 = 64 << 20;
+
+/// gix inflates every object of a fetched pack whole to hash it, so a 500 MB blob costs
+/// 500 MB of memory before checkout could look at its size. Its allocation limit refuses such
+/// an object from the size in its pack header instead, before anything is allocated.
+fn alloc_limit_override(max_file_size: u64) -> String {
+    format!("gitoxide.objects.allocLimit={}", alloc_limit(max_file_size))
+}
+
+/// The largest object a fetch accepts for a given --max-file-size.
+pub(super) fn alloc_limit(max_file_size: u64) -> u64 {
+    max_file_size.max(ALLOC_FLOOR)
 }
 
 /// A pass killed while receiving a pack leaves its temporary files (`.tmp*` from gix's
