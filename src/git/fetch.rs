@@ -71,9 +71,9 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
                         "could not fetch {what}: it holds an object larger than {} (--max-file-size{}), refused before it was read into memory; remove the file from the branch, or raise --max-file-size",
                         crate::config::show_size(alloc_limit(settings.max_file_size)),
                         if settings.max_file_size < alloc_limit(0) {
-                            ", at least 64 MiB while fetching"
+                            format!(", at least {} while fetching", crate::config::show_size(alloc_limit(0)))
                         } else {
-                            ""
+                            String::new()
                         },
                     ),
                     Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
