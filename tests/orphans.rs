@@ -80,10 +80,18 @@ fn a_daemon_the_entry_point_leaves_behind_does_not_hold_the_lock() {
     );
     up.commit(&[("second", "")], "second");
     let run = m.sync(&url, &["--lock-timeout", "1s"]);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    // Both daemons, the first pass's and the second's.
+    let second: i32 = std::fs::read_to_string(m.out.join("daemon"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for daemon in [pid, second] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     run.expect(0);
     assert_eq!(m.runs().len(), 2);
 }
@@ -149,7 +157,7 @@ fn a_fetch_timeout_over_ssh_kills_ssh_and_exits_3() {
     up.commit(&[("run.sh", crate::harness::RECORDING_RUN_SH)], "init");
     let sshd = Sshd::start();
     // A server that accepts the key and then says nothing, as a wedged Git host does.
-    authorize(&sshd, "sleep 60");
+    authorize(&sshd, "sleep 10");
     let url = sshd.url(&up.bare());
     let key = sshd.key().display().to_string();
     let known = sshd.known_hosts().display().to_string();
