@@ -73,6 +73,10 @@ pub struct Options {
     /// How long to wait for another pass to release the lock before exiting 75
     #[arg(long, env = "GITOPS_LOCK_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
+
+    /// Refuse a commit with a file larger than this, before reading it (512K, 256M, 1G, 256MiB, bytes)
+    #[arg(long, env = "GITOPS_MAX_FILE_SIZE", value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub max_file_size: u64,
 }
 
 /// Where the passes keep their state: the pass writes it, `status` reads it.
@@ -112,6 +116,7 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub lock_timeout: Duration,
+    pub max_file_size: u64,
 }
 
 /// A repository URL together with the form of it that is safe to print.
@@ -229,6 +234,7 @@ impl Settings {
             ssh_key: opts.ssh_key.as_deref().map(absolute),
             known_hosts: opts.known_hosts.as_deref().map(absolute),
             lock_timeout: opts.lock_timeout,
+            max_file_size: opts.max_file_size,
         })
     }
 }
@@ -395,7 +401,7 @@ pub fn redact(url: &str) -> String {
 /// order `gitops --help` lists them (install-units writes them to the env file). Values come
 /// as typed, so `30min` stays `30min`; the URL is validated like sync validates it.
 pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, String)>> {
-    const SETTINGS: [(&str, &str); 12] = [
+    const SETTINGS: [(&str, &str); 13] = [
         ("repo_url", "GITOPS_REPO_URL"),
         ("branch", "GITOPS_BRANCH"),
         ("state_dir", "GITOPS_STATE_DIR"),
@@ -408,6 +414,7 @@ pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, 
         ("ssh_key", "GITOPS_SSH_KEY"),
         ("known_hosts", "GITOPS_KNOWN_HOSTS"),
         ("lock_timeout", "GITOPS_LOCK_TIMEOUT"),
+        ("max_file_size", "GITOPS_MAX_FILE_SIZE"),
     ];
     let mut out = Vec::new();
     for (id, var) in SETTINGS {
@@ -484,6 +491,62 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             .ok_or_else(too_long)?;
     }
     Ok(total)
+}
+
+/// The largest --max-file-size accepted: beyond it the limit protects nothing.
+pub const MAX_FILE_SIZE_LIMIT: u64 = 1 << 40;
+
+/// Parse a size as systemd and coreutils write them, in powers of 1024: `4096`, `512K`,
+/// `256M`, `1G`, `256MiB`.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let invalid = || format!("{text:?} is not a size: write it like 512K, 256M or 1G");
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    if digits == 0 {
+        return Err(invalid());
+    }
+    let number: u64 = trimmed[..digits].parse().map_err(|_| invalid())?;
+    let shift = match trimmed[digits..].trim_start() {
+        "" | "B" => 0,
+        "K" | "k" | "KiB" | "KB" => 10,
+        "M" | "MiB" | "MB" => 20,
+        "G" | "GiB" | "GB" => 30,
+        "T" | "TiB" | "TB" => 40,
+        _ => return Err(invalid()),
+    };
+    let too_big = || {
+        format!(
+            "{text:?} is too large: the maximum is {}",
+            show_size(MAX_FILE_SIZE_LIMIT)
+        )
+    };
+    let bytes = number.checked_mul(1u64 << shift).ok_or_else(too_big)?;
+    if bytes > MAX_FILE_SIZE_LIMIT {
+        return Err(too_big());
+    }
+    if bytes == 0 {
+        return Err(format!(
+            "{text:?} would refuse every file: give at least 1 byte"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A size the way an operator reads it: `2.0 KiB`, `500.0 MiB`, or bytes below 1 KiB.
+pub fn show_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// Parse an env file as systemd's `EnvironmentFile=` does: `KEY=VALUE` lines, `#` and `;`
@@ -801,6 +864,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sizes_read_like_systemd() {
+        let table = [
+            ("4096", 4096),
+            ("1K", 1024),
+            ("512K", 512 << 10),
+            ("256M", 256 << 20),
+            ("256MiB", 256 << 20),
+            ("1G", 1 << 30),
+            ("2 GiB", 2 << 30),
+            ("1T", 1 << 40),
+            (" 10B ", 10),
+        ];
+        for (text, bytes) in table {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in [
+            "",
+            "K",
+            "1X",
+            "-1K",
+            "1.5G",
+            "0",
+            "2T",
+            "18446744073709551615K",
+            "99999999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse_size("2T").unwrap_err().contains("maximum is 1.0 TiB"));
+        assert_eq!(show_size(2048), "2.0 KiB");
+        assert_eq!(show_size(500 << 20), "500.0 MiB");
+        assert_eq!(show_size(1000), "1000 B");
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! SIGTERM, SIGINT and SIGHUP during a pass: noted, so the pass stops its entry point and
 //! records why instead of dying with nothing written.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
+/// The same news as a flag, in the form gix's long loops (checkout, pack writing) poll.
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn note(signal: i32) {
-    // Only an atomic store: the one thing a signal handler may safely do here.
+    // Only atomic stores: the one thing a signal handler may safely do here.
     RECEIVED.store(signal, Ordering::SeqCst);
+    INTERRUPT.store(true, Ordering::SeqCst);
 }
 
 /// Catch the signals that systemd (stop, shutdown, TimeoutStartSec) and a terminal (Ctrl-C)
@@ -17,7 +21,7 @@ extern "C" fn note(signal: i32) {
 pub fn install() {
     let action = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        // SAFETY: the handler only stores into an atomic.
+        // SAFETY: the handler only stores into atomics.
         let _ = unsafe { sigaction(signal, &action) };
     }
 }
@@ -28,4 +32,9 @@ pub fn received() -> Option<Signal> {
         0 => None,
         n => Signal::try_from(n).ok(),
     }
+}
+
+/// Set once a signal arrived: hand it to gix as its `should_interrupt`.
+pub fn interrupt_flag() -> &'static AtomicBool {
+    &INTERRUPT
 }

@@ -347,7 +347,7 @@ fn a_failed_apply_says_why_once() {
         .expect(1);
     run.error_line();
     assert_eq!(
-        run.stderr.matches("absent.sh not found").count(),
+        run.stderr.matches("absent.sh: not found").count(),
         1,
         "{}",
         run.stderr

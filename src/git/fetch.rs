@@ -16,7 +16,7 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 
-use super::store::{clear_stale_locks, open_store, ssh_log};
+use super::store::{alloc_limit, clear_stale_locks, open_store, remove_pack_leftovers, ssh_log};
 
 /// The remote tip of the followed branch after a fetch.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         None => format!("the default branch of {shown}"),
     };
     clear_stale_locks(store);
+    remove_pack_leftovers(store);
     let log = ssh_log(store);
     let _ = std::fs::remove_file(&log);
     let deadline = Instant::now() + settings.fetch_timeout;
@@ -78,6 +79,16 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
                     None => ours,
                 };
                 let message = match fetch_fix(&cause) {
+                    // gix's allocation limit, which we set from --max-file-size.
+                    _ if cause.contains("too large to fit in memory") => format!(
+                        "could not fetch {what}: it holds an object larger than {} (--max-file-size{}), refused before it was read into memory; remove the file from the branch, or raise --max-file-size",
+                        crate::config::show_size(alloc_limit(settings.max_file_size)),
+                        if settings.max_file_size < alloc_limit(0) {
+                            format!(", at least {} while fetching", crate::config::show_size(alloc_limit(0)))
+                        } else {
+                            String::new()
+                        },
+                    ),
                     Some(fix) => format!("could not fetch {what}: {cause}; {fix}"),
                     None => format!("could not fetch {what}: {cause}"),
                 };
@@ -198,6 +209,7 @@ fn fetch_on_thread(
             Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
                 if let Some(signal) = crate::signals::received() {
                     interrupt.store(true, Ordering::Relaxed);
+                    stop_children(&rx);
                     return Ok(Some(Err(fail(
                         Exit::FetchFailed,
                         format!("gitops received {signal} during the fetch"),
@@ -213,10 +225,79 @@ fn fetch_on_thread(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 interrupt.store(true, Ordering::Relaxed);
+                stop_children(&rx);
                 return Ok(None);
             }
         }
     }
+}
+
+/// How long the fetch thread gets, once its children are killed, to see the end of their
+/// output and reap them itself (gix kills and waits for its child when the connection drops).
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// End a fetch we stopped waiting for: the thread is blocked on a child (ssh, upload-pack)
+/// that would otherwise outlive the pass, reparented to PID 1. Every process below us is the
+/// fetch's (the entry point has not started): kill them all, let the thread reap them, and
+/// reap whatever it did not.
+fn stop_children(done: &mpsc::Receiver<Result<Fetched>>) {
+    let children = descendants(std::process::id());
+    for &pid in &children {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if children.is_empty() || done.recv_timeout(REAP_GRACE).is_ok() {
+        return;
+    }
+    for &pid in &children {
+        // Only our own children can be reaped; for the others this is ECHILD, harmlessly.
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
+/// Every process below `root`, from the parent pids in /proc (empty without /proc).
+fn descendants(root: u32) -> Vec<i32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some(ppid) = parent_in_stat(&stat) {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![root as i32];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// The parent pid in a /proc/PID/stat line: "pid (comm) state ppid …", where comm may hold
+/// spaces and parentheses, so the fields are counted from the last ')'.
+fn parent_in_stat(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A socket whose reads fail once the deadline has passed, however the server trickles.
@@ -693,6 +774,26 @@ mod tests {
         ] {
             assert_eq!(fetch_fix(says_it_already), None, "{says_it_already}");
         }
+    }
+
+    #[test]
+    fn the_parent_pid_is_read_after_the_command_name() {
+        let table = [
+            ("123 (ssh) S 45 123 45 0 -1", Some(45)),
+            ("9 (a) b (c) R 7 9 9", Some(7)),
+            ("9 (x y) S 1 9", Some(1)),
+            ("garbage", None),
+        ];
+        for (stat, ppid) in table {
+            assert_eq!(parent_in_stat(stat), ppid, "{stat}");
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(descendants(std::process::id()).contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

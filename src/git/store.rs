@@ -27,7 +27,11 @@ pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
     // prompt) must not change what a pass does. What we need is passed as overrides.
     let options = gix::open::Options::isolated()
         .strict_config(false)
-        .config_overrides(ssh_overrides(&ssh_log(path), settings));
+        .config_overrides(
+            ssh_overrides(&ssh_log(path), settings)
+                .into_iter()
+                .chain(Some(alloc_limit_override(settings.max_file_size))),
+        );
     gix::open_opts(path, options).or_exit(Exit::Internal, || {
         format!(
             "the object store {} cannot be opened: remove it and the next pass clones afresh",
@@ -63,6 +67,42 @@ pub(super) fn clear_stale_locks(store: &Path) {
     }
 }
 
+/// Below this, --max-file-size is enforced at checkout only: trees and commits share gix's
+/// allocation limit with blobs, and a large directory's tree must still be readable.
+const ALLOC_FLOOR: u64 = 64 << 20;
+
+/// gix inflates every object of a fetched pack whole to hash it, so a 500 MB blob costs
+/// 500 MB of memory before checkout could look at its size. Its allocation limit refuses such
+/// an object from the size in its pack header instead, before anything is allocated.
+fn alloc_limit_override(max_file_size: u64) -> String {
+    format!("gitoxide.objects.allocLimit={}", alloc_limit(max_file_size))
+}
+
+/// The largest object a fetch accepts for a given --max-file-size.
+pub(super) fn alloc_limit(max_file_size: u64) -> u64 {
+    max_file_size.max(ALLOC_FLOOR)
+}
+
+/// A pass killed while receiving a pack leaves its temporary files (`.tmp*` from gix's
+/// tempfiles, `tmp_*` as git names them) in `objects/pack`, each as large as the pack was when
+/// it died. We hold the pass lock, so nobody else can be writing there: they are garbage.
+pub(super) fn remove_pack_leftovers(store: &Path) {
+    let Ok(entries) = std::fs::read_dir(store.join("objects/pack")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if is_pack_leftover(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn is_pack_leftover(name: &str) -> bool {
+    name.starts_with(".tmp") || name.starts_with("tmp_")
+}
+
 /// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
 /// host keys it is given.
 /// ssh's messages go to this file (`-E`) rather than to our stderr, so that a failure reads as
@@ -73,11 +113,14 @@ pub(super) fn ssh_log(store: &Path) -> std::path::PathBuf {
 }
 
 fn ssh_overrides(log: &Path, settings: &Settings) -> Vec<String> {
-    // ssh writes what the server says on its stderr ("fatal: '…' does not appear to be a git
-    // repository"), not into the -E log; gix would pass it through to ours and report only
-    // "failed to fill whole buffer". Into the log it goes too, next to ssh's own reasons.
+    // gix runs this through `sh -c`, and kills and waits for the child it started when the
+    // connection ends: `exec` makes that child ssh itself, not a shell whose ssh would be left
+    // running, reparented to PID 1, after every pass. ssh writes what the server says on its
+    // stderr ("fatal: '…' does not appear to be a git repository"), not into the -E log; gix
+    // would pass it through to ours and report only "failed to fill whole buffer". Into the
+    // log it goes too, next to ssh's own reasons.
     let quoted_log = shell_quote(&log.display().to_string());
-    let mut command = format!("2>>{quoted_log} ssh -o BatchMode=yes -E {quoted_log}");
+    let mut command = format!("exec 2>>{quoted_log} ssh -o BatchMode=yes -E {quoted_log}");
     if let Some(key) = &settings.ssh_key {
         command.push_str(&format!(
             " -i {} -o IdentitiesOnly=yes",
@@ -143,4 +186,22 @@ pub fn subject(repo: &gix::Repository, commit: ObjectId) -> Option<String> {
     let commit = repo.find_commit(commit).ok()?;
     let message = commit.message().ok()?;
     Some(message.summary().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_temporary_pack_files_are_leftovers() {
+        let table = [
+            (".tmpAb12Cd", true),
+            ("tmp_pack_XyZ", true),
+            ("tmp_idx_XyZ", true),
+            ("pack-0123abcd.pack", false),
+            ("pack-0123abcd.idx", false),
+            ("multi-pack-index", false),
+        ];
+        for (name, leftover) in table {
+            assert_eq!(super::is_pack_leftover(name), leftover, "{name}");
+        }
+    }
 }

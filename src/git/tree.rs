@@ -6,7 +6,6 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{anyhow, Context, Result};
 use gix::ObjectId;
@@ -25,7 +24,11 @@ pub fn prepare(
     let tmp = trees.join(format!(".new-{commit}"));
     remove_any(&tmp)?;
     fs::create_dir(&tmp).with_context(|| format!("could not create {}", tmp.display()))?;
-    write(&tmp)?;
+    if let Err(e) = write(&tmp) {
+        // Half a tree is of no use to anyone and may be large: the next attempt starts afresh.
+        let _ = remove_any(&tmp);
+        return Err(e);
+    }
     if dest.exists() {
         // The checkout link may point at the old copy right now: exchange the two in one step
         // instead of a remove-then-rename that would leave it dangling.
@@ -158,23 +161,31 @@ fn make_writable(path: &Path) {
     }
 }
 
-/// Write the tree of `commit` into the empty directory `dest`.
-pub fn write_tree(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> Result<()> {
+/// Write the tree of `commit` into the empty directory `dest`, refusing any blob larger than
+/// `max_file_size` before a byte of it is read, and stopping at a signal.
+pub fn write_tree(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    dest: &Path,
+    max_file_size: u64,
+) -> Result<()> {
     let tree = repo
         .find_commit(commit)
         .with_context(|| format!("commit {commit} is not in the object store"))?
         .tree_id()?;
     let mut index = repo.index_from_tree(&tree)?;
+    check_sizes(repo, &index, max_file_size)?;
     let mut options =
         repo.checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)?;
     options.destination_is_initially_empty = true;
+    let interrupt = crate::signals::interrupt_flag();
     let outcome = gix::worktree::state::checkout(
         &mut index,
         dest,
         repo.objects.clone().into_arc()?,
         &gix::progress::Discard,
         &gix::progress::Discard,
-        &AtomicBool::new(false),
+        interrupt,
         options,
     )
     .with_context(|| {
@@ -183,12 +194,45 @@ pub fn write_tree(repo: &gix::Repository, commit: ObjectId, dest: &Path) -> Resu
             dest.display()
         )
     })?;
+    // An interrupted checkout still returns Ok with whatever it wrote so far.
+    if let Some(signal) = crate::signals::received() {
+        return Err(anyhow!(
+            "gitops received {signal} while writing the tree of {commit}; stopped"
+        ));
+    }
     if let Some(first) = outcome.errors.first() {
         return Err(anyhow!(
             "could not write {} of {commit}: {}",
             first.path,
             first.error
         ));
+    }
+    Ok(())
+}
+
+/// Blob sizes from the object headers alone: checkout reads each blob whole into memory, so a
+/// huge one would cost its size in RSS (and invite the OOM killer) before we could object.
+fn check_sizes(repo: &gix::Repository, index: &gix::index::State, limit: u64) -> Result<()> {
+    for entry in index.entries() {
+        // A submodule's commit is not in our store and is not written.
+        if entry.mode == gix::index::entry::Mode::COMMIT {
+            continue;
+        }
+        let size = repo
+            .find_header(entry.id)
+            .with_context(|| format!("object {} is not in the object store", entry.id))?
+            .size();
+        if size > limit {
+            return Err(fail(
+                Exit::ApplyFailed,
+                format!(
+                    "{} is {} ({size} bytes), larger than --max-file-size {}: keep it out of the repository or raise --max-file-size",
+                    entry.path(index),
+                    crate::config::show_size(size),
+                    crate::config::show_size(limit),
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 /// The settings gitops itself reads from the env file. Showing a file masks the value of any
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret.
-const KNOWN_KEYS: [&str; 13] = [
+const KNOWN_KEYS: [&str; 14] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -68,6 +68,7 @@ const KNOWN_KEYS: [&str; 13] = [
     "GITOPS_SSH_KEY",
     "GITOPS_KNOWN_HOSTS",
     "GITOPS_LOCK_TIMEOUT",
+    "GITOPS_MAX_FILE_SIZE",
 ];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,10 @@ pub struct Run<'a> {
     pub timeout: Duration,
     pub log: &'a Path,
     pub umask: nix::sys::stat::Mode,
+    /// The pass lock's descriptor, left open in the entry point (and so in everything it
+    /// starts): if gitops dies, the lock stays held until the last of them exits, and the next
+    /// pass waits instead of starting the entry point a second time beside them.
+    pub lock_fd: Option<RawFd>,
 }
 
 /// How the entry point ended; `Ok(())` only for exit status 0.
@@ -55,15 +60,11 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         say!("gitops: {line}");
         let _ = writeln!(log, "gitops: {line}");
     };
-    let path = spec.tree.join(spec.entrypoint);
     let shown = spec.checkout.join(spec.entrypoint);
-    let meta = match fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => meta,
-        _ => {
-            let why = format!(
-                "entry point {} not found in this commit: add it to the repository or set --entrypoint",
-                shown.display()
-            );
+    let meta = match entry_point(spec.tree, spec.entrypoint) {
+        Ok(meta) => meta,
+        Err(why) => {
+            let why = format!("entry point {}: {why}", shown.display());
             record(&why);
             return Ok(Err(why));
         }
@@ -88,6 +89,7 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     note(format!("running {}", shown.display()));
 
     let umask = spec.umask;
+    let lock_fd = spec.lock_fd;
     let (reader, writer) =
         std::io::pipe().context("could not create a pipe for the entry point's output")?;
     let mut expression = expression
@@ -107,6 +109,13 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
             unsafe {
                 command.pre_exec(move || {
                     nix::sys::stat::umask(umask);
+                    if let Some(fd) = lock_fd {
+                        // In the child only: gitops's own copy stays close-on-exec for the
+                        // other programs it runs (ssh). fcntl(2) is async-signal-safe.
+                        if keep_across_exec(fd) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                     Ok(())
                 });
             }
@@ -179,6 +188,62 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         Err(why) => record(why),
     }
     Ok(result)
+}
+
+/// fcntl(fd, F_SETFD, 0): keep `fd` open across exec.
+fn keep_across_exec(fd: RawFd) -> i32 {
+    // SAFETY: F_SETFD on a descriptor number touches no memory; a bad fd only returns -1.
+    match nix::fcntl::fcntl(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    ) {
+        Ok(_) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// The entry point must be a regular file of the commit's own tree: a symlink leading out of
+/// it would run whatever happens to be at its target on this machine.
+fn entry_point(tree: &Path, entrypoint: &str) -> std::result::Result<fs::Metadata, String> {
+    let path = tree.join(entrypoint);
+    let fix = "add it to the repository as a regular file or set --entrypoint";
+    if fs::symlink_metadata(&path).is_err() {
+        return Err(format!("not found in this commit: {fix}"));
+    }
+    let (Ok(real), Ok(root)) = (fs::canonicalize(&path), fs::canonicalize(tree)) else {
+        return Err(format!(
+            "is a symlink to {} that does not exist in this commit: {fix}",
+            fs::read_link(&path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+        ));
+    };
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "resolves to {}, outside the commit's tree; refusing to run it: {fix}",
+            real.display()
+        ));
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("cannot be read ({e}): {fix}"))?;
+    if meta.is_dir() {
+        return Err(format!("is a directory in this commit, not a file: {fix}"));
+    }
+    if !meta.is_file() {
+        return Err(format!("is not a regular file: {fix}"));
+    }
+    Ok(meta)
+}
+
+/// Write why an apply failed before its entry point could run into the apply's log, so the
+/// log that state.json names exists and says it. False if the log could not be written.
+pub fn note_in_log(log: &Path, why: &str) -> bool {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+        .and_then(|mut file| writeln!(file, "gitops: {why}"))
+        .is_ok()
 }
 
 /// How long the entry point's process group gets to exit after SIGTERM before SIGKILL.

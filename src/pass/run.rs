@@ -1,5 +1,6 @@
 //! One pass, orchestrated: lock, fetch, decide, apply, record.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use super::apply;
 use super::decide::{decide, Action, Reason};
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
-use crate::exit::{fail, Exit};
+use crate::exit::{fail, Exit, ResultExt};
 use crate::git::{self, tree as checkout, Relation};
 
 /// One pass. Holds the lock throughout, records its outcome in state.json whatever happens after
@@ -23,7 +24,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     let layout = Layout::new(&settings.state_dir);
     state::check_private(&layout)?;
     layout.create()?;
-    let _lock = layout.lock(settings.lock_timeout)?;
+    let lock = layout.lock(settings.lock_timeout)?;
     let mut state = state::load(&layout)?;
     if let Err(e) = state::prune_corrupt(&layout, state::KEEP_CORRUPT) {
         say!("gitops: warning: {e:#}");
@@ -39,6 +40,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
         &mut state,
         &mut remote_commit,
         entry_umask,
+        lock.as_raw_fd(),
         now,
     );
     let outcome = match &result {
@@ -61,6 +63,9 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     state.in_progress = None;
     let changed = killed || loaded != (state.applied.clone(), state.pending.clone());
     state::save(&layout, &state, changed)?;
+    // Released here, not only when the descriptor closes: a daemon the entry point left
+    // running holds a copy of it and must not keep later passes out.
+    drop(lock);
     result.map(|_| ()).map_err(|(_, e)| e)
 }
 
@@ -72,6 +77,7 @@ fn pass(
     state: &mut State,
     remote_commit: &mut Option<String>,
     entry_umask: nix::sys::stat::Mode,
+    lock_fd: RawFd,
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Staged<Outcome> {
     let fetch_failed = |e| (Outcome::FetchFailed, e);
@@ -156,6 +162,7 @@ fn pass(
                 branch: &fetched.branch,
                 log: &log,
                 umask: entry_umask,
+                lock_fd,
             };
             // Durably, before anything of the commit runs: a pass killed from here on is
             // reported as such by status, and the next pass retries the commit.
@@ -169,7 +176,8 @@ fn pass(
             // The applied commit's log stays, however many failed retries came after it.
             let applied_log = state.applied.as_ref().and_then(|a| a.log.clone());
             let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS, applied_log.as_deref());
-            let log_shown = Some(log.display().to_string());
+            // A log that was never written (the tree failed and the disk is full) is not named.
+            let log_shown = log.exists().then(|| log.display().to_string());
             match result {
                 Ok(()) => {
                     state.applied = Some(Applied {
@@ -216,6 +224,7 @@ struct Target<'a> {
     branch: &'a str,
     log: &'a Path,
     umask: nix::sys::stat::Mode,
+    lock_fd: RawFd,
 }
 
 /// Write the tree, point the checkout at it, run the entry point.
@@ -233,13 +242,21 @@ fn apply_commit(
         // umask 022), so what the entry point copies out of it (`cp motd /etc/motd`) is not
         // left 0600; the 0700 state directory above it keeps it private all the same.
         let ours = nix::sys::stat::umask(target.umask);
-        let written = git::write_tree(repo, id, dir).and_then(|()| {
+        let written = git::write_tree(repo, id, dir, settings.max_file_size).and_then(|()| {
             let mode = 0o777 & !target.umask.bits();
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                 .with_context(|| format!("could not set the mode of {}", dir.display()))
         });
         nix::sys::stat::umask(ours);
         written
+    })
+    // Whatever stopped the write (a path gix refuses, a full disk, a file too large, a signal),
+    // this commit did not apply: an apply failure, retried, with the reason in its log.
+    .or_exit(Exit::ApplyFailed, || {
+        format!("could not write the tree of {}", &tip[..tip.len().min(12)])
+    })
+    .inspect_err(|e| {
+        apply::note_in_log(log, &one_line(e));
     })?;
     checkout::switch_link(&settings.checkout, &tree)?;
     let previous = state
@@ -266,6 +283,7 @@ fn apply_commit(
         timeout: settings.apply_timeout,
         log,
         umask: target.umask,
+        lock_fd: Some(target.lock_fd),
     };
     apply::run(&run)?.map_err(|why| fail(Exit::ApplyFailed, why))
 }

@@ -273,11 +273,18 @@ impl Layout {
                     file = returned;
                     if !waiting {
                         waiting = true;
-                        say!(
-                            "gitops: another pass holds {}; waiting up to {}s for it",
-                            path.display(),
-                            timeout.as_secs()
-                        );
+                        match orphan_holders(&file) {
+                            Some(holders) => say!(
+                                "gitops: the lock {} is held by {holders}, left running by a gitops pass that was killed; waiting up to {}s for them",
+                                path.display(),
+                                timeout.as_secs()
+                            ),
+                            None => say!(
+                                "gitops: another pass holds {}; waiting up to {}s for it",
+                                path.display(),
+                                timeout.as_secs()
+                            ),
+                        }
                     }
                     // Stopped while queued (systemctl stop, Ctrl-C): nothing was done and
                     // nothing is recorded, so there is nothing to wait for.
@@ -291,6 +298,16 @@ impl Layout {
                         ));
                     }
                     if Instant::now() >= deadline {
+                        if let Some(holders) = orphan_holders(&file) {
+                            return Err(fail(
+                                Exit::Locked,
+                                format!(
+                                    "the lock {} is held by {holders}, left running by a gitops pass that was killed (waited {}s): let them finish or stop them, or raise --lock-timeout",
+                                    path.display(),
+                                    timeout.as_secs()
+                                ),
+                            ));
+                        }
                         return Err(fail(
                             Exit::Locked,
                             format!(
@@ -309,6 +326,80 @@ impl Layout {
             }
         }
     }
+}
+
+/// The processes holding the lock when it is not a gitops pass: the entry point of a pass that
+/// was killed keeps the lock's descriptor, and with it the lock, until the last of its
+/// processes exits. Named so an operator knows what the next pass waits for; `None` when a
+/// live gitops holds it, or nobody can tell (no /proc).
+fn orphan_holders(lock: &File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = lock.metadata().ok()?;
+    let device = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+        meta.ino()
+    );
+    // "1: FLOCK  ADVISORY  WRITE 28999 fe:00:10018916 0 EOF"; waiters have "->" after the number.
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let taker = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&device.as_str()))
+            .then(|| fields.get(4)?.parse::<i32>().ok())
+            .flatten()
+    })?;
+    let comm = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim().to_string())
+    };
+    // The pid that took it: a running gitops is an ordinary pass, not an orphan. A killed one
+    // nobody has reaped yet is a zombie that still shows its name.
+    let zombie = fs::read_to_string(format!("/proc/{taker}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.split_whitespace().next() == Some("Z"))
+    });
+    if !zombie && comm(taker).as_deref() == Some("gitops") {
+        return None;
+    }
+    let me = std::process::id().to_string();
+    let mut holders = Vec::new();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+        });
+        if holds {
+            let pid: i32 = pid.parse().ok()?;
+            holders.push(format!("pid {pid} ({})", comm(pid).unwrap_or_default()));
+        }
+    }
+    if holders.is_empty() {
+        return None;
+    }
+    let more = holders.len().saturating_sub(5);
+    holders.truncate(5);
+    let mut text = format!("process {}", holders.join(", "));
+    if holders.len() > 1 {
+        text = format!("processes {}", holders.join(", "));
+    }
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    Some(text)
 }
 
 /// Read `state.json`. A missing file is a fresh machine; an unreadable one, or something that is
