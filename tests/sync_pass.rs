@@ -453,11 +453,11 @@ fn an_existing_state_dir_keeps_its_mode() {
     let m = Machine::new();
     std::fs::create_dir(&m.state).unwrap();
     std::fs::set_permissions(&m.state, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = m.sync(&url, &[]).expect(0);
-    assert!(run.stderr.contains("chmod 700"), "{}", run.stderr);
+    let run = m.sync(&url, &[]).expect(2);
+    assert!(run.error_line().contains("chmod 700"), "{}", run.stderr);
     let mode = std::fs::metadata(&m.state).unwrap().permissions().mode() & 0o777;
     assert_eq!(
         mode, 0o755,
-        "gitops only warns about a directory it did not create"
+        "gitops refuses, and does not chmod, a directory it did not create"
     );
 }
