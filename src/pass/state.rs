@@ -550,6 +550,12 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
                 "{shown} in the state directory is a file, not a directory; remove it (rm {shown}) and gitops creates a directory"
             ));
         }
+        if meta.uid() == 0 && me != 0 {
+            return Some(format!(
+                "the state directory {shown} belongs to root, not to {user}: {}",
+                owner_fix(0, me, "", command)
+            ));
+        }
         if meta.uid() != me {
             return Some(format!(
                 "the state directory {shown} belongs to uid {}, not to {user} who runs gitops, and its owner could make gitops run any code; {}",
