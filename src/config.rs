@@ -212,6 +212,7 @@ impl Settings {
         let checkout = absolute(&opts.checkout);
         let state_dir = absolute(&opts.state.state_dir);
         check_checkout_outside(&checkout, &state_dir)?;
+        check_checkout_parent(&checkout)?;
         if std::fs::symlink_metadata(&checkout).is_ok_and(|m| !m.file_type().is_symlink()) {
             return Err(fail(
                 Exit::Usage,
@@ -241,9 +242,16 @@ impl Settings {
 
 /// The checkout link must not be inside the state directory: the pass would replace or prune
 /// its own files (a link named `state.json`, `lock`, a tree), and `trees` is pruned by name.
+/// Compared as the kernel resolves them, so a symlinked alias of the state directory is caught;
+/// the checkout's own name is not resolved (it is the link gitops manages).
 fn check_checkout_outside(checkout: &Path, state_dir: &Path) -> Result<()> {
     let (checkout, state_dir) = (normalize(checkout), normalize(state_dir));
-    if checkout.starts_with(&state_dir) {
+    let real_checkout = match (checkout.parent(), checkout.file_name()) {
+        (Some(parent), Some(name)) => crate::pass::state::canonical_prefix(parent).join(name),
+        _ => checkout.clone(),
+    };
+    let real_state_dir = crate::pass::state::canonical_prefix(&state_dir);
+    if checkout.starts_with(&state_dir) || real_checkout.starts_with(&real_state_dir) {
         return Err(fail(
             Exit::Usage,
             format!(
@@ -254,6 +262,17 @@ fn check_checkout_outside(checkout: &Path, state_dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whoever can write the directory the checkout link is in can rename their own link onto it,
+/// and the next pass runs their code: refuse such a place, as for the state directory.
+fn check_checkout_parent(checkout: &Path) -> Result<()> {
+    let checkout = normalize(checkout);
+    let parent = checkout.parent().unwrap_or(Path::new("/"));
+    match crate::pass::state::ancestor_problem(parent, "the checkout link") {
+        Some(problem) => Err(fail(Exit::Usage, problem)),
+        None => Ok(()),
+    }
 }
 
 /// `a/./b/../c` as `a/c`, without touching the file system (the paths may not exist yet).

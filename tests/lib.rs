@@ -8,6 +8,7 @@ mod config_file;
 mod crash;
 mod install_units;
 mod limits_secrets_messages;
+mod local_attacks;
 mod newcomer;
 mod orphans;
 mod state_dir;

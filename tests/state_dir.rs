@@ -55,12 +55,22 @@ fn a_state_directory_others_can_write_is_refused() {
     for dir in ["", "repo.git", "trees", "logs"] {
         let path = m.state.join(dir);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        for loose in [mode | 0o020, mode | 0o002] {
+        // The state directory itself grants others nothing at all (finding 1: then nothing
+        // below it needs checking); the directories below are not writable by others.
+        let (looser, fix) = if dir.is_empty() {
+            (
+                vec![mode | 0o020, mode | 0o002, mode | 0o050, mode | 0o001],
+                "chmod 700",
+            )
+        } else {
+            (vec![mode | 0o020, mode | 0o002], "chmod go-w")
+        };
+        for loose in looser {
             chmod(&path, loose);
             let run = m.sync(&url, &[]).expect(2);
             let line = run.error_line();
             let path = path.display().to_string();
-            let fix = format!("chmod go-w {}", path.trim_end_matches('/'));
+            let fix = format!("{fix} {}", path.trim_end_matches('/'));
             assert!(line.contains(&fix), "{line}");
             assert_eq!(
                 m.state_bytes(),
@@ -68,15 +78,15 @@ fn a_state_directory_others_can_write_is_refused() {
                 "nothing recorded in a loose directory"
             );
 
-            // status still reports, with the same warning.
-            let status = m.run(&["status"]).expect(0);
+            // status still reports, and is unhealthy: every sync stops there.
+            let status = m.run(&["status"]).expect(1);
             assert!(
                 status
-                    .stderr
+                    .stdout
                     .lines()
-                    .any(|l| l.starts_with("gitops: warning: ") && l.contains(&fix)),
+                    .any(|l| l.starts_with("unhealthy: ") && l.contains(&fix)),
                 "{}",
-                status.stderr
+                status.stdout
             );
             assert!(
                 status.stdout.contains("last pass:    applied"),
@@ -106,8 +116,12 @@ fn a_state_directory_owned_by_another_user_is_refused() {
             line.contains(&format!("chown -R root {}", m.state.display())),
             "{line}"
         );
-        let status = m.run(&["status"]).expect(0);
-        assert!(status.stderr.contains("chown -R root"), "{}", status.stderr);
+        let status = m.run(&["status"]).expect(1);
+        assert!(
+            status.stdout.contains("unhealthy:") && status.stdout.contains("chown -R root"),
+            "{}",
+            status.stdout
+        );
         nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
     }
     m.sync(&url, &[]).expect(0);
@@ -206,8 +220,15 @@ fn a_link_or_fifo_at_the_lock_is_refused_and_never_followed() {
         "{}",
         run.stderr
     );
-    // status probes the lock without blocking on it either.
-    within(spawn(&m, &["status"]), Duration::from_secs(10)).expect(0);
+    // status probes the lock without blocking on it either, and calls it unhealthy.
+    let status = within(spawn(&m, &["status"]), Duration::from_secs(10)).expect(1);
+    assert!(
+        status.stdout.lines().any(|l| l.starts_with("unhealthy:")
+            && l.contains("is a FIFO, not a file")
+            && l.contains("rm ")),
+        "{}",
+        status.stdout
+    );
 
     std::fs::remove_file(&lock).unwrap();
     m.sync(&url, &[]).expect(0);

@@ -225,6 +225,8 @@ fn only_the_newest_twenty_logs_are_kept() {
     up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
     let m = Machine::new();
     std::fs::create_dir_all(m.state.join("logs")).unwrap();
+    // As gitops makes it: a state directory open to others is refused.
+    std::fs::set_permissions(&m.state, std::fs::Permissions::from_mode(0o700)).unwrap();
     for i in 0..25 {
         std::fs::write(
             m.state
@@ -313,6 +315,7 @@ fn a_corrupt_state_file_is_moved_aside() {
     up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
     let m = Machine::new();
     std::fs::create_dir_all(&m.state).unwrap();
+    std::fs::set_permissions(&m.state, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(
         m.state.join("state.json"),
         "{\"applied\": {\"commit\": \"ab",
@@ -453,11 +456,11 @@ fn an_existing_state_dir_keeps_its_mode() {
     let m = Machine::new();
     std::fs::create_dir(&m.state).unwrap();
     std::fs::set_permissions(&m.state, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let run = m.sync(&url, &[]).expect(0);
-    assert!(run.stderr.contains("chmod 700"), "{}", run.stderr);
+    let run = m.sync(&url, &[]).expect(2);
+    assert!(run.error_line().contains("chmod 700"), "{}", run.stderr);
     let mode = std::fs::metadata(&m.state).unwrap().permissions().mode() & 0o777;
     assert_eq!(
         mode, 0o755,
-        "gitops only warns about a directory it did not create"
+        "gitops refuses, and does not chmod, a directory it did not create"
     );
 }

@@ -25,6 +25,9 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     state::check_private(&layout)?;
     layout.create()?;
     let lock = layout.lock(settings.lock_timeout)?;
+    // Again, now that the pass owns the directory: the wait for the lock can be long, and what
+    // is run must come from the directory that was checked.
+    state::check_private(&layout)?;
     let mut state = state::load(&layout)?;
     if let Err(e) = state::prune_corrupt(&layout, state::KEEP_CORRUPT) {
         say!("gitops: warning: {e:#}");

@@ -114,8 +114,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Layout {
+        // Rebuilt from its components, so `d/` is `d`: lstat of `link/` would follow the link.
         Layout {
-            root: root.to_path_buf(),
+            root: root.components().collect(),
         }
     }
     pub fn state_file(&self) -> PathBuf {
@@ -134,18 +135,15 @@ impl Layout {
         self.root.join("lock")
     }
 
-    /// Create the state directory (0700) and its sub-directories, without the warning `create`
-    /// gives about a directory readable by others: for recording an error that was already said.
+    /// Create the state directory (0700) and its sub-directories: for recording an error that
+    /// was already said. (The same as `create` since a directory open to others is refused
+    /// before either is called, rather than warned about here.)
     pub fn create_quietly(&self) -> Result<()> {
-        self.create_dirs(false)
+        self.create()
     }
 
     /// Create the state directory (0700) and its sub-directories.
     pub fn create(&self) -> Result<()> {
-        self.create_dirs(true)
-    }
-
-    fn create_dirs(&self, warn: bool) -> Result<()> {
         let unwritable = |what: &Path| {
             let what = what.display().to_string();
             move || {
@@ -164,14 +162,6 @@ impl Layout {
                 .or_exit(Exit::Usage, unwritable(&self.root))?;
             fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
                 .or_exit(Exit::Usage, unwritable(&self.root))?;
-        } else if let Some(meta) = fs::metadata(&self.root).ok().filter(|_| warn) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                say!(
-                    "gitops: warning: the state directory {} is open to others (mode {mode:04o}): chmod 700 it",
-                    self.root.display()
-                );
-            }
         }
         for dir in [self.trees(), self.logs()] {
             fs::DirBuilder::new()
@@ -258,6 +248,18 @@ impl Layout {
             Flock::lock(file, FlockArg::LockSharedNonblock),
             Err((_, nix::errno::Errno::EWOULDBLOCK))
         )
+    }
+
+    /// Why every pass would stop at the lock file, if it would: something other than a regular
+    /// file is there (for `gitops status`, which must not call that healthy).
+    pub fn lock_problem(&self) -> Option<String> {
+        let path = self.lock_file();
+        let kind = not_a_file(&fs::symlink_metadata(&path).ok()?.file_type())?;
+        Some(format!(
+            "the lock file {} is a {kind}, not a file, so every gitops sync stops there; remove it (rm {}; gitops creates it again)",
+            path.display(),
+            path.display()
+        ))
     }
 
     /// Take the pass lock, waiting up to `timeout` for a running pass to finish.
@@ -582,28 +584,53 @@ pub fn check_private(layout: &Layout) -> Result<()> {
     }
 }
 
-/// The first reason the state directory cannot be trusted, as one sentence with its fix.
+/// The first reason the state directory cannot be trusted, as one sentence with its fix, as
+/// `gitops sync` says it.
 pub fn private_problem(layout: &Layout) -> Option<String> {
+    private_problem_for(layout, "sync")
+}
+
+/// The first reason the state directory cannot be trusted, its fix phrased for `gitops
+/// <command>`.
+///
+/// The state directory itself grants group and others nothing, so nothing inside it is
+/// reachable by another user and the object store need not be walked; `repo.git`, `trees` and
+/// `logs` are checked too, in case the directory was opened and closed again. Its ancestors
+/// must not let another user swap it (finding 2): checked as ssh's StrictModes does.
+pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid();
-    let user = nix::unistd::User::from_uid(me)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| me.as_raw().to_string());
-    let root = layout.root.display();
-    for dir in [
-        layout.root.clone(),
-        layout.repo(),
-        layout.trees(),
-        layout.logs(),
-    ] {
+    let me = nix::unistd::geteuid().as_raw();
+    let user = user_name(me);
+    let root = std::path::absolute(&layout.root).unwrap_or_else(|_| layout.root.clone());
+    let parent = root.parent().unwrap_or(Path::new("/"));
+    if let Some(problem) = ancestor_problem(parent, "the state directory") {
+        return Some(problem);
+    }
+    let shown_root = root.display();
+    for (index, dir) in [
+        root.clone(),
+        root.join("repo.git"),
+        root.join("trees"),
+        root.join("logs"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let is_root = index == 0;
         let shown = dir.display();
         let meta = match fs::symlink_metadata(&dir) {
             Ok(meta) => meta,
             // Missing, or under a file: creating it fails next, with its own message.
             Err(_) => continue,
         };
+        if is_root && meta.file_type().is_symlink() {
+            return Some(format!(
+                "the state directory {shown} is a symlink, so whoever can change it decides what gitops runs; point --state-dir at the real directory ({})",
+                fs::canonicalize(&dir)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "it leads nowhere".into())
+            ));
+        }
         if let Some(kind) = not_a_file(&meta.file_type()).filter(|_| !meta.is_dir()) {
             return Some(format!(
                 "{shown} in the state directory is a {kind}, not a directory, so it could lead anywhere; remove it (rm {shown}) and gitops creates a directory"
@@ -614,13 +641,25 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
                 "{shown} in the state directory is a file, not a directory; remove it (rm {shown}) and gitops creates a directory"
             ));
         }
-        if meta.uid() != me.as_raw() {
+        if meta.uid() == 0 && me != 0 {
             return Some(format!(
-                "the state directory {shown} belongs to uid {}, not to {user} who runs gitops, and its owner could make gitops run any code; run chown -R {user} {root}",
-                meta.uid()
+                "the state directory {shown} belongs to root, not to {user}: {}",
+                owner_fix(0, me, "", command)
+            ));
+        }
+        if meta.uid() != me {
+            return Some(format!(
+                "the state directory {shown} belongs to uid {}, not to {user} who runs gitops, and its owner could make gitops run any code; {}",
+                meta.uid(),
+                owner_fix(meta.uid(), me, &format!("chown -R {user} {shown_root}"), command)
             ));
         }
         let mode = meta.mode() & 0o7777;
+        if is_root && mode & 0o077 != 0 {
+            return Some(format!(
+                "the state directory {shown} is open to others (mode {mode:04o}), who could make gitops run any code; run chmod 700 {shown}"
+            ));
+        }
         if mode & 0o022 != 0 {
             return Some(format!(
                 "the state directory {shown} is writable by group or others (mode {mode:04o}), who could make gitops run any code; run chmod go-w {shown}"
@@ -628,6 +667,90 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
         }
     }
     None
+}
+
+/// The fix for a directory that belongs to `owner` and not to `me`: handing root's directory to
+/// an ordinary user would give that user root, so then the fix is to run gitops as root.
+fn owner_fix(owner: u32, me: u32, chown: &str, command: &str) -> String {
+    if owner == 0 && me != 0 {
+        format!("run gitops as root (sudo gitops {command})")
+    } else {
+        format!("run {chown}")
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Whether another user could rename or replace `what` (the state directory, the checkout link)
+/// through one of the directories above it, as ssh's StrictModes asks: every directory from
+/// `dir` up to `/` (resolved: the real directories count, not the names of links to them; `dir`
+/// need not exist yet, its nearest existing ancestor is where the chain starts) must belong to
+/// root or to the running user, and must not be writable by group or others unless its sticky
+/// bit is set (as on /tmp, where nobody can rename an entry they do not own).
+pub fn ancestor_problem(dir: &Path, what: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut start = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let canonical = loop {
+        match fs::canonicalize(&start) {
+            Ok(real) => break real,
+            Err(_) => {
+                if !start.pop() {
+                    return None;
+                }
+            }
+        }
+    };
+    for ancestor in canonical.ancestors() {
+        let Ok(meta) = fs::metadata(ancestor) else {
+            continue;
+        };
+        let shown = ancestor.display();
+        let owner = meta.uid();
+        if owner != 0 && owner != me {
+            return Some(format!(
+                "the directory {shown} above {what} belongs to uid {owner}, who could swap {what} for one that runs their code; {}",
+                format_args!(
+                    "run chown root {shown}, or choose a path that only root and {} control",
+                    user_name(me)
+                )
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Some(format!(
+                "the directory {shown} above {what} is writable by group or others (mode {mode:04o}), who could swap {what} for one that runs their code; run chmod go-w {shown} (or chmod +t {shown}), or choose a path elsewhere"
+            ));
+        }
+    }
+    None
+}
+
+/// `path` as the kernel would resolve it, for a path that may not exist yet: the nearest
+/// existing ancestor canonicalized, the rest appended.
+pub fn canonical_prefix(path: &Path) -> PathBuf {
+    let mut head = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = fs::canonicalize(&head) {
+            let mut out = real;
+            out.extend(tail.iter().rev());
+            return out;
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// Write `state.json` so that a crash leaves either the old or the new file, never a mix.
@@ -783,5 +906,69 @@ mod tests {
         drop(held);
         assert!(!layout.pass_running());
         assert!(layout.try_lock().is_some());
+    }
+
+    #[test]
+    fn root_s_directory_is_never_handed_to_another_user() {
+        let chown = "chown -R alice /s";
+        let table = [
+            (0, 1000, "run gitops as root (sudo gitops sync)"),
+            (1000, 0, "run chown -R alice /s"),
+            (1001, 1000, "run chown -R alice /s"),
+        ];
+        for (owner, me, fix) in table {
+            assert_eq!(owner_fix(owner, me, chown, "sync"), fix, "{owner} {me}");
+        }
+    }
+
+    #[test]
+    fn ancestors_others_can_write_are_refused_unless_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let below = open.join("not/yet");
+        let problem = ancestor_problem(&below, "the state directory").unwrap();
+        assert!(problem.contains("(mode 0777)"), "{problem}");
+        assert!(
+            problem.contains(&format!("chmod go-w {}", open.display())),
+            "{problem}"
+        );
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(ancestor_problem(&below, "the state directory"), None);
+        // Through a link, the real directory counts.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&open, &alias).unwrap();
+        let problem = ancestor_problem(&alias.join("x"), "the state directory").unwrap();
+        assert!(problem.contains(&open.display().to_string()), "{problem}");
+    }
+
+    #[test]
+    fn canonical_prefix_resolves_what_exists_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = fs::canonicalize(dir.path()).unwrap().join("real");
+        fs::create_dir(&real).unwrap();
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        assert_eq!(
+            canonical_prefix(&alias.join("trees/co")),
+            real.join("trees/co")
+        );
+        assert_eq!(canonical_prefix(&alias), real);
+    }
+
+    #[test]
+    fn a_trailing_slash_does_not_hide_a_symlinked_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("d.real");
+        fs::create_dir(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("d");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let with_slash = format!("{}/", link.display());
+        let problem = private_problem(&Layout::new(Path::new(&with_slash))).unwrap();
+        assert!(problem.contains("is a symlink"), "{problem}");
+        assert_eq!(private_problem(&Layout::new(&real)), None);
     }
 }

@@ -34,13 +34,19 @@ pub struct Args {
 /// serves as a health check. Reads only: it never creates or modifies anything.
 pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     let layout = Layout::new(state_dir);
-    // Still report: the operator asking is the one who can fix it, and the pass refuses anyway.
-    if let Some(problem) = state::private_problem(&layout) {
-        say!("gitops: warning: {problem}");
-    }
+    // What would stop every sync before it records anything: the last recorded pass may look
+    // fine while every pass since was refused.
+    let blocked = Blocked {
+        refused: state::private_problem_for(&layout, "status"),
+        lock: layout.lock_problem(),
+    };
     // A health check reads exit 1 as "not healthy"; an unreadable state is not healthy either.
-    let recorded = state::read(&layout)
-        .map_err(|e| crate::exit::fail(Exit::ApplyFailed, crate::pass::one_line(&e)))?;
+    let recorded = state::read(&layout).map_err(|e| {
+        crate::exit::fail(
+            Exit::ApplyFailed,
+            unreadable(&e, blocked.refused.as_deref()),
+        )
+    })?;
     let running = layout.pass_running();
     let Some(state) = recorded else {
         if args.json {
@@ -50,10 +56,13 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
                 "no pass has run yet: gitops sync has recorded nothing in {} (is --state-dir the one gitops.service uses?)",
                 state_dir.display()
             );
+            for reason in blocked.reasons() {
+                out!("unhealthy:    {reason}");
+            }
         }
         return Ok(Exit::ApplyFailed);
     };
-    let (healthy, reasons) = health(&state, running, now, args.max_age);
+    let (healthy, reasons) = health(&state, running, &blocked, now, args.max_age);
     if args.json {
         out!("{}", serde_json::to_string_pretty(&state)?);
     } else {
@@ -65,15 +74,58 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     Ok(if healthy { Exit::Ok } else { Exit::ApplyFailed })
 }
 
-/// Whether the machine is healthy, and why not: the last pass succeeded, no pass died while
-/// applying, and the last pass is recent enough (`max_age` zero: any age).
+/// Why `state.json` could not be read, with the fix: a state directory that is root's, read by
+/// another user, is for root to look at, never to be handed to that user.
+fn unreadable(e: &anyhow::Error, refused: Option<&str>) -> String {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    let line = crate::pass::one_line(e);
+    match refused {
+        Some(refused) if denied => format!("{line}; {refused}"),
+        _ if denied && !nix::unistd::geteuid().is_root() => {
+            format!("{line}; run gitops as root (sudo gitops status)")
+        }
+        _ => line,
+    }
+}
+
+/// What stops every `gitops sync` before it can record anything, found by looking at the state
+/// directory.
+#[derive(Debug, Default)]
+pub struct Blocked {
+    /// Why sync refuses the state directory (its sentence, with the fix).
+    pub refused: Option<String>,
+    /// Why sync cannot take the lock (something other than a file is there).
+    pub lock: Option<String>,
+}
+
+impl Blocked {
+    fn reasons(&self) -> Vec<String> {
+        self.refused
+            .iter()
+            .chain(self.lock.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// How far in the future the last pass may seem to have finished before the clock is suspect:
+/// room for a little skew between the machine's clock and an NTP step.
+const FUTURE_SLACK_SECS: i64 = 300;
+
+/// Whether the machine is healthy, and why not: no sync is blocked before it can record, the
+/// last pass succeeded, no pass died while applying, and the last pass is recent enough
+/// (`max_age` zero: any age) and not in the future.
 pub fn health(
     state: &State,
     pass_running: bool,
+    blocked: &Blocked,
     now: OffsetDateTime,
     max_age: Duration,
 ) -> (bool, Vec<String>) {
-    let mut reasons = Vec::new();
+    let mut reasons = blocked.reasons();
     if let Some(unfinished) = &state.in_progress {
         if !pass_running {
             reasons.push(unfinished_error(unfinished));
@@ -84,6 +136,14 @@ pub fn health(
         Some(pass) => {
             if !pass.outcome.is_success() {
                 reasons.push(format!("the last pass ended {}", pass.outcome.as_str()));
+            }
+            let ahead = parse_time(&pass.finished_at).map(|then| (then - now).whole_seconds());
+            if let Some(ahead) = ahead.filter(|&a| a > FUTURE_SLACK_SECS) {
+                reasons.push(format!(
+                    "the last pass finished at {}, {} from now: is the clock right? (timedatectl)",
+                    pass.finished_at,
+                    span(ahead)
+                ));
             }
             if !max_age.is_zero() {
                 match parse_time(&pass.finished_at) {
@@ -353,7 +413,8 @@ mod tests {
             ),
         ];
         for (state, running, max_age, healthy, reasons) in table {
-            let (got_healthy, got_reasons) = health(&state, running, now, max_age);
+            let (got_healthy, got_reasons) =
+                health(&state, running, &Blocked::default(), now, max_age);
             assert_eq!(
                 (got_healthy, got_reasons.as_slice()),
                 (
@@ -365,6 +426,71 @@ mod tests {
                         .as_slice()
                 ),
                 "{state:?} running={running} max_age={max_age:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_blocked_sync_or_a_pass_from_the_future_is_unhealthy() {
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        let hour = Duration::from_secs(3600);
+        let off = Duration::ZERO;
+        let fine = Blocked::default();
+        let refused = Blocked {
+            refused: Some("the state directory /s is open to others (mode 0755), who could make gitops run any code; run chmod 700 /s".into()),
+            lock: None,
+        };
+        let fifo = Blocked {
+            refused: None,
+            lock: Some("the lock file /s/lock is a FIFO, not a file".into()),
+        };
+        let recent = "2026-11-25T09:55:00Z";
+        let table: Vec<(State, &Blocked, Duration, &[&str])> = vec![
+            (passed(Outcome::Applied, recent), &fine, hour, &[]),
+            (
+                passed(Outcome::Applied, recent),
+                &refused,
+                hour,
+                &["the state directory /s is open to others (mode 0755), who could make gitops run any code; run chmod 700 /s"],
+            ),
+            (
+                passed(Outcome::Applied, recent),
+                &fifo,
+                hour,
+                &["the lock file /s/lock is a FIFO, not a file"],
+            ),
+            (
+                State::default(),
+                &fifo,
+                hour,
+                &[
+                    "the lock file /s/lock is a FIFO, not a file",
+                    "no pass has finished yet",
+                ],
+            ),
+            // A little skew is not a broken clock.
+            (passed(Outcome::Applied, "2026-11-25T10:05:00Z"), &fine, hour, &[]),
+            (
+                passed(Outcome::Applied, "2026-11-25T10:05:01Z"),
+                &fine,
+                hour,
+                &["the last pass finished at 2026-11-25T10:05:01Z, 5min from now: is the clock right? (timedatectl)"],
+            ),
+            // --max-age 0 turns off the age check, not the clock check.
+            (
+                passed(Outcome::Applied, "2031-01-01T00:00:00Z"),
+                &fine,
+                off,
+                &["the last pass finished at 2031-01-01T00:00:00Z, 1497d 14h from now: is the clock right? (timedatectl)"],
+            ),
+        ];
+        for (state, blocked, max_age, reasons) in table {
+            let (healthy, got) = health(&state, false, blocked, now, max_age);
+            let want: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+            assert_eq!(
+                (healthy, got),
+                (want.is_empty(), want),
+                "{state:?} {blocked:?}"
             );
         }
     }
