@@ -11,6 +11,7 @@ mod limits_secrets_messages;
 mod local_attacks;
 mod newcomer;
 mod orphans;
+mod records;
 mod state_dir;
 mod status_truth;
 mod sync_pass;

@@ -65,7 +65,24 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     });
     state.in_progress = None;
     let changed = killed || loaded != (state.applied.clone(), state.pending.clone());
-    state::save(&layout, &state, changed)?;
+    if let Err(e) = state::save(&layout, &state, changed) {
+        let e = match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+            Some(io) if io.raw_os_error() == Some(nix::libc::ENOSPC) => e.context(fail(
+                Exit::Internal,
+                "could not record this pass: the disk holding the state directory (--state-dir) is full; free space on it",
+            )),
+            _ => e,
+        };
+        // A pass that failed keeps its own exit code and error line; the record's failure is
+        // said beside it.
+        return match result {
+            Err((_, pass_error)) => {
+                say!("gitops: warning: {}", one_line(&e));
+                Err(pass_error)
+            }
+            Ok(_) => Err(e),
+        };
+    }
     // Released here, not only when the descriptor closes: a daemon the entry point left
     // running holds a copy of it and must not keep later passes out.
     drop(lock);
@@ -214,7 +231,11 @@ fn pass(
                     if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip, &linked]) {
                         say!("gitops: warning: {}", one_line(&e));
                     }
-                    Err((Outcome::ApplyFailed, e))
+                    let outcome = match crate::exit::code_of(&e) {
+                        Exit::Usage => Outcome::ConfigError,
+                        _ => Outcome::ApplyFailed,
+                    };
+                    Err((outcome, e))
                 }
             }
         }
@@ -261,7 +282,24 @@ fn apply_commit(
     .inspect_err(|e| {
         apply::note_in_log(log, &one_line(e));
     })?;
-    checkout::switch_link(&settings.checkout, &tree)?;
+    checkout::switch_link(&settings.checkout, &tree)
+        .map_err(|e| {
+            if e.downcast_ref::<crate::exit::Coded>().is_some() {
+                e
+            } else {
+                // Where the link goes is configuration: nothing in the commit can fix it.
+                e.context(crate::exit::Coded::new(
+                    Exit::Usage,
+                    format!(
+                        "the checkout path {} cannot be used (choose a --checkout in a directory gitops can create and write)",
+                        settings.checkout.display()
+                    ),
+                ))
+            }
+        })
+        .inspect_err(|e| {
+            apply::note_in_log(log, &one_line(e));
+        })?;
     let previous = state
         .applied
         .as_ref()

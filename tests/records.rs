@@ -1,0 +1,85 @@
+//! What a pass records when the trouble is not the commit: an unusable checkout path, a state
+//! directory whose disk is full.
+
+use std::process::Command;
+
+use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::support::{GitDaemon, Upstream};
+
+#[test]
+fn an_unusable_checkout_path_is_a_configuration_error_with_a_log() {
+    let up = Upstream::new();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    // Passes every check made before the pass (root owns /proc/1), fails when the link's
+    // directory is created.
+    let run = m
+        .sync(
+            &daemon.url("config.git"),
+            &["--checkout", "/proc/1/nope/co"],
+        )
+        .expect(2);
+    let line = run.error_line();
+    assert!(
+        line.contains("/proc/1/nope/co cannot be used") && line.contains("--checkout"),
+        "{line}"
+    );
+    assert!(m.runs().is_empty());
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "config-error");
+    let log = state["pending"]["log"].as_str().unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("cannot be used"), "{text}");
+    m.run(&["status"]).expect(1);
+}
+
+#[test]
+fn a_full_disk_when_recording_says_so_and_keeps_the_old_record() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let up = Upstream::new();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    std::fs::create_dir(&m.state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
+        .arg(&m.state)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: could not mount a tmpfs");
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&m.state);
+    let url = daemon.url("config.git");
+    m.sync(&url, &[]).expect(0);
+    let before = m.state_bytes();
+    // Fill what is left of the disk.
+    let filler = m.state.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let run = m.sync(&url, &[]).expect(70);
+    let line = run.error_line();
+    assert!(
+        line.contains("disk holding the state directory") && line.contains("free space"),
+        "{line}"
+    );
+    assert_eq!(m.state_bytes(), before, "the last record stays whole");
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
