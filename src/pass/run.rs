@@ -370,7 +370,38 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         said.push(words.to_string());
     }
-    crate::redact::scrub(&said.join(": "))
+    bounded(&printable(&crate::redact::scrub(&said.join(": "))))
+}
+
+/// The longest message a pass prints or records, in characters: a server's error can be 64 KiB.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Control characters written out (`\x1b`, `\x0d`), a tab as a space: a message from a
+/// hostile server must not move the cursor, repaint the terminal or overwrite a line.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `MAX_MESSAGE_CHARS` characters: the start and the end of a longer message (where the
+/// cause and the server's last words usually are), joined by "…".
+fn bounded(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return text.to_string();
+    }
+    let head = (MAX_MESSAGE_CHARS - 1) / 2;
+    let tail = MAX_MESSAGE_CHARS - 1 - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
 }
 
 /// RFC 3339 to the second: what state.json and status show.
@@ -389,5 +420,32 @@ mod tests {
     fn timestamps_are_rfc3339_to_the_second() {
         let t = time::macros::datetime!(2026-11-25 10:15:30.123 UTC);
         assert_eq!(rfc3339(t), "2026-11-25T10:15:30Z");
+    }
+
+    #[test]
+    fn messages_are_printable_and_bounded() {
+        let table = [
+            ("plain words", "plain words"),
+            (
+                "\x1b[31mred\x1b[0m\rgitops: up to date",
+                "\\x1b[31mred\\x1b[0m\\x0dgitops: up to date",
+            ),
+            ("a\tb\u{7f}c\u{9b}d", "a b\\x7fc\\x9bd"),
+            ("é ü", "é ü"),
+        ];
+        for (text, shown) in table {
+            assert_eq!(printable(text), shown, "{text:?}");
+        }
+        let long = format!("start {} end", "é".repeat(5000));
+        let cut = bounded(&long);
+        assert_eq!(cut.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with("start é") && cut.ends_with("é end") && cut.contains('…'));
+        assert_eq!(bounded("short"), "short");
+        let e = anyhow::anyhow!("ERR \x1b[2J{}", "A".repeat(65000));
+        let line = one_line(&e);
+        assert!(
+            line.chars().count() <= MAX_MESSAGE_CHARS && !line.contains('\x1b'),
+            "{line}"
+        );
     }
 }
