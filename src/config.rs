@@ -615,6 +615,20 @@ pub fn known_variables(command: &clap::Command) -> Vec<String> {
     known
 }
 
+/// The variable of the option `--long`, anywhere in the command line's definition.
+pub fn variable_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .and_then(|env| env.to_str().map(str::to_string))
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| variable_of(sub, long))
+        })
+}
+
 /// The known variable a mistyped one most likely meant: the nearest by edit distance (a swap
 /// of two neighbours counts as one edit), if it is near enough to be a typo.
 pub fn nearest_variable<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {

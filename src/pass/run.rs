@@ -336,7 +336,8 @@ pub fn unfinished_error(unfinished: &InProgress) -> String {
 /// on stderr is all there is.
 pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetDateTime) {
     let layout = Layout::new(&std::path::absolute(state_dir).unwrap_or(state_dir.to_path_buf()));
-    if state::private_problem(&layout).is_some() || layout.create_quietly().is_err() {
+    // Never create one: a default state directory made by a config error would be wrong.
+    if !layout.root.is_dir() || state::private_problem(&layout).is_some() {
         return;
     }
     let Some(_lock) = layout.try_lock() else {

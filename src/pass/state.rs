@@ -134,12 +134,6 @@ impl Layout {
         self.root.join("lock")
     }
 
-    /// Create the state directory (0700) and its sub-directories, without the warning `create`
-    /// gives about a directory readable by others: for recording an error that was already said.
-    pub fn create_quietly(&self) -> Result<()> {
-        self.create_dirs(false)
-    }
-
     /// Create the state directory (0700) and its sub-directories.
     pub fn create(&self) -> Result<()> {
         self.create_dirs(true)
