@@ -439,8 +439,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
 /// How `MAX_DURATION` is written in messages and the README.
 pub const MAX_DURATION_TEXT: &str = "365d";
 
-/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`; at most
-/// `MAX_DURATION`.
+/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`, `1w`,
+/// `500ms`, `250us`; at most `MAX_DURATION`. Fractions (`1.5h`), months and years are refused:
+/// a month or a year has no fixed length, and no setting here needs them.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: write it like 30s, 5min or 2h");
     let too_long = || {
@@ -476,6 +477,8 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             "m" | "min" | "minute" | "minutes" => Duration::from_secs(number.saturating_mul(60)),
             "h" | "hr" | "hour" | "hours" => Duration::from_secs(number.saturating_mul(3600)),
             "d" | "day" | "days" => Duration::from_secs(number.saturating_mul(86400)),
+            "w" | "week" | "weeks" => Duration::from_secs(number.saturating_mul(7 * 86400)),
+            "us" | "usec" => Duration::from_micros(number),
             _ => return Err(invalid()),
         };
         total = total
@@ -484,6 +487,29 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             .ok_or_else(too_long)?;
     }
     Ok(total)
+}
+
+/// A duration as people (and `parse_duration`) read it: `500ms`, `1min 30s`, `2h`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    let mut parts = Vec::new();
+    let mut secs = d.as_secs();
+    for (unit, len) in [("d", 86400), ("h", 3600), ("min", 60), ("s", 1)] {
+        if secs >= len {
+            parts.push(format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    let (ms, us) = (d.subsec_micros() / 1000, d.subsec_micros() % 1000);
+    if ms > 0 {
+        parts.push(format!("{ms}ms"));
+    }
+    if us > 0 {
+        parts.push(format!("{us}us"));
+    }
+    if parts.is_empty() {
+        return "0s".to_string();
+    }
+    parts.join(" ")
 }
 
 /// Parse an env file as systemd's `EnvironmentFile=` does: `KEY=VALUE` lines, `#` and `;`
@@ -760,6 +786,11 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_duration("1 week"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1usec"), Ok(Duration::from_micros(1)));
+        assert!(parse_duration("53w").unwrap_err().contains("at most 365d"));
         for bad in ["", "abc", "5 parsecs", "min", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -774,6 +805,24 @@ mod tests {
         ] {
             let err = parse_duration(huge).unwrap_err();
             assert!(err.contains("at most 365d"), "{huge:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_are_shown_as_people_write_them() {
+        let table = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(1500), "1ms 500us"),
+            (Duration::from_secs(90), "1min 30s"),
+            (Duration::from_secs(300), "5min"),
+            (Duration::from_secs(5400), "1h 30min"),
+            (Duration::from_secs(86400 + 1), "1d 1s"),
+            (MAX_DURATION, "365d"),
+        ];
+        for (d, shown) in table {
+            assert_eq!(format_duration(d), shown);
+            assert_eq!(parse_duration(shown), Ok(d), "{shown} reads back");
         }
     }
 

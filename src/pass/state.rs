@@ -268,9 +268,9 @@ impl Layout {
                     if !waiting {
                         waiting = true;
                         say!(
-                            "gitops: another pass holds {}; waiting up to {}s for it",
+                            "gitops: another pass holds {}; waiting up to {} for it",
                             path.display(),
-                            timeout.as_secs()
+                            crate::config::format_duration(timeout)
                         );
                     }
                     // Stopped while queued (systemctl stop, Ctrl-C): nothing was done and
@@ -288,9 +288,9 @@ impl Layout {
                         return Err(fail(
                             Exit::Locked,
                             format!(
-                                "another gitops pass holds the lock {} (waited {}s): let it finish, or raise --lock-timeout",
+                                "another gitops pass holds the lock {} (waited {}): let it finish, or raise --lock-timeout",
                                 path.display(),
-                                timeout.as_secs()
+                                crate::config::format_duration(timeout)
                             ),
                         ));
                     }
