@@ -197,10 +197,13 @@ impl Settings {
             check_deploy_key(key)?;
         }
         if let Some(known_hosts) = &opts.known_hosts {
-            std::fs::File::open(known_hosts).or_exit(Exit::Usage, || {
-                format!(
-                    "cannot read the known_hosts file {}: point --known-hosts at a file that pins the Git server's host key",
-                    known_hosts.display()
+            open_regular(known_hosts).map_err(|e| {
+                fail(
+                    Exit::Usage,
+                    format!(
+                        "cannot read the known_hosts file {} ({e}): point --known-hosts at a file that pins the Git server's host key",
+                        known_hosts.display()
+                    ),
                 )
             })?;
         }
@@ -692,6 +695,51 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// The largest env file read: a few settings take a few hundred bytes.
+pub const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// Read a regular file of at most `limit` bytes, opened without blocking so that a FIFO or a
+/// device at the path is refused ("not a regular file") instead of hanging the pass, and
+/// never read beyond the limit (`/dev/zero` would otherwise fill the memory).
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // `--config /dev/null` is the usual way to say "no env file".
+    if std::fs::metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_char_device() && m.rdev() == nix::libc::makedev(1, 3)
+    }) {
+        return Ok(Vec::new());
+    }
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "too large to be an env file: more than {} KiB",
+            limit / 1024
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Open a file for reading without blocking on a FIFO, and refuse anything but a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(if meta.is_dir() {
+            "a directory, not a regular file"
+        } else {
+            "not a regular file"
+        }));
+    }
+    Ok(file)
+}
+
 /// The env file's text: UTF-8, with a byte-order mark (which some editors write) skipped.
 fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -705,14 +753,23 @@ fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error>
 /// `GITOPS_*` key that is not in `known` gets a warning naming the nearest known one.
 pub fn load_env_file(explicit: Option<&Path>, known: &[String]) -> Result<()> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_regular_file(path, MAX_ENV_FILE) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(()),
-        Err(e) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(fail(
                 Exit::Usage,
                 format!(
                     "cannot read the config file {} ({e}): create it or point --config at an existing file",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "cannot read the config file {} ({e}): point --config at an env file of KEY=VALUE lines",
                     path.display()
                 ),
             ))
