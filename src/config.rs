@@ -125,6 +125,8 @@ pub struct RepoUrl {
     pub scheme: gix::url::Scheme,
     /// http(s) user and password from the URL.
     pub credentials: Option<(String, String)>,
+    /// The password (and the http(s) user) as typed in the URL, whatever characters it holds.
+    typed_secrets: Vec<String>,
 }
 
 impl RepoUrl {
@@ -136,18 +138,12 @@ impl RepoUrl {
             Some((user, password)) => vec![user.clone(), password.clone()],
             None => Vec::new(),
         };
-        // Read from the text, not from gix's parse: gix takes `file://u:p@/path` apart without
-        // a password, and then quotes the whole URL in its error.
-        if let Some((_, rest)) = self.raw.split_once("://") {
-            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-            if let Some((_, password)) = authority
-                .rfind('@')
-                .and_then(|at| authority[..at].split_once(':'))
-            {
-                secrets.push(password.to_string());
-            }
-        }
+        // Read from the text as typed, not from gix's parse: gix takes `file://u:p@/path` apart
+        // without a password, and then quotes the whole URL in its error.
+        secrets.extend(self.typed_secrets.iter().cloned());
         secrets.retain(|s| s.len() >= 4);
+        secrets.sort();
+        secrets.dedup();
         secrets
     }
 }
@@ -325,7 +321,7 @@ impl RepoUrl {
                 Exit::Usage,
                 format!(
                     "--repo-url {:?} is not a usable Git URL ({why}): use ssh://host/path, user@host:path, git://, http(s):// or an absolute path",
-                    redact_strict(raw)
+                    crate::redact::mask_urls(raw)
                 ),
             )
         };
@@ -335,7 +331,31 @@ impl RepoUrl {
         } else {
             raw.to_string()
         };
-        let mut url = gix::url::parse(gix::bstr::BStr::new(raw.as_str()))
+        // The user part is read from the text (a password may hold `/ ? # @ :`, which gix
+        // would take for the path or the host), and gix never sees a password: http(s)
+        // credentials go to the server through the credentials callback, and ssh, git and file
+        // URLs have no use for one (ssh authenticates with the key), so no gix message can
+        // quote it.
+        let (redacted, typed_secrets) = crate::redact::redact_url(&raw);
+        let mut credentials = None;
+        let mut fetch_url = raw.clone();
+        if let Some((scheme, userinfo, remainder)) = crate::redact::split_userinfo(&raw) {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if scheme.eq_ignore_ascii_case("http") {
+                return Err(bad(
+                    "credentials would travel in clear text over http: use https://",
+                ));
+            }
+            if scheme.eq_ignore_ascii_case("https") {
+                credentials = Some((percent_decoded(user), percent_decoded(password)));
+                fetch_url = format!("{scheme}://{remainder}");
+            } else if user.is_empty() {
+                fetch_url = format!("{scheme}://{remainder}");
+            } else {
+                fetch_url = format!("{scheme}://{user}@{remainder}");
+            }
+        }
+        let url = gix::url::parse(gix::bstr::BStr::new(fetch_url.as_str()))
             .map_err(|_| bad("it does not parse"))?;
         match url.scheme {
             Scheme::File => {
@@ -360,16 +380,9 @@ impl RepoUrl {
                 return Err(bad("only ssh, git, http(s) and file URLs are supported"))
             }
         }
-        let mut credentials = None;
-        let mut fetch_url = raw.clone();
-        if url.scheme == Scheme::Https && (url.user().is_some() || url.password().is_some()) {
-            let user = url.set_user(None).unwrap_or_default();
-            let password = url.set_password(None).unwrap_or_default();
-            credentials = Some((user, password));
-            fetch_url = url.to_bstring().to_string();
-        }
         Ok(RepoUrl {
-            redacted: redact(&raw),
+            redacted,
+            typed_secrets,
             scheme: url.scheme,
             raw: fetch_url,
             credentials,
@@ -377,21 +390,28 @@ impl RepoUrl {
     }
 }
 
-/// For a string that did not parse as a URL: hide everything between `scheme://` and the last
-/// `@`, whatever characters the password holds.
-fn redact_strict(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
-            format!("{scheme}://***{}", &url[at..])
+/// `%XX` escapes decoded, as Git decodes the user part of a URL; anything else kept as written.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
         }
-        _ => url.to_string(),
     }
-}
-
-/// Hide credentials: the whole user part of http(s) URLs (tokens are often sent as the user
-/// name), the password part of any other URL.
-pub fn redact(url: &str) -> String {
-    crate::redact::mask_urls(url)
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The settings given as flags on this command line, as `GITOPS_*` env-file entries, in the
@@ -1018,10 +1038,14 @@ mod tests {
             ("ssh://git:pw@host/r.git", "ssh://git:***@host/r.git"),
             ("git@host:org/r.git", "git@host:org/r.git"),
             ("/srv/r.git", "/srv/r.git"),
-            ("https://host/p@th", "https://host/p@th"),
+            ("file://u:S3c/ret@/srv/r.git", "file://u:***@/srv/r.git"),
         ];
         for (url, shown) in table {
-            assert_eq!(redact(url), shown, "{url}");
+            assert_eq!(
+                RepoUrl::parse(url).map(|u| u.redacted).ok(),
+                Some(shown.to_string()),
+                "{url}"
+            );
         }
     }
 
@@ -1049,9 +1073,14 @@ mod tests {
         }
         let err = RepoUrl::parse("ftp://u:secret@h/r").unwrap_err();
         assert!(!format!("{err:#}").contains("secret"));
-        let err = RepoUrl::parse("https://u:se/cr?et#@h/r").unwrap_err();
+        let err = RepoUrl::parse("ftp://u:se/cr?et#@h/r").unwrap_err();
         let text = format!("{err:#}");
         assert!(!text.contains("se/cr") && !text.contains("et#"), "{text}");
+        let url = RepoUrl::parse("https://u:se/cr?et#@h/r").unwrap();
+        assert_eq!(
+            (url.raw.as_str(), url.redacted.as_str()),
+            ("https://h/r", "https://***@h/r")
+        );
     }
 
     #[test]
@@ -1061,11 +1090,18 @@ mod tests {
         assert_eq!(url.redacted, "https://***@git.example.com/org/cfg.git");
         assert_eq!(url.credentials, Some(("deploy".into(), "t0ken-x".into())));
         assert_eq!(url.secrets(), ["deploy", "t0ken-x"]);
+        let url = RepoUrl::parse("https://de%40ploy:t0k#en/x@h/r.git").unwrap();
+        assert_eq!(url.raw, "https://h/r.git");
+        assert_eq!(url.credentials, Some(("de@ploy".into(), "t0k#en/x".into())));
         let ssh = RepoUrl::parse("ssh://git@h/r.git").unwrap();
         assert_eq!(ssh.raw, "ssh://git@h/r.git");
         assert!(ssh.secrets().is_empty());
-        for other in ["ssh://git:pa55word@h/r.git", "file://u:pa55word@/srv/r.git"] {
+        for (other, fetched) in [
+            ("ssh://git:pa55word@h/r.git", "ssh://git@h/r.git"),
+            ("file://u:pa55word@/srv/r.git", "file://u@/srv/r.git"),
+        ] {
             let url = RepoUrl::parse(other).unwrap();
+            assert_eq!(url.raw, fetched, "gix never sees the password of {other}");
             assert_eq!(url.secrets(), ["pa55word"], "{other}");
             assert!(!url.redacted.contains("pa55word"), "{other}");
         }

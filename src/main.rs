@@ -314,6 +314,12 @@ fn run() -> anyhow::Result<Exit> {
         Command::Sync(options) => {
             let settings = Settings::for_sync(&options)
                 .inspect_err(|e| pass::record_config_error(&options.state.state_dir, e, now()))?;
+            // The entry point inherits this environment: the alias must not hand it the
+            // password the URL holds (GITOPS_REPO_URL is set for it, redacted).
+            if std::env::var_os("REPO_URL").is_some() {
+                // Single-threaded still: the pass starts its threads later.
+                std::env::set_var("REPO_URL", &settings.repo_url.redacted);
+            }
             pass::run(&settings, &now)?;
             Ok(Exit::Ok)
         }
