@@ -522,7 +522,7 @@ pub fn format_duration(d: Duration) -> String {
             secs %= len;
         }
     }
-    let (ms, us) = (d.subsec_micros() / 1000, d.subsec_micros() % 1000);
+    let (ms, us) = (d.subsec_millis(), d.subsec_micros() % 1000);
     if ms > 0 {
         parts.push(format!("{ms}ms"));
     }
