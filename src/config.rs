@@ -512,27 +512,29 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(total)
 }
 
-/// A duration as people (and `parse_duration`) read it: `500ms`, `1min 30s`, `2h`, `0s`.
+/// A duration as people (and `parse_duration`) read it, in one unit: the largest that counts
+/// it exactly, at least twice above seconds (`500ms`, `60s`, `90s`, `5min`, `90min`, `2h`).
 pub fn format_duration(d: Duration) -> String {
-    let mut parts = Vec::new();
-    let mut secs = d.as_secs();
-    for (unit, len) in [("d", 86400), ("h", 3600), ("min", 60), ("s", 1)] {
-        if secs >= len {
-            parts.push(format!("{}{unit}", secs / len));
-            secs %= len;
-        }
-    }
-    let (ms, us) = (d.subsec_millis(), d.subsec_micros() % 1000);
-    if ms > 0 {
-        parts.push(format!("{ms}ms"));
-    }
-    if us > 0 {
-        parts.push(format!("{us}us"));
-    }
-    if parts.is_empty() {
+    const UNITS: [(&str, u128); 6] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("min", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ];
+    let nanos = d.as_nanos();
+    if nanos == 0 {
         return "0s".to_string();
     }
-    parts.join(" ")
+    let seconds = 1_000_000_000;
+    UNITS
+        .iter()
+        .find(|(_, len)| nanos % len == 0 && (nanos / len >= 2 || *len <= seconds))
+        .map_or_else(
+            || format!("{}us", nanos / 1_000),
+            |(unit, len)| format!("{}{unit}", nanos / len),
+        )
 }
 
 /// Parse an env file as systemd's `EnvironmentFile=` does: `KEY=VALUE` lines, `#` and `;`
@@ -890,11 +892,15 @@ mod tests {
         let table = [
             (Duration::ZERO, "0s"),
             (Duration::from_millis(500), "500ms"),
-            (Duration::from_micros(1500), "1ms 500us"),
-            (Duration::from_secs(90), "1min 30s"),
+            (Duration::from_micros(1500), "1500us"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_secs(60), "60s"),
+            (Duration::from_secs(90), "90s"),
             (Duration::from_secs(300), "5min"),
-            (Duration::from_secs(5400), "1h 30min"),
-            (Duration::from_secs(86400 + 1), "1d 1s"),
+            (Duration::from_secs(3600), "60min"),
+            (Duration::from_secs(5400), "90min"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(86400 + 1), "86401s"),
             (MAX_DURATION, "365d"),
         ];
         for (d, shown) in table {
