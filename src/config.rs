@@ -530,7 +530,7 @@ pub fn format_duration(d: Duration) -> String {
     let seconds = 1_000_000_000;
     UNITS
         .iter()
-        .find(|(_, len)| nanos % len == 0 && (nanos / len >= 2 || *len <= seconds))
+        .find(|(_, len)| nanos.is_multiple_of(*len) && (nanos / len >= 2 || *len <= seconds))
         .map_or_else(
             || format!("{}us", nanos / 1_000),
             |(unit, len)| format!("{}{unit}", nanos / len),
