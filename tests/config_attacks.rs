@@ -426,3 +426,23 @@ fn man_pages_list_the_variables_and_no_help_page() {
     let status = std::fs::read_to_string(man.join("gitops-status.1")).unwrap();
     assert!(status.contains("GITOPS_STATE_DIR") && !status.contains("GITOPS_APPLY_TIMEOUT"));
 }
+
+#[test]
+fn a_commit_subject_cannot_repaint_the_terminal() {
+    let up = Upstream::new();
+    let subject = format!("\x1b[2J\x1b[Hall good\x07 {}", "B".repeat(5000));
+    up.commit(&[("run.sh", "#!/bin/sh\nexit 1\n")], &subject);
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    let run = m.sync(&daemon.url("config.git"), &[]).expect(1);
+    let all = everything_shown(&m, &run);
+    assert!(all.contains("all good"), "the subject is shown: {all}");
+    for c in all.chars() {
+        assert!(
+            !c.is_control() || c == '\n',
+            "control character {c:?} shown: {all:?}"
+        );
+    }
+    let state = std::fs::metadata(m.state.join("state.json")).unwrap().len();
+    assert!(state < 4096, "state.json is {state} bytes");
+}

@@ -176,7 +176,7 @@ fn pass(
                         commit: tip.clone(),
                         applied_at: rfc3339(now()),
                         log: log_shown,
-                        subject: git::subject(repo, fetched.tip),
+                        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
@@ -190,7 +190,7 @@ fn pass(
                         attempts: attempt,
                         last_error: one_line(&e),
                         log: log_shown,
-                        subject: git::subject(repo, fetched.tip),
+                        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
                     });
                     let applied = state
                         .applied
@@ -372,6 +372,12 @@ pub fn one_line(e: &anyhow::Error) -> String {
         said.push(words.to_string());
     }
     bounded(&printable(&crate::redact::scrub(&said.join(": "))))
+}
+
+/// Text from the repository (a commit's subject) as status may show it: written by whoever
+/// can push, so held to the same rules as a server's message.
+pub fn shown(text: &str) -> String {
+    bounded(&printable(text))
 }
 
 /// The longest message a pass prints or records, in characters: a server's error can be 64 KiB.
