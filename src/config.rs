@@ -1082,6 +1082,12 @@ mod tests {
         let err = RepoUrl::parse("ftp://u:se/cr?et#@h/r").unwrap_err();
         let text = format!("{err:#}");
         assert!(!text.contains("se/cr") && !text.contains("et#"), "{text}");
+        let path = RepoUrl::parse("https://h/a@b/r.git").unwrap();
+        assert_eq!(
+            path.raw, "https://h/a@b/r.git",
+            "an @ in the path is not a user"
+        );
+        assert_eq!(path.credentials, None);
         let url = RepoUrl::parse("https://u:se/cr?et#@h/r").unwrap();
         assert_eq!(
             (url.raw.as_str(), url.redacted.as_str()),

@@ -92,7 +92,8 @@ fn masked_userinfo(scheme: &str, userinfo: &str) -> String {
 
 /// The parts of a configured URL, read from its text: `scheme`, the user part (everything
 /// between `scheme://` and the last `@` whose remainder is `host[:port]/path`, or `/path` for
-/// file://, so that a password may hold any character), and that remainder. None when the URL
+/// file://, and whose user name holds no `/`, so that a password may hold any character), and
+/// that remainder. None when the URL
 /// has no `scheme://` or no user part.
 pub fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
     let (scheme, after) = url.split_once("://")?;
@@ -101,11 +102,15 @@ pub fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
     candidates.reverse();
     candidates.into_iter().find_map(|at| {
         let remainder = &after[at + 1..];
-        let fits = if file {
-            remainder.starts_with('/')
-        } else {
-            host_then_path(remainder)
-        };
+        // A user name never holds a `/`: `https://host/a@b/r.git` is a path with an `@`, which
+        // must not send the fetch to host `b`. A password may hold anything.
+        let user = after[..at].split(':').next().unwrap_or_default();
+        let fits = !user.contains('/')
+            && if file {
+                remainder.starts_with('/')
+            } else {
+                host_then_path(remainder)
+            };
         fits.then(|| (scheme, &after[..at], remainder))
     })
 }
@@ -229,7 +234,7 @@ mod tests {
             ),
             ("https://t0ken@h/r.git", "https://***@h/r.git", &["t0ken"]),
             ("ssh://git@h/r.git", "ssh://git@h/r.git", &[]),
-            ("https://h/p@th/x.git", "https://***@th/x.git", &["h/p"]),
+            ("https://h/p@th/x.git", "https://***@th/x.git", &[]),
             ("git@h:org/r.git", "git@h:org/r.git", &[]),
             ("/srv/r.git", "/srv/r.git", &[]),
         ];
