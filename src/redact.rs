@@ -1,5 +1,6 @@
 //! The one place credentials are taken out of text that leaves the program: the error line,
-//! warnings, and what a pass records in state.json (which `status` shows).
+//! warnings, what a pass records in state.json (which `status` shows), the configured URL as
+//! the entry point and status see it (`redact_url`), and the env files install-units shows.
 //!
 //! Two layers, because neither is enough alone: the secrets of the configured URL are masked
 //! wherever they appear (a server may echo them without the URL around them), and any
