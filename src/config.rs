@@ -130,6 +130,8 @@ pub struct RepoUrl {
     pub scheme: gix::url::Scheme,
     /// http(s) user and password from the URL.
     pub credentials: Option<(String, String)>,
+    /// The password (and the http(s) user) as typed in the URL, whatever characters it holds.
+    typed_secrets: Vec<String>,
 }
 
 impl RepoUrl {
@@ -141,18 +143,12 @@ impl RepoUrl {
             Some((user, password)) => vec![user.clone(), password.clone()],
             None => Vec::new(),
         };
-        // Read from the text, not from gix's parse: gix takes `file://u:p@/path` apart without
-        // a password, and then quotes the whole URL in its error.
-        if let Some((_, rest)) = self.raw.split_once("://") {
-            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-            if let Some((_, password)) = authority
-                .rfind('@')
-                .and_then(|at| authority[..at].split_once(':'))
-            {
-                secrets.push(password.to_string());
-            }
-        }
+        // Read from the text as typed, not from gix's parse: gix takes `file://u:p@/path` apart
+        // without a password, and then quotes the whole URL in its error.
+        secrets.extend(self.typed_secrets.iter().cloned());
         secrets.retain(|s| s.len() >= 4);
+        secrets.sort();
+        secrets.dedup();
         secrets
     }
 }
@@ -202,10 +198,13 @@ impl Settings {
             check_deploy_key(key)?;
         }
         if let Some(known_hosts) = &opts.known_hosts {
-            std::fs::File::open(known_hosts).or_exit(Exit::Usage, || {
-                format!(
-                    "cannot read the known_hosts file {}: point --known-hosts at a file that pins the Git server's host key",
-                    known_hosts.display()
+            open_regular(known_hosts).map_err(|e| {
+                fail(
+                    Exit::Usage,
+                    format!(
+                        "cannot read the known_hosts file {} ({e}): point --known-hosts at a file that pins the Git server's host key",
+                        known_hosts.display()
+                    ),
                 )
             })?;
         }
@@ -347,7 +346,7 @@ impl RepoUrl {
                 Exit::Usage,
                 format!(
                     "--repo-url {:?} is not a usable Git URL ({why}): use ssh://host/path, user@host:path, git://, http(s):// or an absolute path",
-                    redact_strict(raw)
+                    crate::redact::mask_urls(raw)
                 ),
             )
         };
@@ -357,7 +356,31 @@ impl RepoUrl {
         } else {
             raw.to_string()
         };
-        let mut url = gix::url::parse(gix::bstr::BStr::new(raw.as_str()))
+        // The user part is read from the text (a password may hold `/ ? # @ :`, which gix
+        // would take for the path or the host), and gix never sees a password: http(s)
+        // credentials go to the server through the credentials callback, and ssh, git and file
+        // URLs have no use for one (ssh authenticates with the key), so no gix message can
+        // quote it.
+        let (redacted, typed_secrets) = crate::redact::redact_url(&raw);
+        let mut credentials = None;
+        let mut fetch_url = raw.clone();
+        if let Some((scheme, userinfo, remainder)) = crate::redact::split_userinfo(&raw) {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if scheme.eq_ignore_ascii_case("http") {
+                return Err(bad(
+                    "credentials would travel in clear text over http: use https://",
+                ));
+            }
+            if scheme.eq_ignore_ascii_case("https") {
+                credentials = Some((percent_decoded(user), percent_decoded(password)));
+                fetch_url = format!("{scheme}://{remainder}");
+            } else if user.is_empty() {
+                fetch_url = format!("{scheme}://{remainder}");
+            } else {
+                fetch_url = format!("{scheme}://{user}@{remainder}");
+            }
+        }
+        let url = gix::url::parse(gix::bstr::BStr::new(fetch_url.as_str()))
             .map_err(|_| bad("it does not parse"))?;
         match url.scheme {
             Scheme::File => {
@@ -382,16 +405,9 @@ impl RepoUrl {
                 return Err(bad("only ssh, git, http(s) and file URLs are supported"))
             }
         }
-        let mut credentials = None;
-        let mut fetch_url = raw.clone();
-        if url.scheme == Scheme::Https && (url.user().is_some() || url.password().is_some()) {
-            let user = url.set_user(None).unwrap_or_default();
-            let password = url.set_password(None).unwrap_or_default();
-            credentials = Some((user, password));
-            fetch_url = url.to_bstring().to_string();
-        }
         Ok(RepoUrl {
-            redacted: redact(&raw),
+            redacted,
+            typed_secrets,
             scheme: url.scheme,
             raw: fetch_url,
             credentials,
@@ -399,21 +415,28 @@ impl RepoUrl {
     }
 }
 
-/// For a string that did not parse as a URL: hide everything between `scheme://` and the last
-/// `@`, whatever characters the password holds.
-fn redact_strict(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
-            format!("{scheme}://***{}", &url[at..])
+/// `%XX` escapes decoded, as Git decodes the user part of a URL; anything else kept as written.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
         }
-        _ => url.to_string(),
     }
-}
-
-/// Hide credentials: the whole user part of http(s) URLs (tokens are often sent as the user
-/// name), the password part of any other URL.
-pub fn redact(url: &str) -> String {
-    crate::redact::mask_urls(url)
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The settings given as flags on this command line, as `GITOPS_*` env-file entries, in the
@@ -465,8 +488,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
 /// How `MAX_DURATION` is written in messages and the README.
 pub const MAX_DURATION_TEXT: &str = "365d";
 
-/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`; at most
-/// `MAX_DURATION`.
+/// Parse a duration the way systemd writes them: `90`, `30s`, `5min`, `2h`, `1h 30min`, `1w`,
+/// `500ms`, `250us`; at most `MAX_DURATION`. Fractions (`1.5h`), months and years are refused:
+/// a month or a year has no fixed length, and no setting here needs them.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: write it like 30s, 5min or 2h");
     let too_long = || {
@@ -502,6 +526,8 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             "m" | "min" | "minute" | "minutes" => Duration::from_secs(number.saturating_mul(60)),
             "h" | "hr" | "hour" | "hours" => Duration::from_secs(number.saturating_mul(3600)),
             "d" | "day" | "days" => Duration::from_secs(number.saturating_mul(86400)),
+            "w" | "week" | "weeks" => Duration::from_secs(number.saturating_mul(7 * 86400)),
+            "us" | "usec" => Duration::from_micros(number),
             _ => return Err(invalid()),
         };
         total = total
@@ -566,6 +592,31 @@ pub fn show_size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A duration as people (and `parse_duration`) read it, in one unit: the largest that counts
+/// it exactly, at least twice above seconds (`500ms`, `60s`, `90s`, `5min`, `90min`, `2h`).
+pub fn format_duration(d: Duration) -> String {
+    const UNITS: [(&str, u128); 6] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("min", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ];
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    let seconds = 1_000_000_000;
+    UNITS
+        .iter()
+        .find(|(_, len)| nanos.is_multiple_of(*len) && (nanos / len >= 2 || *len <= seconds))
+        .map_or_else(
+            || format!("{}us", nanos / 1_000),
+            |(unit, len)| format!("{}{unit}", nanos / len),
+        )
 }
 
 /// Parse an env file as systemd's `EnvironmentFile=` does: `KEY=VALUE` lines, `#` and `;`
@@ -697,6 +748,20 @@ pub fn known_variables(command: &clap::Command) -> Vec<String> {
     known
 }
 
+/// The variable of the option `--long`, anywhere in the command line's definition.
+pub fn variable_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .and_then(|env| env.to_str().map(str::to_string))
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| variable_of(sub, long))
+        })
+}
+
 /// The known variable a mistyped one most likely meant: the nearest by edit distance (a swap
 /// of two neighbours counts as one edit), if it is near enough to be a typo.
 pub fn nearest_variable<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
@@ -734,6 +799,51 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// The largest env file read: a few settings take a few hundred bytes.
+pub const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// Read a regular file of at most `limit` bytes, opened without blocking so that a FIFO or a
+/// device at the path is refused ("not a regular file") instead of hanging the pass, and
+/// never read beyond the limit (`/dev/zero` would otherwise fill the memory).
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // `--config /dev/null` is the usual way to say "no env file".
+    if std::fs::metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_char_device() && m.rdev() == nix::libc::makedev(1, 3)
+    }) {
+        return Ok(Vec::new());
+    }
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "too large to be an env file: more than {} KiB",
+            limit / 1024
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Open a file for reading without blocking on a FIFO, and refuse anything but a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(if meta.is_dir() {
+            "a directory, not a regular file"
+        } else {
+            "not a regular file"
+        }));
+    }
+    Ok(file)
+}
+
 /// The env file's text: UTF-8, with a byte-order mark (which some editors write) skipped.
 fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -747,14 +857,23 @@ fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error>
 /// `GITOPS_*` key that is not in `known` gets a warning naming the nearest known one.
 pub fn load_env_file(explicit: Option<&Path>, known: &[String]) -> Result<()> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_regular_file(path, MAX_ENV_FILE) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(()),
-        Err(e) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(fail(
                 Exit::Usage,
                 format!(
                     "cannot read the config file {} ({e}): create it or point --config at an existing file",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "cannot read the config file {} ({e}): point --config at an env file of KEY=VALUE lines",
                     path.display()
                 ),
             ))
@@ -828,6 +947,11 @@ mod tests {
             );
         }
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_duration("1 week"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1usec"), Ok(Duration::from_micros(1)));
+        assert!(parse_duration("53w").unwrap_err().contains("at most 365d"));
         for bad in ["", "abc", "5 parsecs", "min", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -842,6 +966,28 @@ mod tests {
         ] {
             let err = parse_duration(huge).unwrap_err();
             assert!(err.contains("at most 365d"), "{huge:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_are_shown_as_people_write_them() {
+        let table = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(1500), "1500us"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_secs(60), "60s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(300), "5min"),
+            (Duration::from_secs(3600), "60min"),
+            (Duration::from_secs(5400), "90min"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(86400 + 1), "86401s"),
+            (MAX_DURATION, "365d"),
+        ];
+        for (d, shown) in table {
+            assert_eq!(format_duration(d), shown);
+            assert_eq!(parse_duration(shown), Ok(d), "{shown} reads back");
         }
     }
 
@@ -1015,10 +1161,14 @@ mod tests {
             ("ssh://git:pw@host/r.git", "ssh://git:***@host/r.git"),
             ("git@host:org/r.git", "git@host:org/r.git"),
             ("/srv/r.git", "/srv/r.git"),
-            ("https://host/p@th", "https://host/p@th"),
+            ("file://u:S3c/ret@/srv/r.git", "file://u:***@/srv/r.git"),
         ];
         for (url, shown) in table {
-            assert_eq!(redact(url), shown, "{url}");
+            assert_eq!(
+                RepoUrl::parse(url).map(|u| u.redacted).ok(),
+                Some(shown.to_string()),
+                "{url}"
+            );
         }
     }
 
@@ -1046,9 +1196,20 @@ mod tests {
         }
         let err = RepoUrl::parse("ftp://u:secret@h/r").unwrap_err();
         assert!(!format!("{err:#}").contains("secret"));
-        let err = RepoUrl::parse("https://u:se/cr?et#@h/r").unwrap_err();
+        let err = RepoUrl::parse("ftp://u:se/cr?et#@h/r").unwrap_err();
         let text = format!("{err:#}");
         assert!(!text.contains("se/cr") && !text.contains("et#"), "{text}");
+        let path = RepoUrl::parse("https://h/a@b/r.git").unwrap();
+        assert_eq!(
+            path.raw, "https://h/a@b/r.git",
+            "an @ in the path is not a user"
+        );
+        assert_eq!(path.credentials, None);
+        let url = RepoUrl::parse("https://u:se/cr?et#@h/r").unwrap();
+        assert_eq!(
+            (url.raw.as_str(), url.redacted.as_str()),
+            ("https://h/r", "https://***@h/r")
+        );
     }
 
     #[test]
@@ -1058,11 +1219,18 @@ mod tests {
         assert_eq!(url.redacted, "https://***@git.example.com/org/cfg.git");
         assert_eq!(url.credentials, Some(("deploy".into(), "t0ken-x".into())));
         assert_eq!(url.secrets(), ["deploy", "t0ken-x"]);
+        let url = RepoUrl::parse("https://de%40ploy:t0k#en/x@h/r.git").unwrap();
+        assert_eq!(url.raw, "https://h/r.git");
+        assert_eq!(url.credentials, Some(("de@ploy".into(), "t0k#en/x".into())));
         let ssh = RepoUrl::parse("ssh://git@h/r.git").unwrap();
         assert_eq!(ssh.raw, "ssh://git@h/r.git");
         assert!(ssh.secrets().is_empty());
-        for other in ["ssh://git:pa55word@h/r.git", "file://u:pa55word@/srv/r.git"] {
+        for (other, fetched) in [
+            ("ssh://git:pa55word@h/r.git", "ssh://git@h/r.git"),
+            ("file://u:pa55word@/srv/r.git", "file://u@/srv/r.git"),
+        ] {
             let url = RepoUrl::parse(other).unwrap();
+            assert_eq!(url.raw, fetched, "gix never sees the password of {other}");
             assert_eq!(url.secrets(), ["pa55word"], "{other}");
             assert!(!url.redacted.contains("pa55word"), "{other}");
         }

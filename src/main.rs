@@ -173,10 +173,91 @@ fn parse(args: &[std::ffi::OsString]) -> anyhow::Result<(Cli, clap::ArgMatches)>
             say!("{}", Cli::command().render_help());
             std::process::exit(i32::from(Exit::Usage));
         }
-        Err(e) => return Err(usage_error(&e)),
+        Err(e) => return Err(usage_error(&blame_the_variable(e, args))),
     };
     let cli = Cli::from_arg_matches(&matches).map_err(|e| usage_error(&e))?;
     Ok((cli, matches))
+}
+
+/// A bad value that came from a variable (the process environment or the env file), not from
+/// the command line: name the variable instead of a flag the operator never typed.
+fn blame_the_variable(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let Some(long) = shown
+        .strip_prefix("--")
+        .and_then(|s| s.split([' ', '=']).next())
+    else {
+        return e;
+    };
+    let typed = args.iter().skip(1).take_while(|a| *a != "--").any(|a| {
+        a.to_str()
+            .and_then(|a| a.strip_prefix("--"))
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    if typed {
+        return e;
+    }
+    let Some(var) = config::variable_of(&Cli::command(), long) else {
+        return e;
+    };
+    let text = e.to_string().replacen(
+        &format!("'{shown}'"),
+        &format!("{var} (from the environment or the env file)"),
+        1,
+    );
+    // `raw` puts its own "error: " in front.
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    clap::Error::raw(ErrorKind::InvalidValue, text)
+}
+
+/// A `gitops sync` whose command line or variables did not parse: the state directory it would
+/// have used, from the raw arguments (`sync … --state-dir X`), else `GITOPS_STATE_DIR` (the
+/// env file's too, loaded here as best it can be), else the default. None for other commands.
+fn sync_state_dir_from_raw(args: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let sync = words
+        .iter()
+        .enumerate()
+        .position(|(i, w)| *w == "sync" && (i == 0 || words[i - 1] != "--config"))?;
+    let value_of = |name: &str, from: usize| {
+        let flag = format!("--{name}");
+        let mut found = None;
+        for (i, w) in words.iter().enumerate().skip(from) {
+            if *w == "--" {
+                break;
+            }
+            if *w == flag {
+                found = words.get(i + 1).map(|v| v.to_string());
+            } else if let Some(v) = w.strip_prefix(&format!("{flag}=")) {
+                found = Some(v.to_string());
+            }
+        }
+        found.filter(|v| !v.is_empty())
+    };
+    if let Some(dir) = value_of("state-dir", sync) {
+        return Some(dir.into());
+    }
+    let env_file = value_of("config", 0).or_else(|| {
+        std::env::var("GITOPS_CONFIG")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    let known = config::known_variables(&Cli::command());
+    let _ = config::load_env_file(env_file.as_deref().map(std::path::Path::new), &known);
+    Some(
+        std::env::var_os("GITOPS_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| "/var/lib/gitops".into(), std::path::PathBuf::from),
+    )
 }
 
 /// The state directory a sync would have used, when the options with the env file no longer
@@ -195,7 +276,15 @@ fn run() -> anyhow::Result<Exit> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     config::forget_empty_variables();
     config::forget_variables_given_as_flags(&Cli::command(), &args);
-    let (cli, matches) = parse(&args)?;
+    let (cli, matches) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            if let Some(state_dir) = sync_state_dir_from_raw(&args) {
+                pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
+            }
+            return Err(e);
+        }
+    };
     // Everything but install-units reads the env file below flags and the process environment.
     // clap reads the environment, so the file is loaded and the line parsed again. install-units
     // writes an env file and must not read this machine's into an image it builds.
@@ -225,6 +314,12 @@ fn run() -> anyhow::Result<Exit> {
         Command::Sync(options) => {
             let settings = Settings::for_sync(&options)
                 .inspect_err(|e| pass::record_config_error(&options.state.state_dir, e, now()))?;
+            // The entry point inherits this environment: the alias must not hand it the
+            // password the URL holds (GITOPS_REPO_URL is set for it, redacted).
+            if std::env::var_os("REPO_URL").is_some() {
+                // Single-threaded still: the pass starts its threads later.
+                std::env::set_var("REPO_URL", &settings.repo_url.redacted);
+            }
             pass::run(&settings, &now)?;
             Ok(Exit::Ok)
         }

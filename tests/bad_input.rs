@@ -217,6 +217,10 @@ fn the_checkout_path_must_not_be_a_plain_directory() {
     up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
     let daemon = GitDaemon::serve(&up.srv());
     let m = Machine::new();
+    // A config error is recorded only into a state directory that exists.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&m.state)
+        .unwrap();
     std::fs::create_dir(&m.checkout).unwrap();
     std::fs::write(m.checkout.join("precious"), "data").unwrap();
     let run = m.sync(&daemon.url("config.git"), &[]).expect(2);

@@ -4,6 +4,7 @@ mod harness;
 mod support;
 
 mod bad_input;
+mod config_attacks;
 mod config_file;
 mod crash;
 mod install_units;

@@ -121,6 +121,10 @@ fn a_bad_value_in_the_env_file_is_recorded() {
 
     // The state directory the env file names is the one recorded into.
     let elsewhere = m.dir.path().join("other-state");
+    // Only into a state directory that exists: a config error never creates one.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&elsewhere)
+        .unwrap();
     std::fs::write(
         &m.config,
         format!(

@@ -98,8 +98,8 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         None => Err(fail(
             Exit::FetchFailed,
             format!(
-                "could not fetch {what}: no answer within {}s; check the network or raise --fetch-timeout",
-                settings.fetch_timeout.as_secs()
+                "could not fetch {what}: no answer within {}; check the network or raise --fetch-timeout",
+                crate::config::format_duration(settings.fetch_timeout)
             ),
         )),
     };

@@ -482,7 +482,7 @@ fn shown(path: &str, text: &str) -> String {
     let mut open: Option<char> = None;
     for line in text.lines() {
         let shown = if path != ENV_FILE {
-            redact_urls(line)
+            crate::redact::mask_urls(line)
         } else if let Some(end) = open {
             let done = match end {
                 '\\' => !line.ends_with('\\'),
@@ -513,7 +513,7 @@ fn shown_env_line(line: &str) -> (String, Option<char>) {
         .or_else(|| trimmed.strip_prefix(';'));
     let assignment = commented.map(str::trim_start).unwrap_or(line);
     let Some((key, value)) = assignment.split_once('=') else {
-        return (redact_urls(line), None);
+        return (crate::redact::mask_urls(line), None);
     };
     let name = key.trim().trim_start_matches("export ").trim();
     let is_name = !name.is_empty()
@@ -521,7 +521,7 @@ fn shown_env_line(line: &str) -> (String, Option<char>) {
         && !name.starts_with(|c: char| c.is_ascii_digit());
     if commented.is_some() && !is_name {
         // Prose that happens to hold an '=': nothing to mask but URLs.
-        return (redact_urls(line), None);
+        return (crate::redact::mask_urls(line), None);
     }
     // A comment does not go on over lines; a value does.
     let goes_on = |value: &str| -> Option<char> {
@@ -549,36 +549,11 @@ fn shown_env_line(line: &str) -> (String, Option<char>) {
     let shown = match quote {
         Some(q) => format!(
             "{q}{}{q}",
-            redact_urls(&trimmed_value[1..trimmed_value.len() - 1])
+            crate::redact::mask_urls(&trimmed_value[1..trimmed_value.len() - 1])
         ),
-        None => redact_urls(trimmed_value),
+        None => crate::redact::mask_urls(trimmed_value),
     };
     (format!("{prefix}{key}={shown}"), goes_on(value))
-}
-
-/// Mask what stands between `scheme://` and the last `@` of each URL in a text, whatever the
-/// scheme and whatever characters the password holds. A URL ends at whitespace or a quote.
-fn redact_urls(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("://") {
-        let (before, after) = rest.split_at(start + 3);
-        out.push_str(before);
-        let end = after
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(after.len());
-        let url = &after[..end];
-        match url.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&url[at..]);
-            }
-            None => out.push_str(url),
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The env file from the settings given: the syntax `parse_env_file` and systemd both read.

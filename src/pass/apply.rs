@@ -164,9 +164,9 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         if left.is_zero() {
             stop_group(&handle, pgid);
             break Err(format!(
-                "{} did not finish within {}s and was killed with its process group; raise --apply-timeout if it needs longer",
+                "{} did not finish within {} and was killed with its process group; raise --apply-timeout if it needs longer",
                 spec.entrypoint,
-                spec.timeout.as_secs()
+                crate::config::format_duration(spec.timeout)
             ));
         }
     };

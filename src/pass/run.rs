@@ -204,7 +204,7 @@ fn pass(
                         commit: tip.clone(),
                         applied_at: rfc3339(now()),
                         log: log_shown,
-                        subject: git::subject(repo, fetched.tip),
+                        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
@@ -218,7 +218,7 @@ fn pass(
                         attempts: attempt,
                         last_error: one_line(&e),
                         log: log_shown,
-                        subject: git::subject(repo, fetched.tip),
+                        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
                     });
                     let applied = state
                         .applied
@@ -395,7 +395,8 @@ pub fn unfinished_error(unfinished: &InProgress) -> String {
 /// on stderr is all there is.
 pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetDateTime) {
     let layout = Layout::new(&std::path::absolute(state_dir).unwrap_or(state_dir.to_path_buf()));
-    if state::private_problem(&layout).is_some() || layout.create_quietly().is_err() {
+    // Never create one: a default state directory made by a config error would be wrong.
+    if !layout.root.is_dir() || state::private_problem(&layout).is_some() {
         return;
     }
     let Some(_lock) = layout.try_lock() else {
@@ -429,7 +430,44 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         said.push(words.to_string());
     }
-    crate::redact::scrub(&said.join(": "))
+    bounded(&printable(&crate::redact::scrub(&said.join(": "))))
+}
+
+/// Text from the repository (a commit's subject) as status may show it: written by whoever
+/// can push, so held to the same rules as a server's message.
+pub fn shown(text: &str) -> String {
+    bounded(&printable(text))
+}
+
+/// The longest message a pass prints or records, in characters: a server's error can be 64 KiB.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Control characters written out (`\x1b`, `\x0d`), a tab as a space: a message from a
+/// hostile server must not move the cursor, repaint the terminal or overwrite a line.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `MAX_MESSAGE_CHARS` characters: the start and the end of a longer message (where the
+/// cause and the server's last words usually are), joined by "…".
+fn bounded(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return text.to_string();
+    }
+    let head = (MAX_MESSAGE_CHARS - 1) / 2;
+    let tail = MAX_MESSAGE_CHARS - 1 - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
 }
 
 /// RFC 3339 to the second: what state.json and status show.
@@ -448,5 +486,32 @@ mod tests {
     fn timestamps_are_rfc3339_to_the_second() {
         let t = time::macros::datetime!(2026-11-25 10:15:30.123 UTC);
         assert_eq!(rfc3339(t), "2026-11-25T10:15:30Z");
+    }
+
+    #[test]
+    fn messages_are_printable_and_bounded() {
+        let table = [
+            ("plain words", "plain words"),
+            (
+                "\x1b[31mred\x1b[0m\rgitops: up to date",
+                "\\x1b[31mred\\x1b[0m\\x0dgitops: up to date",
+            ),
+            ("a\tb\u{7f}c\u{9b}d", "a b\\x7fc\\x9bd"),
+            ("é ü", "é ü"),
+        ];
+        for (text, shown) in table {
+            assert_eq!(printable(text), shown, "{text:?}");
+        }
+        let long = format!("start {} end", "é".repeat(5000));
+        let cut = bounded(&long);
+        assert_eq!(cut.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with("start é") && cut.ends_with("é end") && cut.contains('…'));
+        assert_eq!(bounded("short"), "short");
+        let e = anyhow::anyhow!("ERR \x1b[2J{}", "A".repeat(65000));
+        let line = one_line(&e);
+        assert!(
+            line.chars().count() <= MAX_MESSAGE_CHARS && !line.contains('\x1b'),
+            "{line}"
+        );
     }
 }

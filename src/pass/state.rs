@@ -135,13 +135,6 @@ impl Layout {
         self.root.join("lock")
     }
 
-    /// Create the state directory (0700) and its sub-directories: for recording an error that
-    /// was already said. (The same as `create` since a directory open to others is refused
-    /// before either is called, rather than warned about here.)
-    pub fn create_quietly(&self) -> Result<()> {
-        self.create()
-    }
-
     /// Create the state directory (0700) and its sub-directories.
     pub fn create(&self) -> Result<()> {
         let unwritable = |what: &Path| {
@@ -277,14 +270,14 @@ impl Layout {
                         waiting = true;
                         match orphan_holders(&file) {
                             Some(holders) => say!(
-                                "gitops: the lock {} is held by {holders}, left running by a gitops pass that was killed; waiting up to {}s for them",
+                                "gitops: the lock {} is held by {holders}, left running by a gitops pass that was killed; waiting up to {} for them",
                                 path.display(),
-                                timeout.as_secs()
+                                crate::config::format_duration(timeout)
                             ),
                             None => say!(
-                                "gitops: another pass holds {}; waiting up to {}s for it",
+                                "gitops: another pass holds {}; waiting up to {} for it",
                                 path.display(),
-                                timeout.as_secs()
+                                crate::config::format_duration(timeout)
                             ),
                         }
                     }
@@ -304,18 +297,18 @@ impl Layout {
                             return Err(fail(
                                 Exit::Locked,
                                 format!(
-                                    "the lock {} is held by {holders}, left running by a gitops pass that was killed (waited {}s): let them finish or stop them, or raise --lock-timeout",
+                                    "the lock {} is held by {holders}, left running by a gitops pass that was killed (waited {}): let them finish or stop them, or raise --lock-timeout",
                                     path.display(),
-                                    timeout.as_secs()
+                                    crate::config::format_duration(timeout)
                                 ),
                             ));
                         }
                         return Err(fail(
                             Exit::Locked,
                             format!(
-                                "another gitops pass holds the lock {} (waited {}s): let it finish, or raise --lock-timeout",
+                                "another gitops pass holds the lock {} (waited {}): let it finish, or raise --lock-timeout",
                                 path.display(),
-                                timeout.as_secs()
+                                crate::config::format_duration(timeout)
                             ),
                         ));
                     }
