@@ -1,65 +1,14 @@
-//! Issue 13 (findings 4a, 5, 6, 7, 10, 11, 12): a bad setting is recorded wherever it comes
-//! from, and never creates a state directory; passwords with any character stay hidden; a
-//! hostile server cannot repaint the terminal; config files never hang or fill the memory;
-//! messages name where a value came from; the man pages list the variables.
+//! A bad setting is recorded wherever it comes from, and never creates a state directory;
+//! passwords with any character stay hidden; a hostile server cannot repaint the terminal;
+//! config files never hang or fill the memory; messages name where a value came from; the man
+//! pages list the variables.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{Machine, Run, RECORDING_RUN_SH};
+use crate::harness::{everything_shown, served, Machine, Run};
 use crate::support::{GitDaemon, Sshd, Upstream};
-
-/// A repository whose first pass would run the recording entry point.
-fn served() -> (Upstream, GitDaemon, String) {
-    let up = Upstream::new();
-    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let url = daemon.url("config.git");
-    (up, daemon, url)
-}
-
-/// Wait for a child, failing the test (and killing it) if it hangs.
-fn within(mut child: Child, limit: Duration) -> Run {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn spawn(m: &Machine, args: &[&str]) -> Child {
-    let mut cmd = m.command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.spawn().unwrap()
-}
-
-/// Text shown by every command that reads the state: stderr of the pass, state.json, status,
-/// the logs.
-fn everything_shown(m: &Machine, run: &Run) -> String {
-    let mut all = run.stderr.clone();
-    all.push_str(&std::fs::read_to_string(m.state.join("state.json")).unwrap_or_default());
-    for args in [&["status"][..], &["status", "--json"][..]] {
-        let out = m.run(args);
-        all.push_str(&out.stdout);
-        all.push_str(&out.stderr);
-    }
-    for log in m.logs() {
-        all.push_str(&std::fs::read_to_string(m.state.join("logs").join(log)).unwrap_or_default());
-    }
-    all
-}
 
 #[test]
 fn a_bad_variable_is_recorded_and_names_the_variable() {
@@ -351,7 +300,7 @@ fn config_and_known_hosts_must_be_regular_files_and_never_hang() {
             "a directory",
         ),
     ] {
-        let run = within(spawn(&m, &args), Duration::from_secs(10)).expect(2);
+        let run = Run::within(m.spawn(&args), Duration::from_secs(10)).expect(2);
         let line = run.error_line();
         assert!(line.contains(expect), "{args:?}: {line}");
     }
@@ -359,8 +308,8 @@ fn config_and_known_hosts_must_be_regular_files_and_never_hang() {
     let mut text = "# padding\n".repeat(110_000);
     text.push_str("GITOPS_BRANCH=main\n");
     std::fs::write(&big, text).unwrap();
-    let run = within(
-        spawn(&m, &["--config", big.to_str().unwrap(), "status"]),
+    let run = Run::within(
+        m.spawn(&["--config", big.to_str().unwrap(), "status"]),
         Duration::from_secs(10),
     )
     .expect(2);

@@ -3,7 +3,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::harness::{wait_for, Machine, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, Upstream};
 
 fn spawn_sync(m: &Machine, url: &str, args: &[&str]) -> Child {
@@ -15,18 +15,6 @@ fn spawn_sync(m: &Machine, url: &str, args: &[&str]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd.spawn().unwrap()
-}
-
-fn wait_for(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -1,10 +1,14 @@
 //! A machine under test: its own state directory, checkout link and env file, and a way to run
 //! the real `gitops` binary against it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::support::{GitDaemon, Upstream};
 
 /// The entry point most tests commit: it records each run (commit, previous commit, branch)
 /// in `$OUT/runs`, so tests can count runs and check the environment.
@@ -40,6 +44,21 @@ impl Run {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Run a spawned child to completion, or fail the test after `limit` (killing it): a hang
+    /// is a bug here.
+    pub fn within(mut child: Child, limit: Duration) -> Run {
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("still running after {limit:?}: it hangs");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Run::from(child.wait_with_output().unwrap())
     }
 
     /// Assert the exit code, showing the output when it differs.
@@ -117,6 +136,13 @@ impl Machine {
         Run::of(&mut cmd)
     }
 
+    /// The binary started with `args`, its output captured: for `Run::within`.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = self.command();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let mut cmd = self.command();
         cmd.args(args);
@@ -170,4 +196,89 @@ pub fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// An upstream whose one commit is the recording entry point, served by `git daemon`.
+pub fn served() -> (Upstream, GitDaemon, String) {
+    let up = Upstream::new();
+    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let url = daemon.url("config.git");
+    (up, daemon, url)
+}
+
+/// A machine that applied the first commit of `served()`: "state unchanged" means something.
+pub fn applied_machine() -> (Upstream, GitDaemon, Machine, String) {
+    let (up, daemon, url) = served();
+    let m = Machine::new();
+    m.sync(&url, &[]).expect(0);
+    (up, daemon, m, url)
+}
+
+/// Wait until a file appears (an entry point's marker), failing the test after 20 s.
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Everything a command that reads the state shows: the run's stderr, state.json, status (both
+/// forms) and the apply logs. For checking that a secret shows nowhere.
+pub fn everything_shown(m: &Machine, run: &Run) -> String {
+    let mut all = run.stderr.clone();
+    all.push_str(&std::fs::read_to_string(m.state.join("state.json")).unwrap_or_default());
+    for args in [&["status"][..], &["status", "--json"][..]] {
+        let out = m.run(args);
+        all.push_str(&out.stdout);
+        all.push_str(&out.stderr);
+    }
+    for log in m.logs() {
+        all.push_str(&std::fs::read_to_string(m.state.join("logs").join(log)).unwrap_or_default());
+    }
+    all
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small tmpfs mounted on a directory, unmounted when dropped: a disk that fills up.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` where mounting is not allowed (not root): the test says it was skipped.
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: could not mount a tmpfs (needs root)");
+        }
+        mounted.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -1,31 +1,8 @@
-//! Issue 13, points 4, 6 and 7: absurd durations are usage errors, credentials never leave the
-//! program, configuration does what it says, and failures keep the server's own reason.
+//! Absurd durations are usage errors, credentials never leave the program, configuration does
+//! what it says, and failures keep the server's own reason.
 
-use std::process::Command;
-
-use crate::harness::{Machine, Run, RECORDING_RUN_SH};
+use crate::harness::{everything_shown, is_root, served, Machine, Run, Tmpfs, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, HttpServer, Sshd, Upstream};
-
-/// A repository whose first pass would run the recording entry point.
-fn served() -> (Upstream, GitDaemon, String) {
-    let up = Upstream::new();
-    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let url = daemon.url("config.git");
-    (up, daemon, url)
-}
-
-/// Text shown by every command that reads the state: stderr of the pass, state.json, status.
-fn everything_shown(m: &Machine, run: &Run) -> String {
-    let mut all = run.stderr.clone();
-    all.push_str(&std::fs::read_to_string(m.state.join("state.json")).unwrap_or_default());
-    for args in [&["status"][..], &["status", "--json"][..]] {
-        let out = m.run(args);
-        all.push_str(&out.stdout);
-        all.push_str(&out.stderr);
-    }
-    all
-}
 
 #[test]
 fn absurd_durations_are_usage_errors_naming_the_maximum() {
@@ -281,35 +258,15 @@ fn a_full_disk_says_so() {
     let daemon = GitDaemon::serve(&up.srv());
     let m = Machine::new();
     std::fs::create_dir(&m.state).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
-        .arg(&m.state)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: could not mount a tmpfs");
+    let Some(_disk) = Tmpfs::mount(&m.state, "256k") else {
         return;
-    }
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&m.state);
+    };
     let run = m.sync(&daemon.url("config.git"), &[]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     let line = run.error_line();
     assert!(line.contains("full"), "{line}");
     assert!(!line.contains("--repo-url"), "{line}");
     assert!(m.runs().is_empty());
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[test]

@@ -1,31 +1,11 @@
-//! What a local user who is not root tried against a pass run as root (findings 1, 2, 3, 8, 9
-//! and 4f of the review of issue 13): each place they could swap, plant or mislead is refused,
-//! with a fix that does not hand them root.
+//! What a local user who is not root tried against a pass run as root: each place they could
+//! swap, plant or mislead is refused, with a fix that does not hand them root.
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{Machine, Run, RECORDING_RUN_SH};
-use crate::support::{GitDaemon, Upstream};
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn served() -> (Upstream, GitDaemon, String) {
-    let up = Upstream::new();
-    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let url = daemon.url("config.git");
-    (up, daemon, url)
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+use crate::harness::{chmod, is_root, served, Machine, Run};
 
 #[test]
 fn a_state_directory_in_a_directory_others_can_write_is_refused() {
@@ -105,7 +85,7 @@ fn a_state_directory_swapped_while_the_pass_waits_for_the_lock_is_refused() {
     std::fs::rename(&m.state, m.dir.path().join("state.away")).unwrap();
     std::os::unix::fs::symlink(&other, &m.state).unwrap();
     drop(held);
-    let run = Run::of_child(child, Duration::from_secs(30)).expect(2);
+    let run = Run::within(child, Duration::from_secs(30)).expect(2);
     let line = run.error_line();
     assert!(line.contains("is a symlink"), "{line}");
     assert_eq!(m.runs().len(), 1, "nothing ran from the swapped directory");
@@ -209,30 +189,5 @@ fn a_last_pass_from_the_future_is_a_wrong_clock() {
             "{}",
             status.stdout
         );
-    }
-}
-
-trait OfChild {
-    fn of_child(child: std::process::Child, limit: Duration) -> Run;
-}
-
-impl OfChild for Run {
-    /// Run to completion, or fail the test after `limit`: a hang is a bug here.
-    fn of_child(mut child: std::process::Child, limit: Duration) -> Run {
-        let deadline = Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("still running after {limit:?}: it hangs");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
     }
 }

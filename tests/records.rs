@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::harness::{is_root, Machine, Tmpfs, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, Upstream};
 
 #[test]
@@ -45,22 +45,9 @@ fn a_full_disk_when_recording_says_so_and_keeps_the_old_record() {
     let daemon = GitDaemon::serve(&up.srv());
     let m = Machine::new();
     std::fs::create_dir(&m.state).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
-        .arg(&m.state)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: could not mount a tmpfs");
+    let Some(_disk) = Tmpfs::mount(&m.state, "2m") else {
         return;
-    }
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&m.state);
+    };
     let url = daemon.url("config.git");
     m.sync(&url, &[]).expect(0);
     let before = m.state_bytes();
@@ -78,8 +65,4 @@ fn a_full_disk_when_recording_says_so_and_keeps_the_old_record() {
         "{line}"
     );
     assert_eq!(m.state_bytes(), before, "the last record stays whole");
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }

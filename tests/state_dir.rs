@@ -2,51 +2,10 @@
 //! followed through a planted link or blocked on by a planted FIFO.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{Machine, Run, RECORDING_RUN_SH};
+use crate::harness::{applied_machine, chmod, Machine, Run, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, Upstream};
-
-fn applied_machine() -> (Upstream, GitDaemon, Machine, String) {
-    let up = Upstream::new();
-    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let m = Machine::new();
-    let url = daemon.url("config.git");
-    m.sync(&url, &[]).expect(0);
-    (up, daemon, m, url)
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Run to completion, or fail the test after `limit` (killing it): a hang is a bug here.
-fn within(mut child: Child, limit: Duration) -> Run {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn spawn(m: &Machine, args: &[&str]) -> Child {
-    let mut cmd = m.command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.spawn().unwrap()
-}
 
 #[test]
 fn a_state_directory_others_can_write_is_refused() {
@@ -55,7 +14,7 @@ fn a_state_directory_others_can_write_is_refused() {
     for dir in ["", "repo.git", "trees", "logs"] {
         let path = m.state.join(dir);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        // The state directory itself grants others nothing at all (finding 1: then nothing
+        // The state directory itself grants others nothing at all (then nothing
         // below it needs checking); the directories below are not writable by others.
         let (looser, fix) = if dir.is_empty() {
             (
@@ -145,7 +104,7 @@ fn a_fifo_at_state_json_neither_hangs_status_nor_sync() {
     std::fs::remove_file(&state_file).unwrap();
     nix::unistd::mkfifo(&state_file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 
-    let status = within(spawn(&m, &["status"]), Duration::from_secs(10)).expect(1);
+    let status = Run::within(m.spawn(&["status"]), Duration::from_secs(10)).expect(1);
     let line = status.error_line();
     assert!(line.contains("is a FIFO, not a file"), "{line}");
     let kind = std::fs::symlink_metadata(&state_file).unwrap().file_type();
@@ -154,8 +113,8 @@ fn a_fifo_at_state_json_neither_hangs_status_nor_sync() {
         "status left it as it was"
     );
 
-    let sync = within(
-        spawn(&m, &["sync", "--repo-url", &url]),
+    let sync = Run::within(
+        m.spawn(&["sync", "--repo-url", &url]),
         Duration::from_secs(30),
     )
     .expect(0);
@@ -210,8 +169,8 @@ fn a_link_or_fifo_at_the_lock_is_refused_and_never_followed() {
 
     std::fs::remove_file(&lock).unwrap();
     nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let run = within(
-        spawn(&m, &["sync", "--repo-url", &url]),
+    let run = Run::within(
+        m.spawn(&["sync", "--repo-url", &url]),
         Duration::from_secs(10),
     )
     .expect(2);
@@ -221,7 +180,7 @@ fn a_link_or_fifo_at_the_lock_is_refused_and_never_followed() {
         run.stderr
     );
     // status probes the lock without blocking on it either, and calls it unhealthy.
-    let status = within(spawn(&m, &["status"]), Duration::from_secs(10)).expect(1);
+    let status = Run::within(m.spawn(&["status"]), Duration::from_secs(10)).expect(1);
     assert!(
         status.stdout.lines().any(|l| l.starts_with("unhealthy:")
             && l.contains("is a FIFO, not a file")

@@ -4,19 +4,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
-use crate::support::{GitDaemon, Upstream};
-
-/// A machine that applied a first commit, with the daemon serving its upstream.
-fn applied_machine() -> (Upstream, GitDaemon, Machine, String) {
-    let up = Upstream::new();
-    up.commit(&[("run.sh", RECORDING_RUN_SH)], "init");
-    let daemon = GitDaemon::serve(&up.srv());
-    let m = Machine::new();
-    let url = daemon.url("config.git");
-    m.sync(&url, &[]).expect(0);
-    (up, daemon, m, url)
-}
+use crate::harness::{applied_machine, wait_for, Machine};
 
 fn spawn_sync(m: &Machine, url: &str) -> Child {
     let mut cmd = m.command();
@@ -24,18 +12,6 @@ fn spawn_sync(m: &Machine, url: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd.spawn().unwrap()
-}
-
-fn wait_for(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn pid_in(path: &std::path::Path) -> nix::unistd::Pid {

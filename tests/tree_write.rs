@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Machine, RECORDING_RUN_SH};
+use crate::harness::{Machine, Tmpfs, RECORDING_RUN_SH};
 use crate::support::{git, Upstream};
 
 /// Run git in the upstream's bare repository with `input` on stdin; its trimmed stdout.
@@ -285,41 +285,10 @@ fn sigterm_during_a_long_tree_write_stops_it_within_a_second() {
     assert_eq!(m.state_json()["pending"]["commit"], commit);
 }
 
-/// A small tmpfs mounted at a fresh directory, unmounted when dropped; `None` where mounting
-/// is not allowed (not root), and the test that needs it says it was skipped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(SmallDisk { dir })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn a_disk_that_fills_during_the_tree_write_is_an_apply_failure() {
-    let Some(disk) = SmallDisk::mount("1m") else {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let disk = tempfile::tempdir().unwrap();
+    let Some(_mounted) = Tmpfs::mount(disk.path(), "1m") else {
         return;
     };
     let up = Upstream::new();
@@ -330,7 +299,7 @@ fn a_disk_that_fills_during_the_tree_write_is_an_apply_failure() {
         "big",
     );
     let m = Machine::new();
-    let state = disk.dir.path().join("state");
+    let state = disk.path().join("state");
     let mut cmd = m.command();
     cmd.env("GITOPS_STATE_DIR", &state)
         .args(["sync", "--repo-url", &up.file_url()]);

@@ -589,7 +589,7 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
 /// The state directory itself grants group and others nothing, so nothing inside it is
 /// reachable by another user and the object store need not be walked; `repo.git`, `trees` and
 /// `logs` are checked too, in case the directory was opened and closed again. Its ancestors
-/// must not let another user swap it (finding 2): checked as ssh's StrictModes does.
+/// must not let another user swap it: checked as ssh's StrictModes does.
 pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
