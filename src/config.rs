@@ -346,7 +346,7 @@ impl RepoUrl {
                 Exit::Usage,
                 format!(
                     "--repo-url {:?} is not a usable Git URL ({why}): use ssh://host/path, user@host:path, git://, http(s):// or an absolute path",
-                    crate::redact::mask_urls(raw)
+                    unusable_url_shown(raw)
                 ),
             )
         };
@@ -412,6 +412,21 @@ impl RepoUrl {
             raw: fetch_url,
             credentials,
         })
+    }
+}
+
+/// A URL that did not parse, fit to print: the user part masked as in a configured URL, or,
+/// when even that rule does not find a host after it, everything from `://` to the last `@`.
+/// A password may hold spaces and quotes, which end a URL for `redact::mask_urls`.
+fn unusable_url_shown(raw: &str) -> String {
+    if crate::redact::split_userinfo(raw).is_some() {
+        return crate::redact::redact_url(raw).0;
+    }
+    match (raw.split_once("://"), raw.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => {
+            format!("{scheme}://***@{}", &raw[at + 1..])
+        }
+        _ => crate::redact::mask_urls(raw),
     }
 }
 
@@ -652,7 +667,15 @@ pub fn parse_env_file(text: &str) -> std::result::Result<Vec<(String, String)>, 
                 "line {start_line}: {key:?} is not a valid variable name"
             ));
         }
-        out.push((key.to_string(), unquote(value.trim())));
+        let value = unquote(value.trim());
+        // No environment variable can hold one (set_var would panic on it), and systemd
+        // refuses the file too.
+        if value.contains('\0') {
+            return Err(format!(
+                "line {start_line}: the value of {key} holds a NUL byte, which no environment variable can hold"
+            ));
+        }
+        out.push((key.to_string(), value));
     }
     if !logical.is_empty() {
         return Err(format!(
@@ -1091,6 +1114,13 @@ mod tests {
             .unwrap_err()
             .contains("line 2"));
         assert!(parse_env_file("A=1 \\").is_err());
+        assert_eq!(
+            parse_env_file("A=1\nB=x\0y\n").unwrap_err(),
+            "line 2: the value of B holds a NUL byte, which no environment variable can hold"
+        );
+        assert!(parse_env_file("A\0=1\n")
+            .unwrap_err()
+            .starts_with("line 1: \"A\\0\" is not a valid variable name"));
     }
 
     #[test]
@@ -1210,6 +1240,23 @@ mod tests {
             (url.raw.as_str(), url.redacted.as_str()),
             ("https://h/r", "https://***@h/r")
         );
+    }
+
+    #[test]
+    fn urls_that_fail_to_parse_show_no_password_whatever_it_holds() {
+        let table = [
+            ("http://u:my secret@127.0.0.1:1/r.git", "http://***@127.0.0.1:1/r.git", "my secret"),
+            ("http://u:q\"uo<te>@127.0.0.1:1/r.git", "http://***@127.0.0.1:1/r.git", "uo<te"),
+            ("ftp://u:a b@h/r", "ftp://u:***@h/r", "a b"),
+            // No host after the user part: everything up to the last @ goes.
+            ("http://u:my secret@", "http://***@", "my secret"),
+            ("git://u:p w@@/", "git://***@/", "p w"),
+        ];
+        for (raw, shown, secret) in table {
+            assert_eq!(unusable_url_shown(raw), shown, "{raw}");
+            let err = format!("{:#}", RepoUrl::parse(raw).unwrap_err());
+            assert!(!err.contains(secret), "{raw}: {err}");
+        }
     }
 
     #[test]

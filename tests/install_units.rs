@@ -251,7 +251,8 @@ fn cron_and_openrc_for_machines_without_systemd() {
         fields[0]
     );
     assert_eq!(&fields[1..6], ["*", "*", "*", "*", "root"]);
-    assert!(job[0].contains("flock -n") && job[0].contains("/usr/bin/gitops sync"));
+    // -o: the lock is not inherited by gitops, nor by a daemon its entry point leaves.
+    assert!(job[0].contains("flock -n -o /run/gitops.cron.lock /usr/bin/gitops sync"));
     // The minute offset survives a second run.
     r.install(&["--init", "cron"]).expect(0);
     assert_eq!(r.read("etc/cron.d/gitops"), cron);

@@ -583,11 +583,13 @@ pub fn cron_entry(minute: u8) -> String {
     format!(
         "# Written by `gitops install-units --init cron`: a gitops pass every 5 minutes, starting at\n\
          # minute {minute} so that machines installed apart do not all fetch in the same minute.\n\
-         # flock -n skips a tick while a long apply still runs; gitops records every outcome itself\n\
-         # (gitops status), so its output only goes to syslog.\n\
+         # flock -n skips a tick while a long apply still runs; -o closes flock's lock before gitops\n\
+         # starts, so a daemon the entry point leaves does not hold it and stop every later tick\n\
+         # (gitops holds its own pass lock). gitops records every outcome itself (gitops status),\n\
+         # so its output only goes to syslog.\n\
          SHELL=/bin/sh\n\
          PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
-         {minute}-59/5 * * * * root flock -n /run/gitops.cron.lock /usr/bin/gitops sync 2>&1 | logger -t gitops\n"
+         {minute}-59/5 * * * * root flock -n -o /run/gitops.cron.lock /usr/bin/gitops sync 2>&1 | logger -t gitops\n"
     )
 }
 

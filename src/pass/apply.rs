@@ -109,6 +109,10 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
             unsafe {
                 command.pre_exec(move || {
                     nix::sys::stat::umask(umask);
+                    // Only 0-2 and the pass lock reach the entry point: a descriptor gitops
+                    // inherited (cron's flock(1) lock, a caller's pipe) would otherwise pass on
+                    // to every daemon it starts and stay held for as long as they run.
+                    close_others_on_exec();
                     if let Some(fd) = lock_fd {
                         // In the child only: gitops's own copy stays close-on-exec for the
                         // other programs it runs (ssh). fcntl(2) is async-signal-safe.
@@ -188,6 +192,22 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         Err(why) => record(why),
     }
     Ok(result)
+}
+
+/// Mark every descriptor from 3 up close-on-exec, with close_range(2) (Linux 5.11). A kernel
+/// without it (ENOSYS) leaves them as they are: the pass still runs, as it did before.
+fn close_others_on_exec() {
+    const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 1 << 2;
+    // SAFETY: a raw system call on descriptor numbers only, async-signal-safe; it touches no
+    // memory of ours.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3 as nix::libc::c_uint,
+            nix::libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
+    }
 }
 
 /// fcntl(fd, F_SETFD, 0): keep `fd` open across exec.
