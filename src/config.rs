@@ -165,7 +165,10 @@ impl Settings {
             .ok_or_else(|| {
                 fail(
                     Exit::Usage,
-                    "no repository URL: pass --repo-url URL or set GITOPS_REPO_URL in /etc/gitops/gitops.env",
+                    format!(
+                        "no repository URL: pass --repo-url URL or set GITOPS_REPO_URL in {}",
+                        env_file_used().display()
+                    ),
                 )
             })?;
         let repo_url = RepoUrl::parse(raw_url.trim())?;
@@ -208,7 +211,9 @@ impl Settings {
                 )
             })?;
         }
-        let checkout = absolute(&opts.checkout);
+        // Trailing slashes dropped (`co/` names the link itself, not the tree it points at),
+        // so the link is inspected and replaced rather than followed.
+        let checkout: PathBuf = absolute(&opts.checkout).components().collect();
         let state_dir = absolute(&opts.state.state_dir);
         check_checkout_outside(&checkout, &state_dir)?;
         check_checkout_parent(&checkout)?;
@@ -867,6 +872,18 @@ pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The env file last read by `load_env_file` (--config, GITOPS_CONFIG or the default), for
+/// advice that tells the operator where to set something.
+static ENV_FILE_USED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn env_file_used() -> PathBuf {
+    ENV_FILE_USED
+        .lock()
+        .ok()
+        .and_then(|used| used.clone())
+        .unwrap_or_else(|| DEFAULT_CONFIG.into())
+}
+
 /// The env file's text: UTF-8, with a byte-order mark (which some editors write) skipped.
 fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -880,6 +897,9 @@ fn env_file_text(bytes: &[u8]) -> std::result::Result<&str, std::str::Utf8Error>
 /// `GITOPS_*` key that is not in `known` gets a warning naming the nearest known one.
 pub fn load_env_file(explicit: Option<&Path>, known: &[String]) -> Result<()> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG));
+    if let Ok(mut used) = ENV_FILE_USED.lock() {
+        *used = Some(path.to_path_buf());
+    }
     let bytes = match read_regular_file(path, MAX_ENV_FILE) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => return Ok(()),

@@ -252,7 +252,12 @@ fn sync_state_dir_from_raw(args: &[std::ffi::OsString]) -> Option<std::path::Pat
             .filter(|v| !v.is_empty())
     });
     let known = config::known_variables(&Cli::command());
-    let _ = config::load_env_file(env_file.as_deref().map(std::path::Path::new), &known);
+    let before = std::env::var_os("GITOPS_STATE_DIR").filter(|v| !v.is_empty());
+    if config::load_env_file(env_file.as_deref().map(std::path::Path::new), &known).is_err() {
+        // Not the default directory: this machine's state may live elsewhere, as the env file
+        // would have said. status reads the same file and fails on it, so the failure shows.
+        return before.map(std::path::PathBuf::from);
+    }
     Some(
         std::env::var_os("GITOPS_STATE_DIR")
             .filter(|v| !v.is_empty())
@@ -270,6 +275,21 @@ fn state_dir_despite(options: &Options, matches: &clap::ArgMatches) -> std::path
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| options.state.state_dir.clone())
+}
+
+/// The state directory to record an env file that cannot be loaded in: only one named by the
+/// flag or the process environment. The default may not be this machine's (the env file may
+/// have named another), and a pass must never create or write a directory it was not given.
+fn state_dir_without_env_file(
+    options: &Options,
+    matches: &clap::ArgMatches,
+) -> Option<std::path::PathBuf> {
+    use clap::parser::ValueSource;
+    matches!(
+        matches.value_source("state_dir"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+    .then(|| options.state.state_dir.clone())
 }
 
 fn run() -> anyhow::Result<Exit> {
@@ -292,7 +312,9 @@ fn run() -> anyhow::Result<Exit> {
         (cli, matches)
     } else {
         let known = config::known_variables(&Cli::command());
-        let reparsed = config::load_env_file(cli.config.as_deref(), &known).and_then(|()| {
+        let loaded = config::load_env_file(cli.config.as_deref(), &known);
+        let env_file_failed = loaded.is_err();
+        let reparsed = loaded.and_then(|()| {
             config::forget_variables_given_as_flags(&Cli::command(), &args);
             parse(&args)
         });
@@ -302,8 +324,14 @@ fn run() -> anyhow::Result<Exit> {
                 if let (Command::Sync(options), Some(sub)) =
                     (&cli.command, matches.subcommand_matches("sync"))
                 {
-                    let state_dir = state_dir_despite(options, sub);
-                    pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
+                    let state_dir = if env_file_failed {
+                        state_dir_without_env_file(options, sub)
+                    } else {
+                        Some(state_dir_despite(options, sub))
+                    };
+                    if let Some(state_dir) = state_dir {
+                        pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
+                    }
                 }
                 return Err(e);
             }

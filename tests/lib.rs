@@ -7,6 +7,7 @@ mod bad_input;
 mod config_attacks;
 mod config_file;
 mod crash;
+mod env_fds_checkout;
 mod install_units;
 mod limits_secrets_messages;
 mod local_attacks;

@@ -44,7 +44,8 @@ fn an_entry_point_left_running_by_a_killed_pass_keeps_the_next_pass_out() {
         .expect(75);
     let line = run.error_line();
     assert!(
-        line.contains("left running by a gitops pass that was killed") && line.contains("(run.sh)"),
+        line.contains("a program other than a gitops pass, for instance the entry point of a pass that was killed")
+            && line.contains("(run.sh)"),
         "the holder is named: {line}"
     );
     assert!(line.contains("--lock-timeout"), "{line}");

@@ -105,6 +105,23 @@ fn remove_stale_links(parent: &Path, prefix: &str) {
     }
 }
 
+/// What is wrong with the checkout link, when it does not point at `target`: "is missing",
+/// "points at X". None when it points there, or when it is no link at all (that one is
+/// refused by the configuration check, never replaced).
+pub fn link_problem(link: &Path, target: &Path) -> Option<String> {
+    match fs::symlink_metadata(link) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Some("is missing".to_string()),
+        Ok(meta) if meta.file_type().is_symlink() => match fs::read_link(link) {
+            Ok(points) if points == target => None,
+            Ok(points) => Some(format!("points at {}", points.display())),
+            Err(e) => Some(format!("cannot be read ({e})")),
+        },
+        // ENOTDIR, EACCES: switching it fails with the reason, as an apply would.
+        Err(e) if e.kind() != ErrorKind::NotFound => Some(format!("cannot be inspected ({e})")),
+        _ => None,
+    }
+}
+
 /// The name of the tree the checkout link points at, if it is a link.
 pub fn linked_tree_name(link: &Path) -> Option<String> {
     let target = fs::read_link(link).ok()?;

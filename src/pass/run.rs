@@ -133,6 +133,7 @@ fn pass(
         Action::UpToDate => {
             state.pending = None;
             say!("gitops: up to date at {short} ({})", fetched.branch);
+            repair_checkout(settings, layout, &tip).map_err(|e| (Outcome::ConfigError, e))?;
             Ok(Outcome::UpToDate)
         }
         Action::Refuse => {
@@ -242,6 +243,44 @@ fn pass(
     }
 }
 
+/// Point the checkout link at `tree`. A failure is a configuration error: where the link goes
+/// is the operator's choice, nothing in a commit can fix it.
+fn switch_checkout(settings: &Settings, tree: &Path) -> Result<()> {
+    checkout::switch_link(&settings.checkout, tree).map_err(|e| {
+        if e.downcast_ref::<crate::exit::Coded>().is_some() {
+            e
+        } else {
+            e.context(crate::exit::Coded::new(
+                Exit::Usage,
+                format!(
+                    "the checkout path {} cannot be used (choose a --checkout in a directory gitops can create and write)",
+                    settings.checkout.display()
+                ),
+            ))
+        }
+    })
+}
+
+/// With nothing to apply, the checkout link must still show the applied tree: a new --checkout,
+/// or a link removed or repointed by hand, is set right now rather than at the next commit.
+fn repair_checkout(settings: &Settings, layout: &Layout, applied: &str) -> Result<()> {
+    let tree = layout.trees().join(applied);
+    if !tree.is_dir() {
+        // Nothing to point at (trees/ lost or cleaned by hand): the next apply writes it.
+        return Ok(());
+    }
+    let Some(was) = checkout::link_problem(&settings.checkout, &tree) else {
+        return Ok(());
+    };
+    switch_checkout(settings, &tree)?;
+    say!(
+        "gitops: the checkout link {} {was}; pointed it at the applied tree {}",
+        settings.checkout.display(),
+        tree.display()
+    );
+    Ok(())
+}
+
 /// The commit being applied and where its run goes.
 struct Target<'a> {
     commit: &'a str,
@@ -282,21 +321,7 @@ fn apply_commit(
     .inspect_err(|e| {
         apply::note_in_log(log, &one_line(e));
     })?;
-    checkout::switch_link(&settings.checkout, &tree)
-        .map_err(|e| {
-            if e.downcast_ref::<crate::exit::Coded>().is_some() {
-                e
-            } else {
-                // Where the link goes is configuration: nothing in the commit can fix it.
-                e.context(crate::exit::Coded::new(
-                    Exit::Usage,
-                    format!(
-                        "the checkout path {} cannot be used (choose a --checkout in a directory gitops can create and write)",
-                        settings.checkout.display()
-                    ),
-                ))
-            }
-        })
+    switch_checkout(settings, &tree)
         .inspect_err(|e| {
             apply::note_in_log(log, &one_line(e));
         })?;

@@ -270,7 +270,7 @@ impl Layout {
                         waiting = true;
                         match orphan_holders(&file) {
                             Some(holders) => say!(
-                                "gitops: the lock {} is held by {holders}, left running by a gitops pass that was killed; waiting up to {} for them",
+                                "gitops: the lock {} is held by {holders}: a program other than a gitops pass, for instance the entry point of a pass that was killed; waiting up to {} for it",
                                 path.display(),
                                 crate::config::format_duration(timeout)
                             ),
@@ -297,7 +297,7 @@ impl Layout {
                             return Err(fail(
                                 Exit::Locked,
                                 format!(
-                                    "the lock {} is held by {holders}, left running by a gitops pass that was killed (waited {}): let them finish or stop them, or raise --lock-timeout",
+                                    "the lock {} is held by {holders}: a program other than a gitops pass, for instance the entry point of a pass that was killed (waited {}); let it finish or stop it, or raise --lock-timeout",
                                     path.display(),
                                     crate::config::format_duration(timeout)
                                 ),
