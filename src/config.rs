@@ -1265,8 +1265,16 @@ mod tests {
     #[test]
     fn urls_that_fail_to_parse_show_no_password_whatever_it_holds() {
         let table = [
-            ("http://u:my secret@127.0.0.1:1/r.git", "http://***@127.0.0.1:1/r.git", "my secret"),
-            ("http://u:q\"uo<te>@127.0.0.1:1/r.git", "http://***@127.0.0.1:1/r.git", "uo<te"),
+            (
+                "http://u:my secret@127.0.0.1:1/r.git",
+                "http://***@127.0.0.1:1/r.git",
+                "my secret",
+            ),
+            (
+                "http://u:q\"uo<te>@127.0.0.1:1/r.git",
+                "http://***@127.0.0.1:1/r.git",
+                "uo<te",
+            ),
             ("ftp://u:a b@h/r", "ftp://u:***@h/r", "a b"),
             // No host after the user part: everything up to the last @ goes.
             ("http://u:my secret@", "http://***@", "my secret"),

@@ -387,3 +387,61 @@ fn run() -> anyhow::Result<Exit> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a sync records that its env file did not load, by where the state directory came
+    /// from: never the default, which may not be this machine's (the file may name another).
+    #[test]
+    fn an_env_file_that_does_not_load_is_recorded_only_in_a_state_dir_given() {
+        if std::env::var_os("GITOPS_STATE_DIR").is_some() {
+            return; // the test's own environment would be the source
+        }
+        let args =
+            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        let missing = "/nonexistent/gitops-test/gitops.env";
+        let table: [(&[&str], Option<&str>); 3] = [
+            (&["gitops", "--config", missing, "sync", "--bogus"], None),
+            (
+                &["gitops", "--config", missing, "sync", "--state-dir", "/x"],
+                Some("/x"),
+            ),
+            (
+                &[
+                    "gitops",
+                    "sync",
+                    "--config",
+                    missing,
+                    "--state-dir=/y",
+                    "--bogus",
+                ],
+                Some("/y"),
+            ),
+        ];
+        for (words, want) in table {
+            assert_eq!(
+                sync_state_dir_from_raw(&args(words)),
+                want.map(std::path::PathBuf::from),
+                "{words:?}"
+            );
+        }
+        for (words, want) in [
+            (&["gitops", "sync"][..], None),
+            (&["gitops", "sync", "--state-dir", "/z"][..], Some("/z")),
+        ] {
+            let matches = Cli::command().try_get_matches_from(words).unwrap();
+            let cli = Cli::from_arg_matches(&matches).unwrap();
+            let Command::Sync(options) = cli.command else {
+                unreachable!()
+            };
+            let sub = matches.subcommand_matches("sync").unwrap();
+            assert_eq!(
+                state_dir_without_env_file(&options, sub),
+                want.map(std::path::PathBuf::from),
+                "{words:?}"
+            );
+        }
+    }
+}

@@ -49,9 +49,15 @@ fn the_entry_point_gets_no_descriptor_gitops_inherited() {
             || target == m.state.join("lock").to_str().unwrap()
             || target.ends_with("/run.sh")
             || target.starts_with("pipe:");
-        assert!(expected, "the entry point holds fd {fd} on {target}:\n{fds}");
+        assert!(
+            expected,
+            "the entry point holds fd {fd} on {target}:\n{fds}"
+        );
     }
-    assert!(fds.contains(m.state.join("lock").to_str().unwrap()), "{fds}");
+    assert!(
+        fds.contains(m.state.join("lock").to_str().unwrap()),
+        "{fds}"
+    );
 }
 
 #[test]
@@ -94,7 +100,10 @@ fn a_daemon_started_under_the_cron_line_does_not_keep_the_next_tick_out() {
         .arg("true")
         .status()
         .unwrap();
-    assert!(probe.success(), "the daemon left by run.sh holds the cron lock");
+    assert!(
+        probe.success(),
+        "the daemon left by run.sh holds the cron lock"
+    );
     assert_eq!(tick().code, 0);
 }
 
@@ -133,7 +142,10 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_nul_byte_in_the_env_file_is_a_usage_error_naming_the_line() {
     let (_up, _daemon, m, url) = applied_machine();
-    for text in ["# ok\nGITOPS_BRANCH=ma\0in\n", "# ok\nGITOPS_BR\0ANCH=main\n"] {
+    for text in [
+        "# ok\nGITOPS_BRANCH=ma\0in\n",
+        "# ok\nGITOPS_BR\0ANCH=main\n",
+    ] {
         std::fs::write(&m.config, text).unwrap();
         for args in [&["sync", "--repo-url", &url][..], &["status"][..]] {
             let run = m.run(args).expect(2);
@@ -190,7 +202,10 @@ fn an_http_password_of_any_character_is_masked_when_the_url_is_refused() {
         let m = Machine::new();
         let run = m.sync(url, &[]).expect(2);
         let line = run.error_line();
-        assert!(line.contains("clear text") || line.contains("not a usable Git URL"), "{line}");
+        assert!(
+            line.contains("clear text") || line.contains("not a usable Git URL"),
+            "{line}"
+        );
         let all = everything_shown(&m, &run);
         assert!(
             !all.contains(secret) && !all.contains("secret") && !all.contains("te>"),
@@ -226,9 +241,15 @@ fn an_up_to_date_pass_sets_a_new_or_broken_checkout_link() {
 
     // A new --checkout shows at once, not at the next commit.
     let new = m.dir.path().join("co-new");
-    let run = m.sync(&url, &["--checkout", new.to_str().unwrap()]).expect(0);
+    let run = m
+        .sync(&url, &["--checkout", new.to_str().unwrap()])
+        .expect(0);
     assert_eq!(std::fs::read_link(&new).unwrap(), tree, "{}", run.stderr);
-    assert!(run.stderr.contains("is missing; pointed it at"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is missing; pointed it at"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(m.runs().len(), 1, "nothing ran again");
 
     // Removed, or pointed elsewhere by hand: set right, said in one line.
@@ -245,7 +266,11 @@ fn an_up_to_date_pass_sets_a_new_or_broken_checkout_link() {
         .filter(|l| l.contains("pointed it at"))
         .collect();
     assert_eq!(said.len(), 1, "{}", run2.stderr);
-    assert!(said[0].contains(&format!("points at {}", m.out.display())), "{}", said[0]);
+    assert!(
+        said[0].contains(&format!("points at {}", m.out.display())),
+        "{}",
+        said[0]
+    );
     // And a link that is right is left alone, silently.
     let run3 = m.sync(&url, &[]).expect(0);
     assert!(!run3.stderr.contains("pointed it at"), "{}", run3.stderr);
@@ -310,11 +335,18 @@ fn a_lock_held_by_another_program_is_not_blamed_on_a_killed_pass() {
         if !free {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let run = m.sync(&url, &["--lock-timeout", "1s"]).expect(75);
-    assert!(!run.stderr.contains("left running by a gitops pass"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("left running by a gitops pass"),
+        "{}",
+        run.stderr
+    );
     let line = run.error_line();
     assert!(
         line.contains("(sleep): a program other than a gitops pass, for instance the entry point of a pass that was killed"),

@@ -321,10 +321,9 @@ fn apply_commit(
     .inspect_err(|e| {
         apply::note_in_log(log, &one_line(e));
     })?;
-    switch_checkout(settings, &tree)
-        .inspect_err(|e| {
-            apply::note_in_log(log, &one_line(e));
-        })?;
+    switch_checkout(settings, &tree).inspect_err(|e| {
+        apply::note_in_log(log, &one_line(e));
+    })?;
     let previous = state
         .applied
         .as_ref()
