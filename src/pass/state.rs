@@ -670,6 +670,12 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
                 "{shown} in the state directory is a file, not a directory; remove it (rm {shown}) and gitops creates a directory"
             ));
         }
+        // An object store others could write may hold their objects already: a chmod would
+        // not take them out, so the advice is the one the walk gives.
+        let store = index == 1;
+        if store && (meta.uid() != me || meta.mode() & 0o022 != 0) {
+            return Some(store_advice(&dir, &dir, &store_fault(&meta, me)));
+        }
         if meta.uid() == 0 && me != 0 {
             return Some(format!(
                 "the state directory {shown} belongs to root, not to {user}: {}",
@@ -698,6 +704,27 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
     store_problem(&root.join("repo.git"), me)
 }
 
+/// Why another user could have written an entry of the object store, for `store_advice`.
+fn store_fault(meta: &fs::Metadata, me: u32) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != me {
+        format!("belongs to {} (uid {})", user_name(meta.uid()), meta.uid())
+    } else {
+        format!(
+            "is writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        )
+    }
+}
+
+fn store_advice(repo: &Path, entry: &Path, why: &str) -> String {
+    format!(
+        "{} {why}: the object store may have been changed while the state directory was open; remove it (rm -rf {}), the next pass fetches it again",
+        entry.display(),
+        repo.display()
+    )
+}
+
 /// Whether anything in the object store could have been written by another user: every entry
 /// must belong to `me`, grant group and others no write, and be a directory or a plain file.
 ///
@@ -707,13 +734,7 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
 /// nothing in it is ever run. The walk is cheap, as gix writes packs, not loose objects.
 fn store_problem(repo: &Path, me: u32) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let advice = |entry: &Path, why: String| {
-        format!(
-            "{} {why}: the object store may have been changed while the state directory was open; remove it (rm -rf {}), the next pass fetches it again",
-            entry.display(),
-            repo.display()
-        )
-    };
+    let advice = |entry: &Path, why: String| store_advice(repo, entry, &why);
     // Missing (a fresh state directory) or not a directory (checked above, or under a file
     // where creating it fails next, with its own message): nothing to walk.
     if !fs::symlink_metadata(repo).is_ok_and(|m| m.is_dir()) {
@@ -740,18 +761,8 @@ fn store_problem(repo: &Path, me: u32) -> Option<String> {
             if let Some(kind) = not_a_file(&kind).filter(|_| !kind.is_dir()) {
                 return Some(advice(&path, format!("is a {kind}")));
             }
-            if meta.uid() != me {
-                return Some(advice(
-                    &path,
-                    format!("belongs to {} (uid {})", user_name(meta.uid()), meta.uid()),
-                ));
-            }
-            let mode = meta.mode() & 0o7777;
-            if mode & 0o022 != 0 {
-                return Some(advice(
-                    &path,
-                    format!("is writable by group or others (mode {mode:04o})"),
-                ));
+            if meta.uid() != me || meta.mode() & 0o022 != 0 {
+                return Some(advice(&path, store_fault(&meta, me)));
             }
             if kind.is_dir() {
                 pending.push(path);
