@@ -13,6 +13,7 @@ mod limits_secrets_messages;
 mod local_attacks;
 mod newcomer;
 mod orphans;
+mod pass_guards;
 mod records;
 mod state_dir;
 mod status_truth;

@@ -243,6 +243,18 @@ impl Layout {
         )
     }
 
+    /// The processes holding the lock when no live gitops pass took it, named for an operator
+    /// (for `gitops status`); `None` when a gitops pass holds it, nobody does, or /proc cannot
+    /// tell.
+    pub fn lock_holders(&self) -> Option<String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(SAFE_OPEN)
+            .open(self.lock_file())
+            .ok()?;
+        orphan_holders(&file)
+    }
+
     /// Why every pass would stop at the lock file, if it would: something other than a regular
     /// file is there (for `gitops status`, which must not call that healthy).
     pub fn lock_problem(&self) -> Option<String> {
@@ -321,6 +333,29 @@ impl Layout {
             }
         }
     }
+}
+
+/// Whether `pid` is a live gitops process: not gone, not a zombie, and named as we are. A pass
+/// recorded as applying under a pid that is none of these was killed. Without /proc nobody can
+/// tell, and the pass is taken to be alive, as before.
+pub fn pid_is_live_gitops(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "303 (gitops) S 1 …": the name may hold spaces or parentheses, the state follows the last ')'.
+    let Some((head, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let zombie = rest.split_whitespace().next() == Some("Z");
+    let name = head.split_once('(').map(|(_, name)| name);
+    // Named as this binary is, in case it was installed under another name.
+    let ours = fs::read_to_string("/proc/self/comm")
+        .map(|c| c.trim_end_matches('\n').to_string())
+        .unwrap_or_else(|_| "gitops".into());
+    !zombie && name == Some(ours.as_str())
 }
 
 /// The processes holding the lock when it is not a gitops pass: the entry point of a pass that
@@ -586,10 +621,11 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
 /// The first reason the state directory cannot be trusted, its fix phrased for `gitops
 /// <command>`.
 ///
-/// The state directory itself grants group and others nothing, so nothing inside it is
-/// reachable by another user and the object store need not be walked; `repo.git`, `trees` and
-/// `logs` are checked too, in case the directory was opened and closed again. Its ancestors
-/// must not let another user swap it: checked as ssh's StrictModes does.
+/// The state directory itself must grant group and others nothing, and `repo.git`, `trees`
+/// and `logs` are checked too. That is not enough once the directory has been open, even
+/// briefly: another user may have planted objects deep in the object store under ids the next
+/// fetch trusts, so the object store is walked entry by entry (see `store_problem`). Its
+/// ancestors must not let another user swap it: checked as ssh's StrictModes does.
 pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
@@ -634,6 +670,12 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
                 "{shown} in the state directory is a file, not a directory; remove it (rm {shown}) and gitops creates a directory"
             ));
         }
+        // An object store others could write may hold their objects already: a chmod would
+        // not take them out, so the advice is the one the walk gives.
+        let store = index == 1;
+        if store && (meta.uid() != me || meta.mode() & 0o022 != 0) {
+            return Some(store_advice(&dir, &dir, &store_fault(&meta, me)));
+        }
         if meta.uid() == 0 && me != 0 {
             return Some(format!(
                 "the state directory {shown} belongs to root, not to {user}: {}",
@@ -659,6 +701,74 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
             ));
         }
     }
+    store_problem(&root.join("repo.git"), me)
+}
+
+/// Why another user could have written an entry of the object store, for `store_advice`.
+fn store_fault(meta: &fs::Metadata, me: u32) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != me {
+        format!("belongs to {} (uid {})", user_name(meta.uid()), meta.uid())
+    } else {
+        format!(
+            "is writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        )
+    }
+}
+
+fn store_advice(repo: &Path, entry: &Path, why: &str) -> String {
+    format!(
+        "{} {why}: the object store may have been changed while the state directory was open; remove it (rm -rf {}), the next pass fetches it again",
+        entry.display(),
+        repo.display()
+    )
+}
+
+/// Whether anything in the object store could have been written by another user: every entry
+/// must belong to `me`, grant group and others no write, and be a directory or a plain file.
+///
+/// Only `repo.git` is walked. Its objects are trusted by id, so a planted object survives a
+/// chmod and is run when its id is fetched. `trees/` needs no walk: the pass writes the tree it
+/// runs afresh, into a new directory, before every run; `logs/` holds only what passes wrote and
+/// nothing in it is ever run. The walk is cheap, as gix writes packs, not loose objects.
+fn store_problem(repo: &Path, me: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let advice = |entry: &Path, why: String| store_advice(repo, entry, &why);
+    // Missing (a fresh state directory) or not a directory (checked above, or under a file
+    // where creating it fails next, with its own message): nothing to walk.
+    if !fs::symlink_metadata(repo).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    let mut pending = vec![repo.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Removed since it was listed (a running fetch's temporary directory); anything
+            // else we cannot vouch for.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Some(advice(&dir, format!("cannot be read ({e})"))),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // lstat: a symlink is judged as itself, never followed.
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                // Gone since the listing: a temporary file of a running fetch.
+                Err(_) => continue,
+            };
+            let kind = meta.file_type();
+            if let Some(kind) = not_a_file(&kind).filter(|_| !kind.is_dir()) {
+                return Some(advice(&path, format!("is a {kind}")));
+            }
+            if meta.uid() != me || meta.mode() & 0o022 != 0 {
+                return Some(advice(&path, store_fault(&meta, me)));
+            }
+            if kind.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
     None
 }
 
@@ -681,38 +791,25 @@ fn user_name(uid: u32) -> String {
 }
 
 /// Whether another user could rename or replace `what` (the state directory, the checkout link)
-/// through one of the directories above it, as ssh's StrictModes asks: every directory from
-/// `dir` up to `/` (resolved: the real directories count, not the names of links to them; `dir`
-/// need not exist yet, its nearest existing ancestor is where the chain starts) must belong to
-/// root or to the running user, and must not be writable by group or others unless its sticky
-/// bit is set (as on /tmp, where nobody can rename an entry they do not own).
+/// through one of the directories above it, as ssh's StrictModes asks. The path is resolved
+/// by hand, one component at a time, so that every symlink on the way is inspected as itself
+/// before it is followed: a link must belong to root or to the running user (its owner can
+/// point it anywhere). Every directory passed through, the real ones and those holding a link,
+/// must belong to root or to the running user, and must not be writable by group or others
+/// unless its sticky bit is set (as on /tmp, where nobody can rename an entry they do not own).
+/// `dir` need not exist yet: the walk stops at the first missing component.
 pub fn ancestor_problem(dir: &Path, what: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    let mut start = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let canonical = loop {
-        match fs::canonicalize(&start) {
-            Ok(real) => break real,
-            Err(_) => {
-                if !start.pop() {
-                    return None;
-                }
-            }
-        }
-    };
-    for ancestor in canonical.ancestors() {
-        let Ok(meta) = fs::metadata(ancestor) else {
-            continue;
-        };
-        let shown = ancestor.display();
+    let start = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let directory_problem = |shown: &Path| -> Option<String> {
+        let meta = fs::metadata(shown).ok()?;
+        let shown = shown.display();
         let owner = meta.uid();
         if owner != 0 && owner != me {
             return Some(format!(
-                "the directory {shown} above {what} belongs to uid {owner}, who could swap {what} for one that runs their code; {}",
-                format_args!(
-                    "run chown root {shown}, or choose a path that only root and {} control",
-                    user_name(me)
-                )
+                "the directory {shown} above {what} belongs to uid {owner}, who could swap {what} for one that runs their code; run chown root {shown}, or choose a path that {}",
+                only_root_and(me)
             ));
         }
         let mode = meta.mode() & 0o7777;
@@ -721,8 +818,84 @@ pub fn ancestor_problem(dir: &Path, what: &str) -> Option<String> {
                 "the directory {shown} above {what} is writable by group or others (mode {mode:04o}), who could swap {what} for one that runs their code; run chmod go-w {shown} (or chmod +t {shown}), or choose a path elsewhere"
             ));
         }
+        None
+    };
+    // Components still to resolve, next one last; links push their target's in front.
+    let mut todo: Vec<std::ffi::OsString> = start
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let mut here = PathBuf::from("/");
+    let mut links = 0;
+    if let Some(problem) = directory_problem(&here) {
+        return Some(problem);
+    }
+    while let Some(name) = todo.pop() {
+        match name.to_str() {
+            Some("/") => {
+                here = PathBuf::from("/");
+                continue;
+            }
+            Some(".") | Some("") => continue,
+            Some("..") => {
+                here.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = here.join(&name);
+        let Ok(meta) = fs::symlink_metadata(&next) else {
+            // Not there yet (or not reachable): what gitops creates below is checked as created.
+            return None;
+        };
+        if meta.file_type().is_symlink() {
+            let owner = meta.uid();
+            if owner != 0 && owner != me {
+                let real = fs::canonicalize(&next)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "it leads nowhere".into());
+                return Some(format!(
+                    "the symlink {} above {what} belongs to {} (uid {owner}), who could point it elsewhere and swap {what} for one that runs their code; use the real path ({real}), or choose a path that {}",
+                    next.display(),
+                    user_name(owner),
+                    only_root_and(me)
+                ));
+            }
+            links += 1;
+            let Ok(target) = fs::read_link(&next) else {
+                return None;
+            };
+            // The kernel's limit; beyond it nothing resolves, and creating fails with its own error.
+            if links > 40 {
+                return None;
+            }
+            todo.extend(
+                target
+                    .components()
+                    .rev()
+                    .map(|c| c.as_os_str().to_os_string()),
+            );
+            continue;
+        }
+        if !meta.is_dir() {
+            return None;
+        }
+        here = next;
+        if let Some(problem) = directory_problem(&here) {
+            return Some(problem);
+        }
     }
     None
+}
+
+/// Who may control a path gitops trusts: "root and alice", or just "root" when root runs it.
+fn only_root_and(me: u32) -> String {
+    if me == 0 {
+        "only root controls".to_string()
+    } else {
+        format!("only root and {} control", user_name(me))
+    }
 }
 
 /// `path` as the kernel would resolve it, for a path that may not exist yet: the nearest
@@ -935,6 +1108,72 @@ mod tests {
         std::os::unix::fs::symlink(&open, &alias).unwrap();
         let problem = ancestor_problem(&alias.join("x"), "the state directory").unwrap();
         assert!(problem.contains(&open.display().to_string()), "{problem}");
+    }
+
+    #[test]
+    fn a_link_kept_in_a_directory_others_can_write_is_refused() {
+        // dir/open (0777) holds a link to dir/safe: open is not above the real path, yet whoever
+        // writes it can repoint the link.
+        let dir = tempfile::tempdir().unwrap();
+        let safe = dir.path().join("safe");
+        fs::create_dir(&safe).unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&safe, open.join("lnk")).unwrap();
+        let problem = ancestor_problem(&open.join("lnk/st"), "the state directory").unwrap();
+        assert!(problem.contains(&open.display().to_string()), "{problem}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            ancestor_problem(&open.join("lnk/st"), "the state directory"),
+            None
+        );
+        // A relative link, and `..` through it, resolve as the kernel would.
+        std::os::unix::fs::symlink("../safe", open.join("rel")).unwrap();
+        assert_eq!(
+            ancestor_problem(&open.join("rel/../x"), "the state directory"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_object_store_is_walked_for_entries_others_could_have_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo.git");
+        let me = nix::unistd::geteuid().as_raw();
+        let pack = repo.join("objects/pack");
+        fs::create_dir_all(&pack).unwrap();
+        fs::write(pack.join("p.pack"), "").unwrap();
+        fs::set_permissions(pack.join("p.pack"), fs::Permissions::from_mode(0o444)).unwrap();
+        assert_eq!(store_problem(&repo, me), None);
+        assert_eq!(store_problem(&dir.path().join("missing"), me), None);
+        let loose = repo.join("objects/ab");
+        fs::create_dir(&loose).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o777)).unwrap();
+        let problem = store_problem(&repo, me).unwrap();
+        assert!(
+            problem.starts_with(&format!(
+                "{} is writable by group or others (mode 0777)",
+                loose.display()
+            )),
+            "{problem}"
+        );
+        assert!(
+            problem.ends_with(&format!(
+                "remove it (rm -rf {}), the next pass fetches it again",
+                repo.display()
+            )),
+            "{problem}"
+        );
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", loose.join("cdef")).unwrap();
+        let problem = store_problem(&repo, me).unwrap();
+        assert!(problem.contains("cdef is a symlink"), "{problem}");
+        fs::remove_file(loose.join("cdef")).unwrap();
+        assert_eq!(
+            store_problem(&repo, me + 1).map(|p| p.contains(&format!("(uid {me})"))),
+            Some(true)
+        );
     }
 
     #[test]

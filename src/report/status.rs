@@ -47,7 +47,7 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
             unreadable(&e, blocked.refused.as_deref()),
         )
     })?;
-    let running = layout.pass_running();
+    let running = Lock::found(&layout, recorded.as_ref());
     let Some(state) = recorded else {
         if args.json {
             out!("{}", serde_json::to_string_pretty(&State::default())?);
@@ -62,11 +62,11 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
         }
         return Ok(Exit::ApplyFailed);
     };
-    let (healthy, reasons) = health(&state, running, &blocked, now, args.max_age);
+    let (healthy, reasons) = health(&state, &running, &blocked, now, args.max_age);
     if args.json {
         out!("{}", serde_json::to_string_pretty(&state)?);
     } else {
-        out!("{}", render(&state, running, now).trim_end());
+        out!("{}", render(&state, running == Lock::Pass, now).trim_end());
         for reason in reasons {
             out!("unhealthy:    {reason}");
         }
@@ -111,6 +111,31 @@ impl Blocked {
     }
 }
 
+/// Who holds the pass lock, as far as status can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lock {
+    /// Nobody: no pass is running.
+    Free,
+    /// A pass: applying (the pid recorded in `in_progress` is a live gitops), or fetching, or
+    /// another program (no `in_progress`), which status cannot tell apart.
+    Pass,
+    /// The pass recorded in `in_progress` is dead, yet the lock is held: processes its entry
+    /// point started (named, when /proc tells) keep it, and every sync waits for them.
+    Orphaned(Option<String>),
+}
+
+impl Lock {
+    fn found(layout: &Layout, state: Option<&State>) -> Lock {
+        if !layout.pass_running() {
+            return Lock::Free;
+        }
+        match state.and_then(|s| s.in_progress.as_ref()) {
+            Some(p) if !state::pid_is_live_gitops(p.pid) => Lock::Orphaned(layout.lock_holders()),
+            _ => Lock::Pass,
+        }
+    }
+}
+
 /// How far in the future the last pass may seem to have finished before the clock is suspect:
 /// room for a little skew between the machine's clock and an NTP step.
 const FUTURE_SLACK_SECS: i64 = 300;
@@ -120,15 +145,25 @@ const FUTURE_SLACK_SECS: i64 = 300;
 /// (`max_age` zero: any age) and not in the future.
 pub fn health(
     state: &State,
-    pass_running: bool,
+    lock: &Lock,
     blocked: &Blocked,
     now: OffsetDateTime,
     max_age: Duration,
 ) -> (bool, Vec<String>) {
     let mut reasons = blocked.reasons();
     if let Some(unfinished) = &state.in_progress {
-        if !pass_running {
-            reasons.push(unfinished_error(unfinished));
+        match lock {
+            Lock::Free => reasons.push(unfinished_error(unfinished)),
+            Lock::Pass => {}
+            Lock::Orphaned(holders) => reasons.push(format!(
+                "the pass applying {} (pid {}) was killed; processes it started still hold the lock, so every sync waits for them: let them finish, or stop them{}",
+                short(&unfinished.commit),
+                unfinished.pid,
+                holders
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default()
+            )),
         }
     }
     match &state.last_pass {
@@ -363,50 +398,62 @@ mod tests {
             });
             s
         };
-        let table: Vec<(State, bool, Duration, bool, &[&str])> = vec![
-            (passed(Outcome::Applied, recent), false, hour, true, &[]),
-            (passed(Outcome::UpToDate, recent), false, hour, true, &[]),
+        let table: Vec<(State, Lock, Duration, bool, &[&str])> = vec![
+            (passed(Outcome::Applied, recent), Lock::Free, hour, true, &[]),
+            (passed(Outcome::UpToDate, recent), Lock::Free, hour, true, &[]),
             (
-                passed(Outcome::ApplyFailed, recent),
-                false,
+                passed(Outcome::ApplyFailed, recent), Lock::Free,
                 hour,
                 false,
                 &["the last pass ended apply-failed"],
             ),
             (
-                passed(Outcome::ConfigError, recent),
-                false,
+                passed(Outcome::ConfigError, recent), Lock::Free,
                 hour,
                 false,
                 &["the last pass ended config-error"],
             ),
             (
-                passed(Outcome::Applied, old),
-                false,
+                passed(Outcome::Applied, old), Lock::Free,
                 hour,
                 false,
                 &["no pass for 3h 5min: is gitops.timer running?"],
             ),
-            (passed(Outcome::Applied, old), false, off, true, &[]),
+            (passed(Outcome::Applied, old), Lock::Free, off, true, &[]),
             (
-                killed(passed(Outcome::Applied, recent)),
-                false,
+                killed(passed(Outcome::Applied, recent)), Lock::Free,
                 hour,
                 false,
                 &["the pass applying cccccccccccc started at 2026-11-25T09:58:00Z did not finish: killed or crashed"],
             ),
             // Still running: the lock says so, and the last finished pass decides.
-            (killed(passed(Outcome::Applied, recent)), true, hour, true, &[]),
+            (killed(passed(Outcome::Applied, recent)), Lock::Pass, hour, true, &[]),
+            // The recorded pass is dead but the lock is held: its processes keep every sync out.
+            (
+                killed(passed(Outcome::Applied, recent)),
+                Lock::Orphaned(Some("process pid 303 (sleep)".into())),
+                hour,
+                false,
+                &["the pass applying cccccccccccc (pid 42) was killed; processes it started still hold the lock, so every sync waits for them: let them finish, or stop them (process pid 303 (sleep))"],
+            ),
+            (
+                killed(passed(Outcome::Applied, recent)),
+                Lock::Orphaned(None),
+                hour,
+                false,
+                &["the pass applying cccccccccccc (pid 42) was killed; processes it started still hold the lock, so every sync waits for them: let them finish, or stop them"],
+            ),
+            // Held with nothing in progress: a pass fetching, or another program; as before.
+            (passed(Outcome::Applied, recent), Lock::Pass, hour, true, &[]),
             (
                 killed(State::default()),
-                true,
+                Lock::Pass,
                 hour,
                 false,
                 &["no pass has finished yet"],
             ),
             (
-                passed(Outcome::Applied, "yesterday"),
-                false,
+                passed(Outcome::Applied, "yesterday"), Lock::Free,
                 hour,
                 false,
                 &["the last pass's time \"yesterday\" is unreadable"],
@@ -414,7 +461,7 @@ mod tests {
         ];
         for (state, running, max_age, healthy, reasons) in table {
             let (got_healthy, got_reasons) =
-                health(&state, running, &Blocked::default(), now, max_age);
+                health(&state, &running, &Blocked::default(), now, max_age);
             assert_eq!(
                 (got_healthy, got_reasons.as_slice()),
                 (
@@ -425,7 +472,7 @@ mod tests {
                         .collect::<Vec<_>>()
                         .as_slice()
                 ),
-                "{state:?} running={running} max_age={max_age:?}"
+                "{state:?} running={running:?} max_age={max_age:?}"
             );
         }
     }
@@ -485,7 +532,7 @@ mod tests {
             ),
         ];
         for (state, blocked, max_age, reasons) in table {
-            let (healthy, got) = health(&state, false, blocked, now, max_age);
+            let (healthy, got) = health(&state, &Lock::Free, blocked, now, max_age);
             let want: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
             assert_eq!(
                 (healthy, got),
