@@ -224,10 +224,22 @@ fn blame_the_variable(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Erro
 /// env file's too, loaded here as best it can be), else the default. None for other commands.
 fn sync_state_dir_from_raw(args: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
     let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
-    let sync = words
-        .iter()
-        .enumerate()
-        .position(|(i, w)| *w == "sync" && (i == 0 || words[i - 1] != "--config"))?;
+    // The subcommand is the first word that is neither the global --config nor its value:
+    // `gitops status --json sync` is a mistyped status, not a sync to record.
+    let mut sync = None;
+    let mut i = 0;
+    while let Some(word) = words.get(i) {
+        match *word {
+            "--config" => i += 2,
+            w if w.starts_with("--config=") => i += 1,
+            "sync" => {
+                sync = Some(i);
+                break;
+            }
+            _ => break,
+        }
+    }
+    let sync = sync?;
     let value_of = |name: &str, from: usize| {
         let flag = format!("--{name}");
         let mut found = None;

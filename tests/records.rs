@@ -66,3 +66,65 @@ fn a_full_disk_when_recording_says_so_and_keeps_the_old_record() {
     );
     assert_eq!(m.state_bytes(), before, "the last record stays whole");
 }
+
+#[test]
+fn an_applied_tree_that_is_not_ours_is_written_again_before_the_checkout_shows_it() {
+    if !is_root() {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let up = Upstream::new();
+    let commit = up.commit(
+        &[("run.sh", RECORDING_RUN_SH), ("app.conf", "good\n")],
+        "init",
+    );
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    let url = daemon.url("config.git");
+    m.sync(&url, &[]).expect(0);
+    // What another user could have left while the state directory was open: their own
+    // directory in place of the applied tree.
+    let tree = m.state.join("trees").join(&commit);
+    std::fs::remove_dir_all(&tree).unwrap();
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("app.conf"), "EVIL\n").unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&tree, nobody, None).unwrap();
+    let run = m.sync(&url, &[]).expect(0);
+    assert!(run.stderr.contains("wrote it again"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("app.conf")).unwrap(),
+        "good\n"
+    );
+    assert_eq!(m.runs().len(), 1, "nothing runs again");
+    // Gone altogether (trees/ removed by hand, as the advice says): written again too.
+    std::fs::remove_dir_all(m.state.join("trees")).unwrap();
+    std::fs::create_dir(m.state.join("trees")).unwrap();
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        &m.state.join("trees"),
+        nix::sys::stat::Mode::from_bits_truncate(0o700),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .unwrap();
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("app.conf")).unwrap(),
+        "good\n"
+    );
+}
+
+#[test]
+fn a_mistyped_command_that_mentions_sync_records_nothing() {
+    let m = Machine::new();
+    std::fs::create_dir(&m.state).unwrap();
+    crate::harness::chmod(&m.state, 0o700);
+    for args in [
+        &["status", "--json", "sync"][..],
+        &["help", "sync", "--bogus"][..],
+        &["status", "--max-age", "bogus", "sync"][..],
+    ] {
+        m.run(args).expect(2);
+        assert_eq!(m.state_bytes(), None, "{args:?} recorded something");
+    }
+}

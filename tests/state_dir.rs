@@ -21,8 +21,9 @@ fn a_state_directory_others_can_write_is_refused() {
                 vec![mode | 0o020, mode | 0o002, mode | 0o050, mode | 0o001],
                 "chmod 700",
             )
-        } else if dir == "repo.git" {
-            // It may hold others' objects already: removed and fetched again, not chmod-ed.
+        } else if dir == "repo.git" || dir == "trees" {
+            // It may hold others' objects or files already: removed and written again, not
+            // chmod-ed.
             (vec![mode | 0o020, mode | 0o002], "rm -rf")
         } else {
             (vec![mode | 0o020, mode | 0o002], "chmod go-w")
@@ -74,13 +75,14 @@ fn a_state_directory_owned_by_another_user_is_refused() {
         nix::unistd::chown(&path, nobody, None).unwrap();
         let line = m.sync(&url, &[]).expect(2).error_line();
         assert!(line.contains("uid 65534"), "{line}");
-        assert!(
-            line.contains(&format!("chown -R root {}", m.state.display())),
-            "{line}"
-        );
+        let fix = match dir {
+            "" => format!("chown -R root {}", m.state.display()),
+            _ => format!("rm -rf {}", path.display()),
+        };
+        assert!(line.contains(&fix), "{line}");
         let status = m.run(&["status"]).expect(1);
         assert!(
-            status.stdout.contains("unhealthy:") && status.stdout.contains("chown -R root"),
+            status.stdout.contains("unhealthy:") && status.stdout.contains(&fix),
             "{}",
             status.stdout
         );

@@ -36,17 +36,21 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     clear_stale_locks(store);
     remove_pack_leftovers(store);
     let log = ssh_log(store);
+    // Made afresh by us (O_EXCL, O_NOFOLLOW): ssh, the shell around it and upload-pack only
+    // append to it, so none of them can be led through a link planted under its name.
     let _ = std::fs::remove_file(&log);
+    let _ = crate::pass::state::create_new(&log);
     let deadline = Instant::now() + settings.fetch_timeout;
     // Over git:// every read of our own socket carries the deadline, so the pass needs no
     // second thread; the other transports block inside gix or a child process, so they run on
-    // a thread that we stop waiting for at the deadline.
+    // a thread that we stop waiting for at the deadline. A signal also reaches gix's own work
+    // after the last read (indexing the pack, resolving deltas) through the signal flag.
     let outcome = if settings.repo_url.scheme == gix::url::Scheme::Git {
         Some(fetch_here(
             store,
             settings,
             deadline,
-            &AtomicBool::new(false),
+            crate::signals::interrupt_flag(),
         ))
     } else {
         fetch_on_thread(store, settings, deadline)?
@@ -640,10 +644,13 @@ fn upload_pack(
     use std::os::unix::fs::OpenOptionsExt;
     use std::process::{Command, Stdio};
     let path = std::ffi::OsStr::from_bytes(url.path.as_slice());
+    // Created here on a first pass (the store did not exist when the pass made it), and never
+    // through a link.
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(log)
         .with_context(|| format!("could not create {}", log.display()))?;
     let spawn = |program: &str, subcommand: Option<&str>| {

@@ -105,7 +105,8 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         // Its own process group, so a timeout kills everything it started, not just the shell.
         .before_spawn(move |command| {
             command.process_group(0);
-            // SAFETY: umask(2) is async-signal-safe and touches no memory of ours.
+            // SAFETY: umask(2), close_range(2) and fcntl(2) are async-signal-safe system calls,
+            // and nothing below allocates or touches memory another thread could hold locked.
             unsafe {
                 command.pre_exec(move || {
                     nix::sys::stat::umask(umask);
@@ -152,10 +153,15 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
     let status = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let slice = left.min(Duration::from_millis(200));
-        if let Some(output) = handle
-            .wait_timeout(slice)
-            .context("could not wait for the entry point")?
-        {
+        let waited = match handle.wait_timeout(slice) {
+            Ok(waited) => waited,
+            Err(e) => {
+                // Never leave it running unwatched once the pass gives up on it.
+                stop_group(&handle, pgid);
+                return Err(e).context("could not wait for the entry point");
+            }
+        };
+        if let Some(output) = waited {
             break Ok(output.status);
         }
         if let Some(signal) = crate::signals::received() {
@@ -257,10 +263,10 @@ fn entry_point(tree: &Path, entrypoint: &str) -> std::result::Result<fs::Metadat
 /// Write why an apply failed before its entry point could run into the apply's log, so the
 /// log that state.json names exists and says it. False if the log could not be written.
 pub fn note_in_log(log: &Path, why: &str) -> bool {
+    // The log exists (the pass created it, O_EXCL): opened, never created or followed here.
     OpenOptions::new()
-        .create(true)
         .append(true)
-        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(log)
         .and_then(|mut file| writeln!(file, "gitops: {why}"))
         .is_ok()

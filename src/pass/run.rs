@@ -24,7 +24,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     let layout = Layout::new(&settings.state_dir);
     state::check_private(&layout)?;
     layout.create()?;
-    let lock = layout.lock(settings.lock_timeout)?;
+    let lock = Held(Some(layout.lock(settings.lock_timeout)?));
     // Again, now that the pass owns the directory: the wait for the lock can be long, and what
     // is run must come from the directory that was checked.
     state::check_private(&layout)?;
@@ -43,7 +43,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
         &mut state,
         &mut remote_commit,
         entry_umask,
-        lock.as_raw_fd(),
+        lock.fd(),
         now,
     );
     let outcome = match &result {
@@ -87,6 +87,24 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     // running holds a copy of it and must not keep later passes out.
     drop(lock);
     result.map(|_| ()).map_err(|(_, e)| e)
+}
+
+/// The pass lock, released on every way out of the pass. nix's `Flock` panics in its `Drop`
+/// when unlocking fails; a pass must never panic, and the lock goes with the process anyway.
+struct Held(Option<nix::fcntl::Flock<std::fs::File>>);
+
+impl Held {
+    fn fd(&self) -> RawFd {
+        self.0.as_ref().map_or(-1, |lock| lock.as_raw_fd())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(Err((lock, _))) = self.0.take().map(|lock| lock.unlock()) {
+            std::mem::forget(lock);
+        }
+    }
 }
 
 type Staged<T> = std::result::Result<T, (Outcome, anyhow::Error)>;
@@ -133,7 +151,13 @@ fn pass(
         Action::UpToDate => {
             state.pending = None;
             say!("gitops: up to date at {short} ({})", fetched.branch);
-            repair_checkout(settings, layout, &tip).map_err(|e| (Outcome::ConfigError, e))?;
+            repair_checkout(settings, layout, &tip, entry_umask).map_err(|e| {
+                let outcome = match crate::exit::code_of(&e) {
+                    Exit::Usage => Outcome::ConfigError,
+                    _ => Outcome::ApplyFailed,
+                };
+                (outcome, e)
+            })?;
             Ok(Outcome::UpToDate)
         }
         Action::Refuse => {
@@ -176,29 +200,45 @@ fn pass(
                     "[year][month][day]T[hour][minute][second]Z"
                 ))
                 .unwrap_or_default();
-            let log =
-                create_log(&layout.logs(), &stamp, &tip).map_err(|e| (Outcome::ApplyFailed, e))?;
-            let target = Target {
-                commit: &tip,
-                branch: &fetched.branch,
-                log: &log,
-                umask: entry_umask,
-                lock_fd,
+            // The log, then, durably, the record that this pass applies: a pass killed from
+            // here on is reported as such by status, and the next pass retries the commit. A
+            // failure of either (a full disk) is this commit's failed attempt, recorded as such.
+            let prepared = create_log(&layout.logs(), &stamp, &tip)
+                .and_then(|log| {
+                    state.in_progress = Some(InProgress {
+                        commit: tip.clone(),
+                        started_at: rfc3339(now()),
+                        pid: std::process::id(),
+                        log: Some(log.display().to_string()),
+                    });
+                    state::save(layout, state, true)?;
+                    Ok(log)
+                })
+                .or_exit(Exit::ApplyFailed, || {
+                    format!("could not start applying {short}")
+                });
+            let (log, result) = match prepared {
+                Ok(log) => {
+                    let target = Target {
+                        commit: &tip,
+                        branch: &fetched.branch,
+                        log: &log,
+                        umask: entry_umask,
+                        lock_fd,
+                    };
+                    let result = apply_commit(settings, layout, state, repo, &target);
+                    (Some(log), result)
+                }
+                Err(e) => (None, Err(e)),
             };
-            // Durably, before anything of the commit runs: a pass killed from here on is
-            // reported as such by status, and the next pass retries the commit.
-            state.in_progress = Some(InProgress {
-                commit: tip.clone(),
-                started_at: rfc3339(now()),
-                pid: std::process::id(),
-            });
-            state::save(layout, state, true).map_err(|e| (Outcome::ApplyFailed, e))?;
-            let result = apply_commit(settings, layout, state, repo, &target);
             // The applied commit's log stays, however many failed retries came after it.
             let applied_log = state.applied.as_ref().and_then(|a| a.log.clone());
             let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS, applied_log.as_deref());
-            // A log that was never written (the tree failed and the disk is full) is not named.
-            let log_shown = log.exists().then(|| log.display().to_string());
+            // A log with nothing in it (the disk was full before a word was written) is not
+            // named: status would point the operator at an empty file.
+            let log_shown = log
+                .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0))
+                .map(|l| l.display().to_string());
             match result {
                 Ok(()) => {
                     state.applied = Some(Applied {
@@ -263,11 +303,29 @@ fn switch_checkout(settings: &Settings, tree: &Path) -> Result<()> {
 
 /// With nothing to apply, the checkout link must still show the applied tree: a new --checkout,
 /// or a link removed or repointed by hand, is set right now rather than at the next commit.
-fn repair_checkout(settings: &Settings, layout: &Layout, applied: &str) -> Result<()> {
+/// The applied tree itself is written again from the store, which the pass has checked, when it
+/// is missing (trees/ cleaned by hand) or is not a directory of ours (replaced while the state
+/// directory was open to others).
+fn repair_checkout(
+    settings: &Settings,
+    layout: &Layout,
+    applied: &str,
+    umask: nix::sys::stat::Mode,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let tree = layout.trees().join(applied);
-    if !tree.is_dir() {
-        // Nothing to point at (trees/ lost or cleaned by hand): the next apply writes it.
-        return Ok(());
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir() && m.uid() == me);
+    if !ours {
+        let repo = git::open_store(&layout.repo(), settings)?;
+        write_commit_tree(settings, layout, &repo, applied, umask)
+            .or_exit(Exit::ApplyFailed, || {
+                format!("could not write the applied tree {} again", tree.display())
+            })?;
+        say!(
+            "gitops: the applied tree {} was missing or not gitops's own; wrote it again",
+            tree.display()
+        );
     }
     let Some(was) = checkout::link_problem(&settings.checkout, &tree) else {
         return Ok(());
@@ -279,6 +337,30 @@ fn repair_checkout(settings: &Settings, layout: &Layout, applied: &str) -> Resul
         tree.display()
     );
     Ok(())
+}
+
+/// Write the tree of `commit` fresh into `trees/<commit>`. It gets the modes an administrator's
+/// `git clone` would give (0644/0755 under umask 022), so what the entry point copies out of it
+/// (`cp motd /etc/motd`) is not left 0600; the 0700 state directory above it keeps it private
+/// all the same.
+fn write_commit_tree(
+    settings: &Settings,
+    layout: &Layout,
+    repo: &gix::Repository,
+    commit: &str,
+    umask: nix::sys::stat::Mode,
+) -> Result<std::path::PathBuf> {
+    let id = gix::ObjectId::from_hex(commit.as_bytes())?;
+    checkout::prepare(&layout.trees(), commit, |dir| {
+        let ours = nix::sys::stat::umask(umask);
+        let written = git::write_tree(repo, id, dir, settings.max_file_size).and_then(|()| {
+            let mode = 0o777 & !umask.bits();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("could not set the mode of {}", dir.display()))
+        });
+        nix::sys::stat::umask(ours);
+        written
+    })
 }
 
 /// The commit being applied and where its run goes.
@@ -299,28 +381,15 @@ fn apply_commit(
     target: &Target<'_>,
 ) -> Result<()> {
     let (tip, branch, log) = (target.commit, target.branch, target.log);
-    let id = gix::ObjectId::from_hex(tip.as_bytes())?;
-    let tree = checkout::prepare(&layout.trees(), tip, |dir| {
-        // The tree gets the modes an administrator's `git clone` would give (0644/0755 under
-        // umask 022), so what the entry point copies out of it (`cp motd /etc/motd`) is not
-        // left 0600; the 0700 state directory above it keeps it private all the same.
-        let ours = nix::sys::stat::umask(target.umask);
-        let written = git::write_tree(repo, id, dir, settings.max_file_size).and_then(|()| {
-            let mode = 0o777 & !target.umask.bits();
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("could not set the mode of {}", dir.display()))
-        });
-        nix::sys::stat::umask(ours);
-        written
-    })
-    // Whatever stopped the write (a path gix refuses, a full disk, a file too large, a signal),
-    // this commit did not apply: an apply failure, retried, with the reason in its log.
-    .or_exit(Exit::ApplyFailed, || {
-        format!("could not write the tree of {}", &tip[..tip.len().min(12)])
-    })
-    .inspect_err(|e| {
-        apply::note_in_log(log, &one_line(e));
-    })?;
+    let tree = write_commit_tree(settings, layout, repo, tip, target.umask)
+        // Whatever stopped the write (a path gix refuses, a full disk, a file too large, a signal),
+        // this commit did not apply: an apply failure, retried, with the reason in its log.
+        .or_exit(Exit::ApplyFailed, || {
+            format!("could not write the tree of {}", &tip[..tip.len().min(12)])
+        })
+        .inspect_err(|e| {
+            apply::note_in_log(log, &one_line(e));
+        })?;
     switch_checkout(settings, &tree).inspect_err(|e| {
         apply::note_in_log(log, &one_line(e));
     })?;
@@ -395,7 +464,10 @@ fn take_unfinished(state: &mut State) -> bool {
         attempts: previous
             .as_ref()
             .map_or(1, |p| p.attempts.saturating_add(1)),
-        log: None,
+        // What the entry point said before the kill: the one thing the operator needs.
+        log: unfinished
+            .log
+            .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)),
         subject: previous.and_then(|p| p.subject),
         commit: unfinished.commit,
         last_error: error,

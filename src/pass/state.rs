@@ -35,6 +35,9 @@ pub struct InProgress {
     pub commit: String,
     pub started_at: String,
     pub pid: u32,
+    /// The apply's log, which holds what the entry point said before the pass was killed.
+    #[serde(default)]
+    pub log: Option<String>,
 }
 
 /// The last commit whose entry point exited 0.
@@ -335,9 +338,11 @@ impl Layout {
     }
 }
 
-/// Whether `pid` is a live gitops process: not gone, not a zombie, and named as we are. A pass
-/// recorded as applying under a pid that is none of these was killed. Without /proc nobody can
-/// tell, and the pass is taken to be alive, as before.
+/// Whether the pass recorded under `pid` is still alive: the process is there and not a zombie.
+/// Not judged by its name: the binary may be installed under another one than the `status`
+/// that asks. (A pid reused after a kill could pass for the pass; pids wrap slowly enough for
+/// that to be rare, and the next pass tells the truth.) Without /proc nobody can tell, and the
+/// pass is taken to be alive, as before.
 pub fn pid_is_live_gitops(pid: u32) -> bool {
     if !Path::new("/proc/self").exists() {
         return true;
@@ -346,16 +351,8 @@ pub fn pid_is_live_gitops(pid: u32) -> bool {
         return false;
     };
     // "303 (gitops) S 1 …": the name may hold spaces or parentheses, the state follows the last ')'.
-    let Some((head, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let zombie = rest.split_whitespace().next() == Some("Z");
-    let name = head.split_once('(').map(|(_, name)| name);
-    // Named as this binary is, in case it was installed under another name.
-    let ours = fs::read_to_string("/proc/self/comm")
-        .map(|c| c.trim_end_matches('\n').to_string())
-        .unwrap_or_else(|_| "gitops".into());
-    !zombie && name == Some(ours.as_str())
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.split_whitespace().next() != Some("Z"))
 }
 
 /// The processes holding the lock when it is not a gitops pass: the entry point of a pass that
@@ -386,11 +383,11 @@ fn orphan_holders(lock: &File) -> Option<String> {
     };
     // The pid that took it: a running gitops is an ordinary pass, not an orphan. A killed one
     // nobody has reaped yet is a zombie that still shows its name.
-    let zombie = fs::read_to_string(format!("/proc/{taker}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.split_whitespace().next() == Some("Z"))
-    });
-    if !zombie && comm(taker).as_deref() == Some("gitops") {
+    // Named as this binary is: here the asker is a pass, the same program as the holder.
+    let own = fs::read_to_string("/proc/self/comm").ok();
+    if u32::try_from(taker).is_ok_and(pid_is_live_gitops)
+        && comm(taker).is_some_and(|c| own.as_deref().map(str::trim) == Some(c.as_str()))
+    {
         return None;
     }
     let me = std::process::id().to_string();
@@ -467,10 +464,23 @@ pub const KEEP_CORRUPT: usize = 3;
 
 /// Remove all but the newest `keep` files that `load` moved aside.
 pub fn prune_corrupt(layout: &Layout, keep: usize) -> Result<()> {
-    let entries = fs::read_dir(&layout.root)
-        .with_context(|| format!("could not list {}", layout.root.display()))?;
-    let mut aside: Vec<(std::time::SystemTime, PathBuf)> = entries
+    let entries: Vec<fs::DirEntry> = fs::read_dir(&layout.root)
+        .with_context(|| format!("could not list {}", layout.root.display()))?
         .filter_map(|e| e.ok())
+        .collect();
+    // The temporary file of a state write killed before its rename: we hold the lock, so no
+    // write is under way.
+    for entry in &entries {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".state.json.tmp-")
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let mut aside: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .into_iter()
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
@@ -675,6 +685,13 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
         let store = index == 1;
         if store && (meta.uid() != me || meta.mode() & 0o022 != 0) {
             return Some(store_advice(&dir, &dir, &store_fault(&meta, me)));
+        }
+        // The same for the trees: the applied one is what the checkout shows.
+        if index == 2 && (meta.uid() != me || meta.mode() & 0o022 != 0) {
+            return Some(format!(
+                "{shown} {}: the checked-out trees may have been changed while the state directory was open; remove them (rm -rf {shown}), the next pass writes the applied one again",
+                store_fault(&meta, me)
+            ));
         }
         if meta.uid() == 0 && me != 0 {
             return Some(format!(

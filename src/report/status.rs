@@ -395,6 +395,7 @@ mod tests {
                 commit: "c".repeat(40),
                 started_at: "2026-11-25T09:58:00Z".into(),
                 pid: 42,
+                log: None,
             });
             s
         };
