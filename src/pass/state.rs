@@ -271,14 +271,15 @@ impl Layout {
     }
 
     /// Take the pass lock, waiting up to `timeout` for a running pass to finish.
-    pub fn lock(&self, timeout: Duration) -> Result<Flock<File>> {
+    /// Also says whether it had to wait: what was checked before may have changed meanwhile.
+    pub fn lock(&self, timeout: Duration) -> Result<(Flock<File>, bool)> {
         let path = self.lock_file();
         let mut file = self.open_lock()?;
         let deadline = Instant::now() + timeout;
         let mut waiting = false;
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(lock),
+                Ok(lock) => return Ok((lock, waiting)),
                 Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
                     file = returned;
                     if !waiting {
@@ -1083,7 +1084,7 @@ mod tests {
             !layout.lock_file().exists(),
             "the probe created the lock file"
         );
-        let held = layout.lock(Duration::from_secs(1)).unwrap();
+        let (held, _) = layout.lock(Duration::from_secs(1)).unwrap();
         assert!(layout.pass_running());
         assert!(layout.try_lock().is_none());
         drop(held);
