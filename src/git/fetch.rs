@@ -39,7 +39,14 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     // Made afresh by us (O_EXCL, O_NOFOLLOW): ssh, the shell around it and upload-pack only
     // append to it, so none of them can be led through a link planted under its name.
     let _ = std::fs::remove_file(&log);
-    let _ = crate::pass::state::create_new(&log);
+    // Only the transports that write to it get one: a new inode is a cost the usual git://
+    // or https no-op pass need not pay.
+    if matches!(
+        settings.repo_url.scheme,
+        gix::url::Scheme::Ssh | gix::url::Scheme::File
+    ) {
+        let _ = crate::pass::state::create_new(&log);
+    }
     let deadline = Instant::now() + settings.fetch_timeout;
     // Over git:// every read of our own socket carries the deadline, so the pass needs no
     // second thread; the other transports block inside gix or a child process, so they run on

@@ -640,7 +640,8 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
 pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
-    let user = user_name(me);
+    // Looked up only for a message: a passwd lookup (NSS) is no cost every pass should pay.
+    let user = || user_name(me);
     let root = std::path::absolute(&layout.root).unwrap_or_else(|_| layout.root.clone());
     let parent = root.parent().unwrap_or(Path::new("/"));
     if let Some(problem) = ancestor_problem(parent, "the state directory") {
@@ -696,15 +697,17 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
         }
         if meta.uid() == 0 && me != 0 {
             return Some(format!(
-                "the state directory {shown} belongs to root, not to {user}: {}",
+                "the state directory {shown} belongs to root, not to {}: {}",
+                user(),
                 owner_fix(0, me, "", command)
             ));
         }
         if meta.uid() != me {
             return Some(format!(
-                "the state directory {shown} belongs to uid {}, not to {user} who runs gitops, and its owner could make gitops run any code; {}",
+                "the state directory {shown} belongs to uid {}, not to {} who runs gitops, and its owner could make gitops run any code; {}",
                 meta.uid(),
-                owner_fix(meta.uid(), me, &format!("chown -R {user} {shown_root}"), command)
+                user(),
+                owner_fix(meta.uid(), me, &format!("chown -R {} {shown_root}", user()), command)
             ));
         }
         let mode = meta.mode() & 0o7777;
