@@ -251,10 +251,10 @@ impl Settings {
 fn check_checkout_outside(checkout: &Path, state_dir: &Path) -> Result<()> {
     let (checkout, state_dir) = (normalize(checkout), normalize(state_dir));
     let real_checkout = match (checkout.parent(), checkout.file_name()) {
-        (Some(parent), Some(name)) => crate::pass::state::canonical_prefix(parent).join(name),
+        (Some(parent), Some(name)) => crate::pass::guard::canonical_prefix(parent).join(name),
         _ => checkout.clone(),
     };
-    let real_state_dir = crate::pass::state::canonical_prefix(&state_dir);
+    let real_state_dir = crate::pass::guard::canonical_prefix(&state_dir);
     if checkout.starts_with(&state_dir) || real_checkout.starts_with(&real_state_dir) {
         return Err(fail(
             Exit::Usage,
@@ -273,7 +273,7 @@ fn check_checkout_outside(checkout: &Path, state_dir: &Path) -> Result<()> {
 fn check_checkout_parent(checkout: &Path) -> Result<()> {
     let checkout = normalize(checkout);
     let parent = checkout.parent().unwrap_or(Path::new("/"));
-    match crate::pass::state::ancestor_problem(parent, "the checkout link") {
+    match crate::pass::guard::ancestor_problem(parent, "the checkout link") {
         Some(problem) => Err(fail(Exit::Usage, problem)),
         None => Ok(()),
     }

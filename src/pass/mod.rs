@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod decide;
+pub mod guard;
 pub mod run;
 pub mod state;
 

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::apply;
 use super::decide::{decide, Action, Reason};
+use super::guard;
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
@@ -22,7 +23,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     let entry_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     crate::signals::install();
     let layout = Layout::new(&settings.state_dir);
-    state::check_private(&layout)?;
+    guard::check_private(&layout)?;
     layout.create()?;
     let (lock, waited) = layout.lock(settings.lock_timeout)?;
     let lock = Held(Some(lock));
@@ -30,7 +31,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     // directory that was checked. (Taken at once, there was no time for a change: the check
     // just made holds, and the usual pass does not pay for it twice.)
     if waited {
-        state::check_private(&layout)?;
+        guard::check_private(&layout)?;
     }
     let mut state = state::load(&layout)?;
     if let Err(e) = state::prune_corrupt(&layout, state::KEEP_CORRUPT) {
@@ -496,7 +497,7 @@ pub fn unfinished_error(unfinished: &InProgress) -> String {
 pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetDateTime) {
     let layout = Layout::new(&std::path::absolute(state_dir).unwrap_or(state_dir.to_path_buf()));
     // Never create one: a default state directory made by a config error would be wrong.
-    if !layout.root.is_dir() || state::private_problem(&layout).is_some() {
+    if !layout.root.is_dir() || guard::private_problem(&layout).is_some() {
         return;
     }
     let Some(_lock) = layout.try_lock() else {

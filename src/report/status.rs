@@ -37,7 +37,7 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     // What would stop every sync before it records anything: the last recorded pass may look
     // fine while every pass since was refused.
     let blocked = Blocked {
-        refused: state::private_problem_for(&layout, "status"),
+        refused: crate::pass::guard::private_problem_for(&layout, "status"),
         lock: layout.lock_problem(),
     };
     // A health check reads exit 1 as "not healthy"; an unreadable state is not healthy either.
