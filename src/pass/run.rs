@@ -40,6 +40,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     let killed = take_unfinished(&mut state);
     let loaded = (state.applied.clone(), state.pending.clone());
     let started_at = rfc3339(now());
+    let clock = std::time::Instant::now();
 
     let mut remote_commit = None;
     let result = pass(
@@ -61,12 +62,14 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     } else {
         state.consecutive_failures.saturating_add(1)
     };
+    count_pass(&mut state, outcome);
     state.last_pass = Some(LastPass {
         started_at,
         finished_at: rfc3339(now()),
         outcome,
         remote_commit,
         error: result.as_ref().err().map(|(_, e)| one_line(e)),
+        duration_ms: Some(clock.elapsed().as_millis().try_into().unwrap_or(u64::MAX)),
     });
     state.in_progress = None;
     let changed = killed || loaded != (state.applied.clone(), state.pending.clone());
@@ -231,7 +234,12 @@ fn pass(
                         umask: entry_umask,
                         lock_fd,
                     };
-                    let result = apply_commit(settings, layout, state, repo, &target);
+                    let mut apply_ms = None;
+                    let result =
+                        apply_commit(settings, layout, state, repo, &target, &mut apply_ms);
+                    if apply_ms.is_some() {
+                        state.last_apply_ms = apply_ms;
+                    }
                     (Some(log), result)
                 }
                 Err(e) => (None, Err(e)),
@@ -384,6 +392,7 @@ fn apply_commit(
     state: &State,
     repo: &gix::Repository,
     target: &Target<'_>,
+    apply_ms: &mut Option<u64>,
 ) -> Result<()> {
     let (tip, branch, log) = (target.commit, target.branch, target.log);
     let tree = write_commit_tree(settings, layout, repo, tip, target.umask)
@@ -424,7 +433,10 @@ fn apply_commit(
         umask: target.umask,
         lock_fd: Some(target.lock_fd),
     };
-    apply::run(&run)?.map_err(|why| fail(Exit::ApplyFailed, why))
+    let started = std::time::Instant::now();
+    let ran = apply::run(&run);
+    *apply_ms = Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
+    ran?.map_err(|why| fail(Exit::ApplyFailed, why))
 }
 
 /// Create this apply's log file, new (O_EXCL, O_NOFOLLOW): a file or link already there under
@@ -508,14 +520,25 @@ pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetD
     };
     let stamp = rfc3339(now);
     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+    count_pass(&mut state, Outcome::ConfigError);
     state.last_pass = Some(LastPass {
         started_at: stamp.clone(),
         finished_at: stamp,
         outcome: Outcome::ConfigError,
         remote_commit: None,
         error: Some(one_line(error)),
+        duration_ms: None,
     });
     let _ = state::save(&layout, &state, false);
+}
+
+/// One more pass with this outcome in the counters the metrics show.
+fn count_pass(state: &mut State, outcome: Outcome) {
+    let count = state
+        .passes_total
+        .entry(outcome.as_str().to_string())
+        .or_default();
+    *count = count.saturating_add(1);
 }
 
 /// The error chain on one line, as status and the journal show it, credentials masked. A cause

@@ -1,5 +1,6 @@
 //! The state directory: `state.json` (written atomically) and the lock that keeps passes apart.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -27,6 +28,38 @@ pub struct State {
     /// outcome: still there with no pass holding the lock means the pass was killed or crashed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_progress: Option<InProgress>,
+    /// Passes by outcome name since this state began: the metrics' counters, kept here so they
+    /// only grow across the oneshot runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub passes_total: BTreeMap<String, u64>,
+    /// How long the last entry point that ran took, whether it succeeded or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_apply_ms: Option<u64>,
+    /// What the notifications did; none while none are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyRecord>,
+}
+
+/// The notifications' bookkeeping (the events themselves wait in `outbox/`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifyRecord {
+    /// The last delivery that failed, masked, with when; cleared by the next one that succeeds.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_delivered_at: Option<String>,
+    pub delivered_total: u64,
+    /// Events dropped undelivered: past the outbox's bound, or refused by a destination (4xx).
+    pub dropped_total: u64,
+    /// The failure last told and when: while it lasts, a reminder at most once an hour.
+    pub told: Option<Told>,
+}
+
+/// A failure that was notified: `key` names it (outcome and commit, or the error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    pub key: String,
+    pub at: String,
 }
 
 /// A pass that started applying `commit` and has not recorded its outcome yet.
@@ -58,6 +91,9 @@ pub struct LastPass {
     pub outcome: Outcome,
     pub remote_commit: Option<String>,
     pub error: Option<String>,
+    /// Wall-clock time from start to outcome, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// A commit that was tried and failed; it is retried on every pass until it applies or the
@@ -94,6 +130,17 @@ impl Outcome {
     pub fn is_success(self) -> bool {
         matches!(self, Outcome::UpToDate | Outcome::Applied)
     }
+
+    /// Every outcome a pass can record, for counters that start at 0.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::UpToDate,
+        Outcome::Applied,
+        Outcome::ApplyFailed,
+        Outcome::FetchFailed,
+        Outcome::Refused,
+        Outcome::Untrusted,
+        Outcome::ConfigError,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -669,6 +716,7 @@ mod tests {
                 outcome: Outcome::ApplyFailed,
                 remote_commit: None,
                 error: Some("x".into()),
+                duration_ms: None,
             }),
             pending: None,
             consecutive_failures: 2,

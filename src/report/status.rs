@@ -335,6 +335,7 @@ mod tests {
                 outcome: Outcome::ApplyFailed,
                 remote_commit: Some("b".repeat(40)),
                 error: Some("run.sh exited with status 3".into()),
+                duration_ms: None,
             }),
             pending: Some(Pending {
                 commit: "b".repeat(40),
@@ -378,6 +379,7 @@ mod tests {
                 outcome,
                 remote_commit: None,
                 error: None,
+                duration_ms: None,
             }),
             ..State::default()
         }
