@@ -1,3 +1,5 @@
-//! What the passes did, told to the operator: `gitops status`.
+//! What the passes did, told to the operator: `gitops status`, notifications, metrics, the
+//! journal's priorities.
 
+pub mod notify;
 pub mod status;

@@ -1,0 +1,4 @@
+//! Notifications: the events a pass tells, their formats (discord, slack, json), and the outbox
+//! that keeps each event until every destination has it.
+
+pub mod event;
