@@ -721,6 +721,7 @@ mod tests {
             pending: None,
             consecutive_failures: 2,
             in_progress: None,
+            ..State::default()
         };
         let json = serde_json::to_value(&state).unwrap();
         assert_eq!(json["last_pass"]["outcome"], "apply-failed");

@@ -346,6 +346,7 @@ mod tests {
             }),
             consecutive_failures: 2,
             in_progress: None,
+            ..State::default()
         };
         let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
         let text = render(&state, false, now);
