@@ -53,6 +53,9 @@ pub struct NotifyRecord {
     pub dropped_total: u64,
     /// The failure last told and when: while it lasts, a reminder at most once an hour.
     pub told: Option<Told>,
+    /// Destinations (by key) that asked us to wait (429, `Retry-After`), and until when.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub wait_until: BTreeMap<String, String>,
 }
 
 /// A failure that was notified: `key` names it (outcome and commit, or the error).

@@ -2,3 +2,4 @@
 //! that keeps each event until every destination has it.
 
 pub mod event;
+pub mod outbox;
