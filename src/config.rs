@@ -1205,6 +1205,41 @@ mod tests {
     }
 
     #[test]
+    fn notification_flags_given_are_written_as_typed() {
+        let command = <Options as clap::Args>::augment_args(clap::Command::new("t"));
+        let matches = command
+            .try_get_matches_from([
+                "t",
+                "--notify-url",
+                "http://a/x",
+                "--notify-url=http://b/y,http://c/z",
+                "--notify-format",
+                "slack",
+                "--notify-url-file",
+                "/etc/gitops/urls",
+            ])
+            .unwrap();
+        let given = given_on_command_line(&matches).unwrap();
+        let given: Vec<(&str, &str)> = given
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("GITOPS_NOTIFY_URL", "http://a/x http://b/y,http://c/z"),
+                ("GITOPS_NOTIFY_URL_FILE", "/etc/gitops/urls"),
+                ("GITOPS_NOTIFY_FORMAT", "slack"),
+            ]
+        );
+        let bad = <Options as clap::Args>::augment_args(clap::Command::new("t"))
+            .try_get_matches_from(["t", "--notify-url", "gopher://h/x"])
+            .unwrap();
+        let err = given_on_command_line(&bad).unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), Exit::Usage);
+    }
+
+    #[test]
     fn every_setting_has_a_known_variable() {
         let command = clap::Command::new("t").args(
             <Options as clap::Args>::augment_args(clap::Command::new("o"))

@@ -216,6 +216,10 @@ fn network_error(shown: &str, e: &ureq::Error, timeout: Duration) -> String {
         ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => {
             format!("{shown} did not answer within {within}")
         }
+        // std reports a name that does not resolve as an uncategorised error.
+        ureq::Error::Io(io) if io.to_string().contains("lookup address") => {
+            format!("{shown}: its host name does not resolve")
+        }
         ureq::Error::Io(io) => format!("{shown}: the connection failed ({io})"),
         ureq::Error::HostNotFound => format!("{shown}: its host name does not resolve"),
         ureq::Error::ConnectionFailed => format!("{shown}: the connection failed"),

@@ -111,7 +111,7 @@ fn test_event(now: OffsetDateTime) -> Event {
         reminder: false,
         host,
         machine_id,
-        outcome: "test".to_string(),
+        outcome: Kind::Test.as_str().to_string(),
         repo_url,
         branch: std::env::var("GITOPS_BRANCH")
             .ok()
@@ -125,6 +125,7 @@ fn test_event(now: OffsetDateTime) -> Event {
         duration_seconds: 0.0,
         exit_code: 0,
         error: None,
-        log_tail: None,
+        // So that the operator sees where an apply's log goes (attached, or quoted).
+        log_tail: Some("gitops notify --test: the end of an apply's log shows here.\n".to_string()),
     }
 }
