@@ -263,6 +263,10 @@ fn parse_url(url: &str) -> std::result::Result<Url, String> {
         p if p.starts_with('?') => format!("/{p}"),
         p => p.to_string(),
     };
+    // What the HTTP client will parse at every delivery: refused now rather than at each pass.
+    if ureq::http::Uri::try_from(format!("{scheme}://{authority}{path}")).is_err() {
+        return Err("its path holds characters a URL cannot (escape them as %XX)".to_string());
+    }
     Ok(Url {
         scheme,
         userinfo,
@@ -487,6 +491,7 @@ mod tests {
             "https://h:0/s3cr3t-path",
             "https://user:s3cr3t-path@/x",
             "https://h\u{7}/s3cr3t-path",
+            "https://h/s3cr3t-path\"<>",
         ] {
             let err = options(&[bad], Format::Auto).resolve().unwrap_err();
             assert_eq!(crate::exit::code_of(&err), Exit::Usage, "{bad}");
