@@ -77,6 +77,9 @@ pub struct Options {
     /// Refuse a commit with a file larger than this, before reading it (512K, 256M, 1G, 256MiB, bytes)
     #[arg(long, env = "GITOPS_MAX_FILE_SIZE", value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub max_file_size: u64,
+
+    #[command(flatten)]
+    pub notify: crate::report::notify::options::NotifyOptions,
 }
 
 /// Where the passes keep their state: the pass writes it, `status` reads it.
@@ -463,7 +466,7 @@ fn percent_decoded(text: &str) -> String {
 /// order `gitops --help` lists them (install-units writes them to the env file). Values come
 /// as typed, so `30min` stays `30min`; the URL is validated like sync validates it.
 pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, String)>> {
-    const SETTINGS: [(&str, &str); 13] = [
+    const SETTINGS: [(&str, &str); 17] = [
         ("repo_url", "GITOPS_REPO_URL"),
         ("branch", "GITOPS_BRANCH"),
         ("state_dir", "GITOPS_STATE_DIR"),
@@ -477,6 +480,10 @@ pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, 
         ("known_hosts", "GITOPS_KNOWN_HOSTS"),
         ("lock_timeout", "GITOPS_LOCK_TIMEOUT"),
         ("max_file_size", "GITOPS_MAX_FILE_SIZE"),
+        ("notify_url", "GITOPS_NOTIFY_URL"),
+        ("notify_url_file", "GITOPS_NOTIFY_URL_FILE"),
+        ("notify_format", "GITOPS_NOTIFY_FORMAT"),
+        ("notify_secret_file", "GITOPS_NOTIFY_SECRET_FILE"),
     ];
     let mut out = Vec::new();
     for (id, var) in SETTINGS {
@@ -486,14 +493,28 @@ pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, 
         let value = if id == "allow_rewind" {
             "true".to_string()
         } else {
+            // Every value of a flag given more than once (--notify-url A --notify-url B).
             matches
                 .get_raw(id)
-                .and_then(|mut v| v.next())
-                .map(|v| v.to_string_lossy().into_owned())
+                .map(|v| {
+                    v.map(|v| v.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .unwrap_or_default()
         };
         if id == "repo_url" {
             RepoUrl::parse(&value)?;
+        }
+        if id == "notify_url" {
+            // The URLs only: the files may be meant for the image being built.
+            crate::report::notify::options::NotifyOptions {
+                notify_url: vec![value.clone()],
+                notify_url_file: None,
+                notify_format: crate::report::notify::format::Format::Auto,
+                notify_secret_file: None,
+            }
+            .resolve()?;
         }
         out.push((var.to_string(), value));
     }
@@ -1181,6 +1202,41 @@ mod tests {
         assert_eq!(env_file_text(b"A=1\n"), Ok("A=1\n"));
         let latin1 = b"GITOPS_BRANCH=caf\xE9\n";
         assert_eq!(env_file_text(latin1).unwrap_err().valid_up_to(), 17);
+    }
+
+    #[test]
+    fn notification_flags_given_are_written_as_typed() {
+        let command = <Options as clap::Args>::augment_args(clap::Command::new("t"));
+        let matches = command
+            .try_get_matches_from([
+                "t",
+                "--notify-url",
+                "http://a/x",
+                "--notify-url=http://b/y,http://c/z",
+                "--notify-format",
+                "slack",
+                "--notify-url-file",
+                "/etc/gitops/urls",
+            ])
+            .unwrap();
+        let given = given_on_command_line(&matches).unwrap();
+        let given: Vec<(&str, &str)> = given
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("GITOPS_NOTIFY_URL", "http://a/x http://b/y,http://c/z"),
+                ("GITOPS_NOTIFY_URL_FILE", "/etc/gitops/urls"),
+                ("GITOPS_NOTIFY_FORMAT", "slack"),
+            ]
+        );
+        let bad = <Options as clap::Args>::augment_args(clap::Command::new("t"))
+            .try_get_matches_from(["t", "--notify-url", "gopher://h/x"])
+            .unwrap();
+        let err = given_on_command_line(&bad).unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), Exit::Usage);
     }
 
     #[test]

@@ -60,6 +60,9 @@ enum Command {
     /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed,
     /// a pass died while applying, or none ran within --max-age
     Status(report::status::Args),
+    /// Check the notification destinations: `gitops notify --test` sends each a test event now
+    /// and says what it answered (exits 0 only if all took it)
+    Notify(report::notify::test::Args),
     /// Carry out the reboot the repository asks for (not implemented yet)
     RebootPlan {
         /// Say what would happen without rebooting
@@ -364,6 +367,7 @@ fn run() -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Status(status) => report::status::run(&status.state.state_dir, &status, now()),
+        Command::Notify(args) => report::notify::test::run(&args, now()),
         Command::RebootPlan { .. } => {
             Err(fail(Exit::Internal, "reboot-plan is not implemented yet"))
         }

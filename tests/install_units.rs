@@ -890,3 +890,52 @@ fn uninstall_stops_the_timer_and_removes_its_empty_directories() {
     other.install(&["--uninstall"]).expect(0);
     assert!(wants.join("fstrim.timer").is_symlink());
 }
+
+#[test]
+fn notification_flags_go_into_the_env_file_and_the_url_is_never_shown() {
+    let r = Root::new();
+    let urls = [
+        "https://discord.com/api/webhooks/1/w3bh00k-t0ken",
+        "https://hooks.slack.com/services/T/B/sl4ck-t0ken",
+    ];
+    let args = [
+        "--repo-url",
+        "https://git.example.com/cfg.git",
+        "--notify-url",
+        urls[0],
+        "--notify-url",
+        urls[1],
+        "--notify-format",
+        "auto",
+        "--notify-secret-file",
+        "/etc/gitops/hmac.key",
+    ];
+    let mut dry = vec!["--dry-run"];
+    dry.extend(args);
+    let run = r.install(&dry).expect(0);
+    assert!(
+        run.stdout.contains("GITOPS_NOTIFY_URL=***")
+            && run.stdout.contains("GITOPS_NOTIFY_FORMAT=auto")
+            && run
+                .stdout
+                .contains("GITOPS_NOTIFY_SECRET_FILE=/etc/gitops/hmac.key"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("t0ken"), "{}", run.stdout);
+    let run = r.install(&args).expect(0);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains("t0ken"));
+    assert!(
+        r.read(ENV)
+            .contains(&format!("GITOPS_NOTIFY_URL=\"{} {}\"", urls[0], urls[1]))
+            || r.read(ENV)
+                .contains(&format!("GITOPS_NOTIFY_URL='{} {}'", urls[0], urls[1])),
+        "{}",
+        r.read(ENV)
+    );
+    let run = r
+        .install(&["--dry-run", "--notify-url", "ftp://u:p4ss-w0rd@h/t0ken-x"])
+        .expect(2);
+    assert!(run.error_line().contains("GITOPS_NOTIFY_URL"));
+    assert!(!run.stderr.contains("t0ken") && !run.stderr.contains("p4ss"));
+}

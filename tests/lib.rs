@@ -1,6 +1,7 @@
 //! The integration tests: the real binary against real Git servers on 127.0.0.1.
 
 mod harness;
+mod receiver;
 mod support;
 
 mod bad_input;
@@ -12,6 +13,7 @@ mod install_units;
 mod limits_secrets_messages;
 mod local_attacks;
 mod newcomer;
+mod notify;
 mod orphans;
 mod pass_guards;
 mod records;

@@ -53,8 +53,9 @@ const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 
 /// The settings gitops itself reads from the env file. Showing a file masks the value of any
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
-/// of them are secret.
-const KNOWN_KEYS: [&str; 14] = [
+/// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
+/// token, so it is masked whole.
+const KNOWN_KEYS: [&str; 17] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -69,6 +70,9 @@ const KNOWN_KEYS: [&str; 14] = [
     "GITOPS_KNOWN_HOSTS",
     "GITOPS_LOCK_TIMEOUT",
     "GITOPS_MAX_FILE_SIZE",
+    "GITOPS_NOTIFY_URL_FILE",
+    "GITOPS_NOTIFY_FORMAT",
+    "GITOPS_NOTIFY_SECRET_FILE",
 ];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.

@@ -1,5 +1,9 @@
-//! Notifications: the events a pass tells, their formats (discord, slack, json), and the outbox
-//! that keeps each event until every destination has it.
+//! Notifications: the events a pass tells, their formats (discord, slack, json), how one is
+//! delivered, and the outbox that keeps each event until every destination has it.
 
 pub mod event;
+pub mod format;
+pub mod options;
 pub mod outbox;
+pub mod send;
+pub mod test;

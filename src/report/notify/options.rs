@@ -1,0 +1,572 @@
+//! Where notifications go: the options, and the validated `Notifier` they resolve to. A
+//! webhook URL is a secret (its path holds the token), so it is never shown: messages name the
+//! destination by `scheme://host[:port]` only.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::format::{sha256_hex, Format};
+use crate::exit::{fail, Exit};
+
+/// The notification settings `sync`, `install-units` and `notify --test` take.
+#[derive(clap::Args, Clone)]
+pub struct NotifyOptions {
+    /// Webhook URL to tell of applies and failures (several: separate them with spaces or commas). Its token is a secret: prefer --notify-url-file
+    #[arg(long, env = "GITOPS_NOTIFY_URL", value_name = "URL")]
+    pub notify_url: Vec<String>,
+
+    /// File with webhook URLs, one a line (# comments), not readable by group or others: keeps the token out of the env file
+    #[arg(long, env = "GITOPS_NOTIFY_URL_FILE", value_name = "FILE")]
+    pub notify_url_file: Option<PathBuf>,
+
+    /// Body of the notifications: auto tells Discord and Slack webhooks by their address, json otherwise
+    #[arg(long, env = "GITOPS_NOTIFY_FORMAT", value_enum, default_value_t = Format::Auto)]
+    pub notify_format: Format,
+
+    /// File holding the key that signs json notifications (X-Gitops-Signature: sha256=HMAC), not readable by group or others
+    #[arg(long, env = "GITOPS_NOTIFY_SECRET_FILE", value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+}
+
+/// By hand: the derived one would print the URLs.
+impl std::fmt::Debug for NotifyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyOptions")
+            .field("notify_url", &format!("({} given)", self.notify_url.len()))
+            .field("notify_url_file", &self.notify_url_file)
+            .field("notify_format", &self.notify_format)
+            .field("notify_secret_file", &self.notify_secret_file)
+            .finish()
+    }
+}
+
+/// Where the notifications of this machine go, and the key that signs json ones.
+#[derive(Clone)]
+pub struct Notifier {
+    pub destinations: Vec<Destination>,
+    secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("destinations", &self.destinations)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Notifier {
+    pub fn is_empty(&self) -> bool {
+        self.destinations.is_empty()
+    }
+
+    pub fn secret(&self) -> Option<&[u8]> {
+        self.secret.as_deref()
+    }
+}
+
+/// One webhook.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// What is sent to: the URL without its user part (that goes in `authorization`).
+    url: String,
+    /// `Basic …` from the URL's user part, when it has one.
+    authorization: Option<String>,
+    /// Never `Auto`.
+    pub format: Format,
+    /// 16 hex digits of the URL's SHA-256: a stable, non-secret name to record delivery under.
+    pub key: String,
+    /// `scheme://host[:port]`: all that messages show of it.
+    pub shown: String,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("shown", &self.shown)
+            .field("format", &self.format)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl Destination {
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(super) fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+}
+
+/// The largest URL or key file read.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+impl NotifyOptions {
+    /// Validate the settings: every problem is a usage error (exit 2), and no message shows
+    /// more of a URL than its scheme and host.
+    pub fn resolve(&self) -> Result<Notifier> {
+        let mut urls: Vec<(String, String)> = Vec::new();
+        for value in &self.notify_url {
+            for url in value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|u| !u.is_empty())
+            {
+                urls.push((
+                    url.to_string(),
+                    "--notify-url (GITOPS_NOTIFY_URL)".to_string(),
+                ));
+            }
+        }
+        if let Some(file) = &self.notify_url_file {
+            let text = read_secret_file(file, "--notify-url-file", "webhook URL file")?;
+            let text = String::from_utf8_lossy(&text);
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                urls.push((
+                    line.to_string(),
+                    format!("line {} of {}", number + 1, file.display()),
+                ));
+            }
+        }
+        let mut destinations: Vec<Destination> = Vec::new();
+        for (url, source) in urls {
+            let parsed = parse_url(&url);
+            // Masked before anything can fail, so that no later message can show them.
+            crate::redact::remember(secrets_of(&url, parsed.as_ref().ok()));
+            let parsed = parsed.map_err(|why| {
+                fail(
+                    Exit::Usage,
+                    format!(
+                        "the notification URL from {source} is not usable ({why}): give an http:// or https:// webhook URL"
+                    ),
+                )
+            })?;
+            let format = match self.notify_format {
+                Format::Auto => Format::detect(&parsed.host.to_ascii_lowercase(), &parsed.path),
+                other => other,
+            };
+            let destination = Destination {
+                url: format!("{}://{}{}", parsed.scheme, parsed.authority, parsed.path),
+                authorization: parsed.userinfo.as_deref().map(basic_authorization),
+                format,
+                key: sha256_hex(url.as_bytes())[..16].to_string(),
+                shown: format!("{}://{}", parsed.scheme, parsed.authority),
+            };
+            // The same URL twice (the env file and the URL file) is one destination.
+            if !destinations.iter().any(|d| d.key == destination.key) {
+                destinations.push(destination);
+            }
+        }
+        let secret = match &self.notify_secret_file {
+            Some(file) => {
+                let mut key = read_secret_file(file, "--notify-secret-file", "signing key file")?;
+                if key.ends_with(b"\n") {
+                    key.pop();
+                    if key.ends_with(b"\r") {
+                        key.pop();
+                    }
+                }
+                if key.is_empty() {
+                    return Err(fail(
+                        Exit::Usage,
+                        format!(
+                            "the signing key file {} is empty: write the shared key into it",
+                            file.display()
+                        ),
+                    ));
+                }
+                let text = String::from_utf8_lossy(&key).into_owned();
+                if text.len() >= 4 {
+                    crate::redact::remember(vec![text]);
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        Ok(Notifier {
+            destinations,
+            secret,
+        })
+    }
+}
+
+/// A webhook URL taken apart. `path` holds the query too.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    /// `http` or `https`, lower case.
+    scheme: String,
+    userinfo: Option<String>,
+    /// `host[:port]`.
+    authority: String,
+    host: String,
+    /// From the first `/` or `?` on (`/` when there is none), without the fragment.
+    path: String,
+}
+
+/// Read an http(s) URL; the reason it is refused never quotes it.
+fn parse_url(url: &str) -> std::result::Result<Url, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("it does not start with http:// or https://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        let shown: String = scheme
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(10)
+            .collect();
+        return Err(format!("its scheme {shown:?} is not http or https"));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("it holds a space or a control character".to_string());
+    }
+    let rest = rest.split('#').next().unwrap_or_default();
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // The user part ends at the last `@`: a password may hold one.
+    let (userinfo, authority) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user.to_string()), host),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inside, after) = v6.split_once(']').ok_or("its IPv6 address has no ]")?;
+        (format!("[{inside}]"), after.strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+    if !host_ok {
+        return Err("it names no valid host".to_string());
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err("its port is not a number from 1 to 65535".to_string());
+        }
+    }
+    let path = match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    };
+    // What the HTTP client will parse at every delivery: refused now rather than at each pass.
+    if ureq::http::Uri::try_from(format!("{scheme}://{authority}{path}")).is_err() {
+        return Err("its path holds characters a URL cannot (escape them as %XX)".to_string());
+    }
+    Ok(Url {
+        scheme,
+        userinfo,
+        authority: authority.to_ascii_lowercase(),
+        host: host.to_ascii_lowercase(),
+        path,
+    })
+}
+
+/// What `scrub` must mask from now on: the URL, its path with the query, any long part of the
+/// path (a token the server may quote alone), the user part and its pieces. Short strings are
+/// left out: masking "/" or "api" everywhere would garble every line.
+fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
+    let mut secrets = vec![url.to_string()];
+    match parsed {
+        Some(parsed) => {
+            secrets.push(parsed.path.clone());
+            secrets.extend(
+                parsed
+                    .path
+                    .split(['/', '?', '&', '='])
+                    .filter(|s| s.len() >= 16)
+                    .map(str::to_string),
+            );
+            if let Some(userinfo) = &parsed.userinfo {
+                secrets.push(userinfo.clone());
+                secrets.extend(userinfo.split(':').map(str::to_string));
+            }
+        }
+        // Unparsed: whatever follows the scheme.
+        None => secrets.extend(url.split_once("://").map(|(_, rest)| rest.to_string())),
+    }
+    secrets.retain(|s| s.len() >= 4 && s != "/");
+    secrets
+}
+
+/// `Basic base64(user:password)`, percent escapes decoded as browsers and curl do.
+fn basic_authorization(userinfo: &str) -> String {
+    let decoded = percent_decoded(userinfo);
+    format!("Basic {}", base64(&decoded))
+}
+
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Read a file holding a secret, checked as the deploy key is: a regular file, readable by its
+/// owner alone, owned by us or root.
+fn read_secret_file(path: &Path, flag: &str, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = crate::config::open_regular(path).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("cannot read the {what} {shown} ({e}): point {flag} at an existing file"),
+        )
+    })?;
+    let meta = file.metadata().map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("cannot read the {what} {shown} ({e}): point {flag} at an existing file"),
+        )
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the {what} {shown} is readable by group or others (mode {mode:04o}): run chmod 600 {shown}"
+            ),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the {what} {shown} belongs to uid {}, not to the user running gitops (uid {me}): chown it",
+                meta.uid()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            fail(
+                Exit::Usage,
+                format!("cannot read the {what} {shown} ({e}): point {flag} at a readable file"),
+            )
+        })?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "the {what} {shown} is larger than {} KiB: point {flag} at the right file",
+                MAX_SECRET_FILE / 1024
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn options(urls: &[&str], format: Format) -> NotifyOptions {
+        NotifyOptions {
+            notify_url: urls.iter().map(|u| u.to_string()).collect(),
+            notify_url_file: None,
+            notify_format: format,
+            notify_secret_file: None,
+        }
+    }
+
+    #[test]
+    fn urls_are_read_and_shown_by_host_only() {
+        let table = [
+            (
+                "https://discord.com/api/webhooks/123/T0KEN-abcdefghijklmnop",
+                "https://discord.com",
+                Format::Discord,
+            ),
+            (
+                "https://hooks.slack.com/services/T0/B0/xyzxyzxyzxyzxyzxyz",
+                "https://hooks.slack.com",
+                Format::Slack,
+            ),
+            (
+                "HTTP://U:pw@Alerts.Example.com:8080/in?token=abcd",
+                "http://alerts.example.com:8080",
+                Format::Json,
+            ),
+            ("http://[::1]:9000", "http://[::1]:9000", Format::Json),
+        ];
+        for (url, shown, format) in table {
+            let notifier = options(&[url], Format::Auto).resolve().unwrap();
+            let d = &notifier.destinations[0];
+            assert_eq!((d.shown.as_str(), d.format), (shown, format), "{url}");
+            assert_eq!(d.key.len(), 16);
+            assert!(!format!("{notifier:?}").contains("pw"), "{notifier:?}");
+        }
+        let d = &options(&["http://u:p%40ss@h/x"], Format::Auto)
+            .resolve()
+            .unwrap()
+            .destinations[0];
+        assert_eq!(d.url(), "http://h/x");
+        assert_eq!(d.authorization(), Some("Basic dTpwQHNz"));
+    }
+
+    #[test]
+    fn several_urls_separated_by_spaces_or_commas_and_the_same_one_once() {
+        let notifier = options(
+            &["http://a/1, http://b/2 http://a/1", "http://c/3"],
+            Format::Slack,
+        )
+        .resolve()
+        .unwrap();
+        let shown: Vec<&str> = notifier
+            .destinations
+            .iter()
+            .map(|d| d.shown.as_str())
+            .collect();
+        assert_eq!(shown, ["http://a", "http://b", "http://c"]);
+        assert!(notifier
+            .destinations
+            .iter()
+            .all(|d| d.format == Format::Slack));
+        assert!(options(&[" , "], Format::Auto)
+            .resolve()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors_that_quote_nothing_of_them() {
+        for bad in [
+            "ftp://h/s3cr3t-path",
+            "discord.com/api/webhooks/1/s3cr3t-path",
+            "https:///s3cr3t-path",
+            "https://h:99999/s3cr3t-path",
+            "https://h:0/s3cr3t-path",
+            "https://user:s3cr3t-path@/x",
+            "https://h\u{7}/s3cr3t-path",
+            "https://h/s3cr3t-path\"<>",
+        ] {
+            let err = options(&[bad], Format::Auto).resolve().unwrap_err();
+            assert_eq!(crate::exit::code_of(&err), Exit::Usage, "{bad}");
+            let text = format!("{err:#}");
+            assert!(!text.contains("s3cr3t"), "{bad}: {text}");
+            assert!(text.contains("GITOPS_NOTIFY_URL"), "{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_of_a_url_are_masked_from_then_on() {
+        let url = "https://discord.com/api/webhooks/1234/abcdefghijklmnopqrstuvwx?wait=true";
+        options(&[url], Format::Auto).resolve().unwrap();
+        let said = crate::redact::scrub(&format!(
+            "posting to {url} failed; server said abcdefghijklmnopqrstuvwx is bad"
+        ));
+        assert!(!said.contains("abcdefghijklmnop"), "{said}");
+        assert!(!said.contains("/1234"), "{said}");
+        let secrets = secrets_of(
+            "https://u:pa55@h/",
+            parse_url("https://u:pa55@h/").ok().as_ref(),
+        );
+        assert!(secrets.contains(&"pa55".to_string()), "{secrets:?}");
+        assert!(!secrets.contains(&"/".to_string()));
+    }
+
+    #[test]
+    fn url_and_key_files_are_checked_like_the_deploy_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let urls = dir.path().join("urls");
+        std::fs::write(
+            &urls,
+            "# the team's channel\nhttp://a/hook1\n\n  http://b/hook2  \n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&urls, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "s3cret-key\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let mut opts = options(&["http://c/x"], Format::Json);
+        opts.notify_url_file = Some(urls.clone());
+        opts.notify_secret_file = Some(key.clone());
+        let notifier = opts.resolve().unwrap();
+        assert_eq!(notifier.destinations.len(), 3);
+        assert_eq!(notifier.secret(), Some(&b"s3cret-key"[..]));
+        assert!(!format!("{notifier:?}").contains("s3cret"));
+
+        std::fs::set_permissions(&urls, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = format!("{:#}", opts.resolve().unwrap_err());
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&urls, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&urls, "http://a/ok\nnot a url\n").unwrap();
+        let err = format!("{:#}", opts.resolve().unwrap_err());
+        assert!(err.contains("line 2 of"), "{err}");
+        opts.notify_url_file = Some(dir.path().to_path_buf());
+        let err = opts.resolve().unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), Exit::Usage);
+        opts.notify_url_file = None;
+        std::fs::write(&key, "\n").unwrap();
+        assert!(format!("{:#}", opts.resolve().unwrap_err()).contains("is empty"));
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        let table = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in table {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+}
