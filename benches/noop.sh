@@ -99,7 +99,12 @@ fi
 # --- 3. an isolated world: temp dir, git config, repository, daemon --------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gitops-noop-bench.XXXXXX")
 daemon_pid=
+receiver_pid=
 cleanup() {
+    if [[ -n $receiver_pid ]]; then
+        kill "$receiver_pid" 2>/dev/null || true
+        wait "$receiver_pid" 2>/dev/null || true
+    fi
     if [[ -n $daemon_pid ]]; then
         kill "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true
@@ -192,6 +197,33 @@ declare -A label=([gitops]="gitops sync" [recipe]="shell recipe" [floor]="ls-rem
 cmd_gitops=("$gitops" sync --config "$tmp/empty.env" --repo-url "$url" --branch "$BRANCH"
     --state-dir "$tmp/gitops-state" --checkout "$tmp/gitops-current")
 
+# The same pass with notifications and metrics on: a json destination signed with an HMAC key
+# (a receiver on 127.0.0.1 answering 204, so the first apply's event is delivered while
+# priming and the outbox is empty) and a metrics directory. A no-op pass tells nothing; what
+# it costs is reading the options and the key, looking at the outbox and writing gitops.prom.
+python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_port))
+s.serve_forever()' "$tmp/receiver.port" &
+receiver_pid=$!
+for _ in $(seq 100); do [[ -s $tmp/receiver.port ]] && break; sleep 0.05; done
+[[ -s $tmp/receiver.port ]] || die "the notification receiver did not come up on 127.0.0.1"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/hmac.key"
+chmod 600 "$tmp/hmac.key"
+mkdir -p "$tmp/metrics"
+names+=(feedback)
+label[feedback]="+notify+metrics"
+cmd_feedback=("$gitops" sync --config "$tmp/empty.env" --repo-url "$url" --branch "$BRANCH"
+    --state-dir "$tmp/feedback-state" --checkout "$tmp/feedback-current"
+    --notify-url "http://127.0.0.1:$(cat "$tmp/receiver.port")/hook" --notify-format json
+    --notify-secret-file "$tmp/hmac.key" --metrics-dir "$tmp/metrics")
+
 git clone -q "$url" "$tmp/clone"
 {
     say '#!/bin/bash'
@@ -226,6 +258,10 @@ prime gitops # clones, checks out the tip, runs run.sh
 [[ -L $tmp/gitops-current ]] || die "the first gitops sync did not create the checkout symlink"
 applied=$(readlink "$tmp/gitops-current")
 prime gitops # the first no-op pass, untimed like the others' warm-up
+prime feedback
+prime feedback
+[[ -s $tmp/metrics/gitops.prom ]] || die "gitops sync --metrics-dir wrote no gitops.prom"
+[[ -z $(ls -A "$tmp/feedback-state/outbox" 2>/dev/null) ]] || die "the first apply's notification was not delivered to the receiver"
 prime recipe
 prime floor
 [[ $(bash "$tmp/recipe.sh") == Up-to-date ]] || die "the shell recipe does not see its clone as up to date"
@@ -345,6 +381,7 @@ say "  nproc        $(nproc) (kernel $(uname -r))"
 say "  repository   $shape_files files, $shape_commits commits on $BRANCH, served by git daemon at $url"
 say "  runs         $RUNS rounds, order rotated every round"
 say "  gitops sync      ${cmd_gitops[*]}"
+say "  +notify+metrics  ${cmd_feedback[*]}"
 say "  shell recipe     ${cmd_recipe[*]}, which runs:"
 say "                   $(tail -n 1 "$tmp/recipe.sh")"
 say "  ls-remote floor  ${cmd_floor[*]}"
@@ -367,6 +404,8 @@ say ""
 r_wall_script=$(ratio "${wall_med[gitops]}" "${wall_med[recipe]}")
 r_cpu_script=$(ratio "${cpu_mean[gitops]}" "${cpu_mean[recipe]}")
 r_wall_floor=$(ratio "${wall_med[gitops]}" "${wall_med[floor]}")
+r_wall_feedback=$(ratio "${wall_med[feedback]}" "${wall_med[gitops]}")
+r_cpu_feedback=$(ratio "${cpu_mean[feedback]}" "${cpu_mean[gitops]}")
 n_wall_script=$(net_ratio "${wall_med[gitops]}" "${wall_med[recipe]}" "${wall_med[empty]}")
 n_cpu_script=$(net_ratio "${cpu_mean[gitops]}" "${cpu_mean[recipe]}" "${cpu_mean[empty]}")
 n_wall_floor=$(net_ratio "${wall_med[gitops]}" "${wall_med[floor]}" "${wall_med[empty]}")
@@ -375,6 +414,8 @@ printf '  %-34s %11s   %s\n' "gitops / recipe, wall (medians)" "$r_wall_script" 
 printf '  %-34s %11s   %s\n' "gitops / recipe, CPU (means)" "$r_cpu_script" "$n_cpu_script"
 printf '  %-34s %11s   %s\n' "gitops / floor, wall (medians)" "$r_wall_floor" "$n_wall_floor"
 printf '  %-34s %11s\n' "gitops peak RSS (MiB)" "${rss_max[gitops]}"
+printf '  %-34s %11s\n' "notify+metrics on / off, wall" "$r_wall_feedback"
+printf '  %-34s %11s\n' "notify+metrics on / off, CPU" "$r_cpu_feedback"
 say "  (CPU ratios use the means of the rusage CPU: per-run CPU is in 1 ms steps, the mean is finer)"
 say ""
 if ((have_perf)); then
@@ -386,6 +427,8 @@ if ((have_perf)); then
     say "CPU by perf stat task-clock (ms over $RUNS runs, command and children only):"
     printf '  %-16s %8s %8s\n' "" median mean
     for n in "${names[@]}"; do printf '  %-16s %8s %8s\n' "${label[$n]}" "${task_med[$n]}" "${task_mean[$n]}"; done
+    r_task_feedback=$(ratio "${task_med[feedback]}" "${task_med[gitops]}")
+    printf '  %-34s %11s\n' "notify+metrics on / off (medians)" "$r_task_feedback"
     r_task_script=$(ratio "${task_med[gitops]}" "${task_med[recipe]}")
     r_task_mean=$(ratio "${task_mean[gitops]}" "${task_mean[recipe]}")
     printf '  %-34s %11s   (means: %s)\n' "gitops / recipe, CPU (task-clock medians)" "$r_task_script" "$r_task_mean"

@@ -120,6 +120,8 @@ pub struct Settings {
     pub known_hosts: Option<PathBuf>,
     pub lock_timeout: Duration,
     pub max_file_size: u64,
+    /// Where the pass's events go; empty when notifications are off.
+    pub notifier: crate::report::notify::options::Notifier,
 }
 
 /// A repository URL together with the form of it that is safe to print.
@@ -243,6 +245,7 @@ impl Settings {
             known_hosts: opts.known_hosts.as_deref().map(absolute),
             lock_timeout: opts.lock_timeout,
             max_file_size: opts.max_file_size,
+            notifier: opts.notify.resolve()?,
         })
     }
 }

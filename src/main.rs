@@ -315,7 +315,7 @@ fn run() -> anyhow::Result<Exit> {
         Ok(parsed) => parsed,
         Err(e) => {
             if let Some(state_dir) = sync_state_dir_from_raw(&args) {
-                pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
+                pass::record_config_error(&state_dir, &e, None, OffsetDateTime::now_utc());
             }
             return Err(e);
         }
@@ -345,7 +345,7 @@ fn run() -> anyhow::Result<Exit> {
                         Some(state_dir_despite(options, sub))
                     };
                     if let Some(state_dir) = state_dir {
-                        pass::record_config_error(&state_dir, &e, OffsetDateTime::now_utc());
+                        pass::record_config_error(&state_dir, &e, None, OffsetDateTime::now_utc());
                     }
                 }
                 return Err(e);
@@ -355,8 +355,12 @@ fn run() -> anyhow::Result<Exit> {
     let now = OffsetDateTime::now_utc;
     match cli.command {
         Command::Sync(options) => {
-            let settings = Settings::for_sync(&options)
-                .inspect_err(|e| pass::record_config_error(&options.state.state_dir, e, now()))?;
+            let settings = Settings::for_sync(&options).inspect_err(|e| {
+                // The destinations, when they are not what is wrong: the error is news.
+                let notifier = options.notify.resolve().ok();
+                let state_dir = &options.state.state_dir;
+                pass::record_config_error(state_dir, e, notifier.as_ref(), now());
+            })?;
             // The entry point inherits this environment: the alias must not hand it the
             // password the URL holds (GITOPS_REPO_URL is set for it, redacted).
             if std::env::var_os("REPO_URL").is_some() {

@@ -14,6 +14,7 @@ mod limits_secrets_messages;
 mod local_attacks;
 mod newcomer;
 mod notify;
+mod notify_pass;
 mod orphans;
 mod pass_guards;
 mod records;

@@ -14,6 +14,7 @@ use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
 use crate::git::{self, tree as checkout, Relation};
+use crate::report::notify;
 
 /// One pass. Holds the lock throughout, records its outcome in state.json whatever happens after
 /// the lock is taken, and returns the error that decides the exit code.
@@ -37,6 +38,8 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     if let Err(e) = state::prune_corrupt(&layout, state::KEEP_CORRUPT) {
         say!("gitops: warning: {e:#}");
     }
+    // The state as the last pass left it: what the notifications compare this pass with.
+    let before = state.clone();
     let killed = take_unfinished(&mut state);
     let loaded = (state.applied.clone(), state.pending.clone());
     let started_at = rfc3339(now());
@@ -72,6 +75,23 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
         duration_ms: Some(clock.elapsed().as_millis().try_into().unwrap_or(u64::MAX)),
     });
     state.in_progress = None;
+    let exit_code = match &result {
+        Ok(_) => 0,
+        Err((_, e)) => i32::from(crate::exit::code_of(e)),
+    };
+    if let Err(e) = notify::queue_for_pass(
+        &layout,
+        Some(&settings.notifier),
+        &before,
+        &mut state,
+        exit_code,
+        now(),
+    ) {
+        say!(
+            "gitops: warning: could not queue this pass's notification: {}",
+            one_line(&e)
+        );
+    }
     let changed = killed || loaded != (state.applied.clone(), state.pending.clone());
     if let Err(e) = state::save(&layout, &state, changed) {
         let e = match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
@@ -91,10 +111,33 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
             Ok(_) => Err(e),
         };
     }
+    // Under the lock, so two passes never send the same event; after the record, so a receiver
+    // that hangs cannot cost the pass its outcome.
+    if !settings.notifier.is_empty() {
+        send_notifications(&layout, &settings.notifier, &mut state, now());
+    }
     // Released here, not only when the descriptor closes: a daemon the entry point left
     // running holds a copy of it and must not keep later passes out.
     drop(lock);
     result.map(|_| ()).map_err(|(_, e)| e)
+}
+
+/// Deliver what waits in the outbox and record how that went. A notification never changes the
+/// pass's exit code: its failure is a warning, and status shows it.
+fn send_notifications(
+    layout: &Layout,
+    notifier: &notify::options::Notifier,
+    state: &mut State,
+    now: OffsetDateTime,
+) {
+    let was = state.notify.clone();
+    let record = state.notify.get_or_insert_with(Default::default);
+    notify::deliver(layout, notifier, record, now, notify::deliver::PER_PASS);
+    if state.notify != was {
+        if let Err(e) = state::save(layout, state, false) {
+            say!("gitops: warning: {}", one_line(&e));
+        }
+    }
 }
 
 /// The pass lock, released on every way out of the pass. nix's `Flock` panics in its `Drop`
@@ -506,7 +549,12 @@ pub fn unfinished_error(unfinished: &InProgress) -> String {
 /// not keep reporting the last good pass. Only into a state directory that is already usable and
 /// private, and only when no pass is running (never waiting for one): otherwise the error line
 /// on stderr is all there is.
-pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetDateTime) {
+pub fn record_config_error(
+    state_dir: &Path,
+    error: &anyhow::Error,
+    notifier: Option<&notify::options::Notifier>,
+    now: OffsetDateTime,
+) {
     let layout = Layout::new(&std::path::absolute(state_dir).unwrap_or(state_dir.to_path_buf()));
     // Never create one: a default state directory made by a config error would be wrong.
     if !layout.root.is_dir() || guard::private_problem(&layout).is_some() {
@@ -518,6 +566,7 @@ pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetD
     let Ok(mut state) = state::load(&layout) else {
         return;
     };
+    let before = state.clone();
     let stamp = rfc3339(now);
     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
     count_pass(&mut state, Outcome::ConfigError);
@@ -529,7 +578,14 @@ pub fn record_config_error(state_dir: &Path, error: &anyhow::Error, now: OffsetD
         error: Some(one_line(error)),
         duration_ms: None,
     });
-    let _ = state::save(&layout, &state, false);
+    let usage = i32::from(Exit::Usage);
+    let _ = notify::queue_for_pass(&layout, notifier, &before, &mut state, usage, now);
+    if state::save(&layout, &state, false).is_err() {
+        return;
+    }
+    if let Some(notifier) = notifier.filter(|n| !n.is_empty()) {
+        send_notifications(&layout, notifier, &mut state, now);
+    }
 }
 
 /// One more pass with this outcome in the counters the metrics show.

@@ -119,8 +119,7 @@ pub fn list(layout: &Layout) -> (Vec<Entry>, usize) {
 /// An outbox file, if it is a regular file of ours holding an event.
 fn read(path: &Path) -> Option<Queued> {
     let meta = fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_FILE || meta.uid() != nix::unistd::geteuid().as_raw()
-    {
+    if !meta.is_file() || meta.len() > MAX_FILE || meta.uid() != nix::unistd::geteuid().as_raw() {
         return None;
     }
     let bytes = crate::config::read_regular_file(path, MAX_FILE).ok()?;
@@ -142,11 +141,10 @@ pub fn len(layout: &Layout) -> usize {
 }
 
 /// Which of the events (oldest first, by their `queued_at`) the bound drops: those older than
-/// `MAX_AGE`, then the oldest beyond `MAX_EVENTS`. An unreadable time counts as old.
-pub fn over_bound(queued_at: &[&str], now: OffsetDateTime) -> Vec<usize> {
-    let parse = |t: &str| {
-        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-    };
+/// `MAX_AGE`, then the oldest beyond `keep`. An unreadable time counts as old.
+pub fn over_bound(queued_at: &[&str], keep: usize, now: OffsetDateTime) -> Vec<usize> {
+    let parse =
+        |t: &str| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
     let mut drop: Vec<usize> = queued_at
         .iter()
         .enumerate()
@@ -154,7 +152,7 @@ pub fn over_bound(queued_at: &[&str], now: OffsetDateTime) -> Vec<usize> {
         .map(|(i, _)| i)
         .collect();
     let kept = queued_at.len() - drop.len();
-    let excess = kept.saturating_sub(MAX_EVENTS);
+    let excess = kept.saturating_sub(keep);
     drop.extend(
         (0..queued_at.len())
             .filter(|i| !drop.contains(i))
@@ -175,14 +173,18 @@ mod tests {
         let fresh = "2026-12-09T11:00:00Z";
         let week = "2026-12-02T12:00:00Z";
         let older = "2026-12-02T11:59:59Z";
-        assert_eq!(over_bound(&[fresh, week, fresh], now), Vec::<usize>::new());
-        assert_eq!(over_bound(&[older, fresh], now), vec![0]);
-        assert_eq!(over_bound(&["not a time", fresh], now), vec![0]);
+        assert_eq!(
+            over_bound(&[fresh, week, fresh], MAX_EVENTS, now),
+            Vec::<usize>::new()
+        );
+        assert_eq!(over_bound(&[older, fresh], MAX_EVENTS, now), vec![0]);
+        assert_eq!(over_bound(&["not a time", fresh], MAX_EVENTS, now), vec![0]);
         let many = vec![fresh; MAX_EVENTS + 3];
-        assert_eq!(over_bound(&many, now), vec![0, 1, 2]);
+        assert_eq!(over_bound(&many, MAX_EVENTS, now), vec![0, 1, 2]);
+        assert_eq!(over_bound(&many, MAX_EVENTS - 1, now), vec![0, 1, 2, 3]);
         let mut mixed = vec![older];
         mixed.extend(vec![fresh; MAX_EVENTS + 1]);
-        assert_eq!(over_bound(&mixed, now), vec![0, 1]);
+        assert_eq!(over_bound(&mixed, MAX_EVENTS, now), vec![0, 1]);
     }
 
     #[test]
@@ -210,7 +212,10 @@ mod tests {
             error: None,
             log_tail: None,
         };
-        for (at, id) in [("2026-12-02T10:00:01Z", "bb"), ("2026-12-02T10:00:00Z", "ff")] {
+        for (at, id) in [
+            ("2026-12-02T10:00:01Z", "bb"),
+            ("2026-12-02T10:00:00Z", "ff"),
+        ] {
             let queued = Queued {
                 queued_at: at.into(),
                 log: None,

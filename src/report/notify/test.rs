@@ -81,36 +81,20 @@ fn said(answer: &Answer) -> String {
 }
 
 fn test_event(now: OffsetDateTime) -> Event {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".to_string());
-    let machine_id = crate::config::read_regular_file(std::path::Path::new("/etc/machine-id"), 64)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit()));
-    let random = || crate::pass::state::random_suffix().ok();
-    let id = match (random(), random()) {
-        (Some(a), Some(b)) => format!("{a}{b}"),
-        _ => format!("{:032x}", now.unix_timestamp_nanos()),
-    };
+    let id = super::deliver::event_id()
+        .unwrap_or_else(|_| format!("{:032x}", now.unix_timestamp_nanos()));
     let repo_url = std::env::var("GITOPS_REPO_URL")
         .ok()
         .and_then(|u| crate::config::RepoUrl::parse(u.trim()).ok())
         .map(|u| u.redacted);
-    let at = now
-        .replace_nanosecond(0)
-        .unwrap_or(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let at = crate::pass::run::rfc3339(now);
     Event {
         version: 1,
         id,
         event: Kind::Test,
         reminder: false,
-        host,
-        machine_id,
+        host: super::deliver::host(),
+        machine_id: super::deliver::machine_id(),
         outcome: Kind::Test.as_str().to_string(),
         repo_url,
         branch: std::env::var("GITOPS_BRANCH")
