@@ -328,6 +328,7 @@ mod tests {
                 applied_at: "2026-11-25T08:00:00Z".into(),
                 log: None,
                 subject: Some("Set the motd".into()),
+                committed_at: None,
             }),
             last_pass: Some(LastPass {
                 started_at: "2026-11-25T09:59:58Z".into(),

@@ -208,14 +208,17 @@ pub fn subject_of(kind: Kind, after: &State) -> (Option<String>, Option<String>,
 
 /// The event for `telling`, built from the states around the pass and the facts.
 pub fn build(telling: Telling, before: &State, after: &State, facts: Facts) -> Event {
-    let pass = after.last_pass.clone().unwrap_or_else(|| crate::pass::state::LastPass {
-        started_at: String::new(),
-        finished_at: String::new(),
-        outcome: Outcome::Unknown,
-        remote_commit: None,
-        error: None,
-        duration_ms: None,
-    });
+    let pass = after
+        .last_pass
+        .clone()
+        .unwrap_or_else(|| crate::pass::state::LastPass {
+            started_at: String::new(),
+            finished_at: String::new(),
+            outcome: Outcome::Unknown,
+            remote_commit: None,
+            error: None,
+            duration_ms: None,
+        });
     let (commit, subject, _) = subject_of(telling.kind, after);
     // The commit that was in place before this one: for an apply, what it replaced; otherwise
     // what stays applied.
@@ -270,6 +273,7 @@ mod tests {
                 applied_at: "2026-12-01T10:00:00Z".into(),
                 log: None,
                 subject: Some("first".into()),
+                committed_at: None,
             }),
             last_pass: outcome.map(|outcome| LastPass {
                 started_at: "2026-12-02T10:00:00Z".into(),
