@@ -215,7 +215,7 @@ fn print_log(layout: &Layout, commit: Option<&str>) -> Result<Exit> {
             ));
         }
     }
-    let present = log_names(&logs);
+    let present = log_files(&logs);
     // What state.json names, by file name only: a log is read from logs/ and nowhere else.
     let state = state::read(layout).ok().flatten().unwrap_or_default();
     let recorded: Vec<String> = [
@@ -272,8 +272,11 @@ fn print_log(layout: &Layout, commit: Option<&str>) -> Result<Exit> {
     }
 }
 
-/// The log files in logs/, by name; none if logs/ is not a directory of its own (a symlink).
-fn log_names(logs: &Path) -> Vec<String> {
+/// A log file in logs/: its name and when it was last written.
+pub type LogFile = (String, std::time::SystemTime);
+
+/// The log files in logs/; none if logs/ is not a directory of its own (a symlink).
+fn log_files(logs: &Path) -> Vec<LogFile> {
     if !std::fs::symlink_metadata(logs).is_ok_and(|m| m.is_dir()) {
         return Vec::new();
     }
@@ -283,34 +286,44 @@ fn log_names(logs: &Path) -> Vec<String> {
     entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".log"))
+        .filter_map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((e.file_name().into_string().ok()?, modified))
+        })
+        .filter(|(name, _)| name.ends_with(".log"))
         .collect()
 }
 
-/// Which log to print. Names start with the time (apply.rs log_path: `<stamp>-<commit>.log`),
-/// so the greatest is the newest. With a commit prefix: the newest log of a commit it starts;
-/// without: the newest of those state.json names (applied, pending, in progress), else the
-/// newest there is.
-pub fn choose_log(recorded: &[String], present: &[String], commit: Option<&str>) -> Option<String> {
+/// Which log to print. Names start with the second the apply started (apply.rs log_path:
+/// `<stamp>-<commit>.log`); two applies in one second are told apart by when their logs were
+/// last written. With a commit prefix: the newest log of a commit it starts; without: the
+/// newest of those state.json names (applied, pending, in progress), else the newest there is.
+pub fn choose_log(
+    recorded: &[String],
+    present: &[LogFile],
+    commit: Option<&str>,
+) -> Option<String> {
+    let newest = |files: &mut dyn Iterator<Item = &LogFile>| {
+        files
+            .max_by_key(|(name, modified)| {
+                (
+                    name.split('-').next().map(str::to_string),
+                    *modified,
+                    name.clone(),
+                )
+            })
+            .map(|(name, _)| name.clone())
+    };
     match commit {
         Some(prefix) => {
             let prefix = prefix.to_ascii_lowercase();
-            present
-                .iter()
-                .filter(|name| {
-                    name.split_once('-')
-                        .is_some_and(|(_, rest)| rest.starts_with(&prefix))
-                })
-                .max()
-                .cloned()
+            newest(&mut present.iter().filter(|(name, _)| {
+                name.split_once('-')
+                    .is_some_and(|(_, rest)| rest.starts_with(&prefix))
+            }))
         }
-        None => recorded
-            .iter()
-            .filter(|name| present.contains(name))
-            .max()
-            .or_else(|| present.iter().max())
-            .cloned(),
+        None => newest(&mut present.iter().filter(|(name, _)| recorded.contains(name)))
+            .or_else(|| newest(&mut present.iter())),
     }
 }
 
@@ -992,13 +1005,19 @@ mod tests {
     #[test]
     fn the_log_shown_is_the_newest_asked_for() {
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let present = names(&[
-            "20261201T100000Z-aaaa1111.log",
-            "20261202T100000Z-bbbb2222.log",
-            "20261202T110000Z-bbbb2222-2.log",
-            "20261203T100000Z-cccc3333.log",
-        ]);
-        let table: [(&[&str], Option<&str>, Option<&str>); 7] = [
+        let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        let present: Vec<LogFile> = [
+            ("20261201T100000Z-aaaa1111.log", 4),
+            ("20261202T100000Z-bbbb2222.log", 3),
+            ("20261202T110000Z-bbbb2222-2.log", 2),
+            ("20261203T100000Z-cccc3333.log", 1),
+            // Started in the same second as the one above and written before it.
+            ("20261203T100000Z-ffff0000.log", 0),
+        ]
+        .into_iter()
+        .map(|(name, secs)| (name.to_string(), at(secs)))
+        .collect();
+        let table: [(&[&str], Option<&str>, Option<&str>); 8] = [
             (&[], None, Some("20261203T100000Z-cccc3333.log")),
             (
                 &[
@@ -1017,6 +1036,7 @@ mod tests {
             (&[], Some("aaaa"), Some("20261201T100000Z-aaaa1111.log")),
             (&[], Some("BBBB22"), Some("20261202T110000Z-bbbb2222-2.log")),
             (&[], Some("dddd"), None),
+            (&[], Some("ffff"), Some("20261203T100000Z-ffff0000.log")),
             (&[], Some("1000"), None),
         ];
         for (recorded, commit, want) in table {
