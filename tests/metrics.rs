@@ -12,7 +12,7 @@ use crate::support::{GitDaemon, Upstream};
 /// One sample: its labels, in order, and its value.
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
-    labels: Vec<(String, String)>,
+    labels: Labels,
     value: f64,
 }
 
@@ -56,8 +56,10 @@ fn parse_value(text: &str) -> Result<f64, String> {
     }
 }
 
+type Labels = Vec<(String, String)>;
+
 /// `{a="x",b="y\"z"}` into pairs; the text after the closing brace is returned too.
-fn parse_labels(text: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(text: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     let mut rest = text.strip_prefix('{').ok_or("no {")?;
     loop {
@@ -166,7 +168,7 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
             }
             let value = parse_value(value).map_err(|e| fail(&e))?;
             let family = families.get_mut(name).ok_or_else(|| fail("no family"))?;
-            if family.kind == "counter" && !(value >= 0.0) {
+            if family.kind == "counter" && (value.is_nan() || value < 0.0) {
                 return Err(fail("negative counter"));
             }
             if family.samples.iter().any(|s| s.labels == labels) {

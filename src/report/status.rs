@@ -215,7 +215,7 @@ fn print_log(layout: &Layout, commit: Option<&str>) -> Result<Exit> {
             ));
         }
     }
-    let present = log_files(&logs);
+    let present = log_files(&logs)?;
     // What state.json names, by file name only: a log is read from logs/ and nowhere else.
     let state = state::read(layout).ok().flatten().unwrap_or_default();
     let recorded: Vec<String> = [
@@ -275,15 +275,28 @@ fn print_log(layout: &Layout, commit: Option<&str>) -> Result<Exit> {
 /// A log file in logs/: its name and when it was last written.
 pub type LogFile = (String, std::time::SystemTime);
 
-/// The log files in logs/; none if logs/ is not a directory of its own (a symlink).
-fn log_files(logs: &Path) -> Vec<LogFile> {
+/// The log files in logs/; none if there is no logs/ or it is not a directory of its own (a
+/// symlink). One that cannot be listed (root's, read by another user) is an error.
+fn log_files(logs: &Path) -> Result<Vec<LogFile>> {
     if !std::fs::symlink_metadata(logs).is_ok_and(|m| m.is_dir()) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let Ok(entries) = std::fs::read_dir(logs) else {
-        return Vec::new();
-    };
-    entries
+    let entries = std::fs::read_dir(logs).map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::PermissionDenied if !nix::unistd::geteuid().is_root() => {
+                "; run gitops as root (sudo gitops status --log)"
+            }
+            _ => "",
+        };
+        crate::exit::fail(
+            Exit::ApplyFailed,
+            format!(
+                "could not list the apply logs in {}: {e}{fix}",
+                logs.display()
+            ),
+        )
+    })?;
+    Ok(entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| {
@@ -291,7 +304,7 @@ fn log_files(logs: &Path) -> Vec<LogFile> {
             Some((e.file_name().into_string().ok()?, modified))
         })
         .filter(|(name, _)| name.ends_with(".log"))
-        .collect()
+        .collect())
 }
 
 /// Which log to print. Names start with the second the apply started (apply.rs log_path:
