@@ -80,6 +80,10 @@ pub struct Options {
 
     #[command(flatten)]
     pub notify: crate::report::notify::options::NotifyOptions,
+
+    /// Write gitops.prom into this directory after every pass, for node_exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter)
+    #[arg(long, env = "GITOPS_METRICS_DIR", value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// Where the passes keep their state: the pass writes it, `status` reads it.
@@ -122,6 +126,7 @@ pub struct Settings {
     pub max_file_size: u64,
     /// Where the pass's events go; empty when notifications are off.
     pub notifier: crate::report::notify::options::Notifier,
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// A repository URL together with the form of it that is safe to print.
@@ -231,6 +236,10 @@ impl Settings {
                 ),
             ));
         }
+        let metrics_dir = opts.metrics_dir.as_deref().map(absolute);
+        if let Some(dir) = &metrics_dir {
+            check_metrics_dir(dir)?;
+        }
         Ok(Settings {
             repo_url,
             branch: opts.branch.clone(),
@@ -246,7 +255,28 @@ impl Settings {
             lock_timeout: opts.lock_timeout,
             max_file_size: opts.max_file_size,
             notifier: opts.notify.resolve()?,
+            metrics_dir,
         })
+    }
+}
+
+/// The metrics directory must exist: it belongs to node_exporter's package, and a directory
+/// gitops created on a typo would be one nothing reads.
+fn check_metrics_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        found => Err(fail(
+            Exit::Usage,
+            format!(
+                "--metrics-dir {} {}: point it at node_exporter's textfile directory (Debian: /var/lib/prometheus/node-exporter), or unset GITOPS_METRICS_DIR",
+                dir.display(),
+                match found {
+                    Ok(_) => "is not a directory".to_string(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                    Err(e) => format!("cannot be used ({e})"),
+                }
+            ),
+        )),
     }
 }
 

@@ -9,11 +9,11 @@ macro_rules! out {
     }};
 }
 
-/// The same for stderr, where the pass reports what it does.
+/// The same for stderr, where the pass reports what it does: every line of ours goes through
+/// here, which gives it its journal priority when stderr is the journal (report/journal.rs).
 macro_rules! say {
     ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
+        $crate::report::journal::line(&format!($($t)*));
     }};
 }
 

@@ -72,8 +72,11 @@ fn each_subcommand_lists_its_own_options_only() {
             "--config",
             "--help",
             "--json",
+            "--log",
             "--max-age",
+            "--prometheus",
             "--state-dir",
+            "--systemctl",
             "--version"
         ]
     );

@@ -6,5 +6,5 @@ mod store;
 pub mod tree;
 
 pub use fetch::fetch;
-pub use store::{open_store, relation, subject, Relation};
+pub use store::{commit_time, open_store, relation, subject, Relation};
 pub use tree::write_tree;

@@ -188,6 +188,11 @@ pub fn subject(repo: &gix::Repository, commit: ObjectId) -> Option<String> {
     Some(message.summary().to_string())
 }
 
+/// A commit's committer time, in seconds since the epoch.
+pub fn commit_time(repo: &gix::Repository, commit: ObjectId) -> Option<i64> {
+    Some(repo.find_commit(commit).ok()?.time().ok()?.seconds)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -74,6 +74,9 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
         error: result.as_ref().err().map(|(_, e)| one_line(e)),
         duration_ms: Some(clock.elapsed().as_millis().try_into().unwrap_or(u64::MAX)),
     });
+    if outcome.is_success() {
+        state.last_success_at = state.last_pass.as_ref().map(|p| p.finished_at.clone());
+    }
     state.in_progress = None;
     let exit_code = match &result {
         Ok(_) => 0,
@@ -116,6 +119,10 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     if !settings.notifier.is_empty() {
         send_notifications(&layout, &settings.notifier, &mut state, now());
     }
+    // The metrics from what was just recorded and delivered, still under the lock so that the
+    // last pass's file is the one left; a failure to write them is a warning, never the pass's
+    // outcome.
+    crate::report::metrics::after_pass(settings, &layout, &state);
     // Released here, not only when the descriptor closes: a daemon the entry point left
     // running holds a copy of it and must not keep later passes out.
     drop(lock);
@@ -302,6 +309,9 @@ fn pass(
                         applied_at: rfc3339(now()),
                         log: log_shown,
                         subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
+                        committed_at: git::commit_time(repo, fetched.tip)
+                            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                            .map(rfc3339),
                     });
                     state.pending = None;
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {

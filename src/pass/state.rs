@@ -21,6 +21,9 @@ pub struct State {
     pub branch: Option<String>,
     pub applied: Option<Applied>,
     pub last_pass: Option<LastPass>,
+    /// When the last pass that ended up-to-date or applied finished: the metrics' last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<String>,
     pub pending: Option<Pending>,
     #[serde(default)]
     pub consecutive_failures: u32,
@@ -84,6 +87,9 @@ pub struct Applied {
     pub log: Option<String>,
     #[serde(default)]
     pub subject: Option<String>,
+    /// The commit's committer time, as the repository says (the metrics' commit age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<String>,
 }
 
 /// How the most recent pass ended.

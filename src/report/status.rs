@@ -28,12 +28,24 @@ pub struct Args {
         value_parser = crate::config::parse_duration
     )]
     pub max_age: Duration,
+    /// Print the metrics instead of the summary: the Prometheus text --metrics-dir gets
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+    /// Print an apply's log as it is: the last apply's, or the newest for COMMIT (4 or more hex digits of it)
+    #[arg(long, value_name = "COMMIT", num_args = 0..=1, conflicts_with_all = ["json", "prometheus"])]
+    pub log: Option<Option<String>>,
+    /// The systemctl program asked when gitops.timer runs next [default: systemctl, on a machine booted with systemd]
+    #[arg(long, env = "GITOPS_SYSTEMCTL", value_name = "PROGRAM")]
+    pub systemctl: Option<String>,
 }
 
 /// Print the status and return the exit code: 0 when healthy, 1 otherwise, so the command
 /// serves as a health check. Reads only: it never creates or modifies anything.
 pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     let layout = Layout::new(state_dir);
+    if let Some(commit) = &args.log {
+        return print_log(&layout, commit.as_deref());
+    }
     // What would stop every sync before it records anything: the last recorded pass may look
     // fine while every pass since was refused.
     let blocked = Blocked {
@@ -48,16 +60,25 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
         )
     })?;
     let running = Lock::found(&layout, recorded.as_ref());
+    let outbox_events = crate::report::notify::outbox::len(&layout);
+    let colour = colour_wanted();
     let Some(state) = recorded else {
         if args.json {
             out!("{}", serde_json::to_string_pretty(&State::default())?);
+        } else if args.prometheus {
+            print_raw(crate::report::metrics::render(&State::default(), outbox_events).as_bytes());
         } else {
             out!(
                 "no pass has run yet: gitops sync has recorded nothing in {} (is --state-dir the one gitops.service uses?)",
                 state_dir.display()
             );
-            for reason in blocked.reasons() {
-                out!("unhealthy:    {reason}");
+            let lines: Vec<Line> = blocked
+                .reasons()
+                .into_iter()
+                .map(|reason| Line::new("unhealthy", Tone::Bad, reason))
+                .collect();
+            if !lines.is_empty() {
+                out!("{}", format_lines(&lines, colour).trim_end());
             }
         }
         return Ok(Exit::ApplyFailed);
@@ -65,13 +86,280 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     let (healthy, reasons) = health(&state, &running, &blocked, now, args.max_age);
     if args.json {
         out!("{}", serde_json::to_string_pretty(&state)?);
+    } else if args.prometheus {
+        print_raw(crate::report::metrics::render(&state, outbox_events).as_bytes());
     } else {
-        out!("{}", render(&state, running == Lock::Pass, now).trim_end());
-        for reason in reasons {
-            out!("unhealthy:    {reason}");
-        }
+        let seen = Seen {
+            next_pass: systemctl_program(args.systemctl.as_deref())
+                .and_then(|program| ask_next_elapse(&program))
+                .and_then(|text| parse_next_elapse(&text)),
+            outbox_events,
+        };
+        let mut lines = summary(&state, running == Lock::Pass, now, &seen);
+        lines.extend(
+            reasons
+                .into_iter()
+                .map(|reason| Line::new("unhealthy", Tone::Bad, reason)),
+        );
+        out!("{}", format_lines(&lines, colour).trim_end());
     }
     Ok(if healthy { Exit::Ok } else { Exit::ApplyFailed })
+}
+
+/// Bytes to stdout as they are, a reader that went away ignored (`gitops status --log | head`).
+fn print_raw(bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes).and_then(|()| stdout.flush());
+}
+
+/// Colour only for a person at a terminal, and not when they asked for none (no-color.org: a
+/// NO_COLOR set and not empty).
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// How long status waits for systemctl: a health check must answer even when systemd does not.
+const SYSTEMCTL_BOUND: Duration = Duration::from_secs(2);
+
+/// The program to ask about the timer: the one named (--systemctl, GITOPS_SYSTEMCTL), else
+/// systemctl on a machine booted with systemd (sd_booted(3)'s test); none elsewhere.
+fn systemctl_program(named: Option<&str>) -> Option<String> {
+    match named.filter(|p| !p.is_empty()) {
+        Some(program) => Some(program.to_string()),
+        None => Path::new("/run/systemd/system")
+            .is_dir()
+            .then(|| "systemctl".to_string()),
+    }
+}
+
+/// `systemctl show gitops.timer -p NextElapseUSecRealtime --value`, its output if it exits 0
+/// within `SYSTEMCTL_BOUND`. In UTC and the C locale, so the time it prints can be read back.
+fn ask_next_elapse(program: &str) -> Option<String> {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args([
+            "show",
+            "gitops.timer",
+            "-p",
+            "NextElapseUSecRealtime",
+            "--value",
+        ])
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .env("SYSTEMD_PAGER", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + SYSTEMCTL_BOUND;
+    let mut stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read apart: a process it left behind may hold the pipe open long after it exits.
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut stdout).take(4096).read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    let bytes = rx.recv_timeout(SYSTEMCTL_BOUND).ok();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    status.filter(|s| s.success())?;
+    String::from_utf8(bytes?).ok()
+}
+
+/// The time systemctl printed for NextElapseUSecRealtime: "Wed 2026-12-02 18:30:00 UTC" (in
+/// UTC, as asked), or "@1796230200" (`--timestamp=unix`); None for a timer with no next run
+/// ("", "n/a") or anything else.
+pub fn parse_next_elapse(text: &str) -> Option<OffsetDateTime> {
+    let text = text.trim();
+    if let Some(secs) = text.strip_prefix('@') {
+        return OffsetDateTime::from_unix_timestamp(secs.parse().ok()?).ok();
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [_weekday, date, clock, "UTC"] = words.as_slice() else {
+        return None;
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::PrimitiveDateTime::parse(&format!("{date} {clock}"), format)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
+/// `gitops status --log [COMMIT]`: print an apply's log as it is. Exit 1 when there is none.
+fn print_log(layout: &Layout, commit: Option<&str>) -> Result<Exit> {
+    use crate::exit::fail;
+    let logs = layout.logs();
+    if let Some(prefix) = commit {
+        let hex = prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex || !(4..=64).contains(&prefix.len()) {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--log {prefix:?} is not a commit: give 4 or more hex digits of one (gitops status --log 3f2a91c), or nothing for the last apply's log"
+                ),
+            ));
+        }
+    }
+    let present = log_files(&logs)?;
+    // What state.json names, by file name only: a log is read from logs/ and nowhere else.
+    let state = state::read(layout).ok().flatten().unwrap_or_default();
+    let recorded: Vec<String> = [
+        state.applied.as_ref().and_then(|a| a.log.clone()),
+        state.pending.as_ref().and_then(|p| p.log.clone()),
+        state.in_progress.as_ref().and_then(|p| p.log.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|path| {
+        Path::new(&path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+    })
+    .collect();
+    let Some(name) = choose_log(&recorded, &present, commit) else {
+        return Err(fail(
+            Exit::ApplyFailed,
+            match commit {
+                Some(prefix) => format!(
+                    "no apply log for a commit starting {prefix} in {}: gitops keeps the logs of the last {} applies (ls {})",
+                    logs.display(),
+                    crate::pass::apply::KEEP_LOGS,
+                    logs.display()
+                ),
+                None => format!(
+                    "no apply log in {}: no pass has run an entry point yet",
+                    logs.display()
+                ),
+            },
+        ));
+    };
+    let unreadable = |e: std::io::Error| {
+        let why = match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => {
+                "it is a symlink, and status never follows one out of logs/".to_string()
+            }
+            _ => e.to_string(),
+        };
+        fail(
+            Exit::ApplyFailed,
+            format!(
+                "could not read the apply log {}: {why}",
+                logs.join(&name).display()
+            ),
+        )
+    };
+    let mut file = open_log(&logs, &name).map_err(unreadable)?;
+    // Streamed: a chatty entry point's log can be large.
+    match std::io::copy(&mut file, &mut std::io::stdout().lock()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(unreadable(e)),
+        _ => Ok(Exit::Ok),
+    }
+}
+
+/// A log file in logs/: its name and when it was last written.
+pub type LogFile = (String, std::time::SystemTime);
+
+/// The log files in logs/; none if there is no logs/ or it is not a directory of its own (a
+/// symlink). One that cannot be listed (root's, read by another user) is an error.
+fn log_files(logs: &Path) -> Result<Vec<LogFile>> {
+    if !std::fs::symlink_metadata(logs).is_ok_and(|m| m.is_dir()) {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(logs).map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::PermissionDenied if !nix::unistd::geteuid().is_root() => {
+                "; run gitops as root (sudo gitops status --log)"
+            }
+            _ => "",
+        };
+        crate::exit::fail(
+            Exit::ApplyFailed,
+            format!(
+                "could not list the apply logs in {}: {e}{fix}",
+                logs.display()
+            ),
+        )
+    })?;
+    Ok(entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((e.file_name().into_string().ok()?, modified))
+        })
+        .filter(|(name, _)| name.ends_with(".log"))
+        .collect())
+}
+
+/// Which log to print. Names start with the second the apply started (apply.rs log_path:
+/// `<stamp>-<commit>.log`); two applies in one second are told apart by when their logs were
+/// last written. With a commit prefix: the newest log of a commit it starts; without: the
+/// newest of those state.json names (applied, pending, in progress), else the newest there is.
+pub fn choose_log(
+    recorded: &[String],
+    present: &[LogFile],
+    commit: Option<&str>,
+) -> Option<String> {
+    let newest = |files: &mut dyn Iterator<Item = &LogFile>| {
+        files
+            .max_by_key(|(name, modified)| {
+                (
+                    name.split('-').next().map(str::to_string),
+                    *modified,
+                    name.clone(),
+                )
+            })
+            .map(|(name, _)| name.clone())
+    };
+    match commit {
+        Some(prefix) => {
+            let prefix = prefix.to_ascii_lowercase();
+            newest(&mut present.iter().filter(|(name, _)| {
+                name.split_once('-')
+                    .is_some_and(|(_, rest)| rest.starts_with(&prefix))
+            }))
+        }
+        None => newest(&mut present.iter().filter(|(name, _)| recorded.contains(name)))
+            .or_else(|| newest(&mut present.iter())),
+    }
+}
+
+/// Open `logs/<name>`, relative to logs/ without following a link and without blocking
+/// on a FIFO, and only if it is a regular file.
+fn open_log(logs: &Path, name: &str) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(logs)?;
+    let fd = nix::fcntl::openat(
+        &dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
 }
 
 /// Why `state.json` could not be read, with the fix: a state directory that is root's, read by
@@ -202,48 +490,135 @@ pub fn health(
     (reasons.is_empty(), reasons)
 }
 
-/// The human summary.
-pub fn render(state: &State, pass_running: bool, now: OffsetDateTime) -> String {
+/// What status sees beside state.json: the timer's next run and the outbox.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// When gitops.timer runs next, as systemd says; None where it cannot tell.
+    pub next_pass: Option<OffsetDateTime>,
+    pub outbox_events: usize,
+}
+
+/// How a line's text is coloured on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    /// Applied, a successful pass.
+    Good,
+    /// Failures, errors, why the machine is unhealthy.
+    Bad,
+    /// A commit waiting to apply.
+    Pending,
+}
+
+/// One line of the summary: a label ("  error" is under the line above) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub label: &'static str,
+    pub tone: Tone,
+    pub text: String,
+}
+
+impl Line {
+    fn new(label: &'static str, tone: Tone, text: String) -> Line {
+        Line { label, tone, text }
+    }
+}
+
+/// Where the texts start: one column, so the eye runs down it.
+const COLUMN: usize = 14;
+
+/// The lines, labels padded to one column, texts coloured by their tone when `colour`.
+pub fn format_lines(lines: &[Line], colour: bool) -> String {
     let mut out = String::new();
+    for line in lines {
+        let label = format!("{}:", line.label);
+        let width = COLUMN.max(label.chars().count() + 1);
+        let text = match (colour, line.tone) {
+            (false, _) | (_, Tone::Plain) => line.text.clone(),
+            (true, Tone::Good) => format!("\x1b[32m{}\x1b[0m", line.text),
+            (true, Tone::Bad) => format!("\x1b[31m{}\x1b[0m", line.text),
+            (true, Tone::Pending) => format!("\x1b[33m{}\x1b[0m", line.text),
+        };
+        let _ = writeln!(out, "{label:<width$}{text}");
+    }
+    out
+}
+
+/// The human summary, without colour: what the tests read.
+#[cfg(test)]
+fn render(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Seen) -> String {
+    format_lines(&summary(state, pass_running, now, seen), false)
+}
+
+/// The human summary's lines.
+pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Seen) -> Vec<Line> {
+    let mut out = Vec::new();
     if let (Some(p), true) = (&state.in_progress, pass_running) {
-        let _ = writeln!(
-            out,
-            "running:      a pass is applying {} (pid {}), started {}",
-            short(&p.commit),
-            p.pid,
-            age(&p.started_at, now)
-        );
+        out.push(Line::new(
+            "running",
+            Tone::Plain,
+            format!(
+                "a pass is applying {} (pid {}), started {}",
+                short(&p.commit),
+                p.pid,
+                age(&p.started_at, now)
+            ),
+        ));
     }
     let Some(pass) = &state.last_pass else {
-        out.push_str("no pass has finished yet\n");
+        out.push(Line::new(
+            "last pass",
+            Tone::Plain,
+            "none has finished yet".into(),
+        ));
+        out.extend(notify_lines(state, now, seen));
         return out;
     };
-    let _ = writeln!(
-        out,
-        "repository:   {} (branch {})",
-        state.repo_url.as_deref().unwrap_or("?"),
-        state.branch.as_deref().unwrap_or("?")
-    );
-    match &state.applied {
-        Some(a) => {
-            let _ = writeln!(
-                out,
-                "applied:      {} {:?}, {}",
+    out.push(Line::new(
+        "repository",
+        Tone::Plain,
+        format!(
+            "{} (branch {})",
+            state.repo_url.as_deref().unwrap_or("?"),
+            state.branch.as_deref().unwrap_or("?")
+        ),
+    ));
+    out.push(match &state.applied {
+        Some(a) => Line::new(
+            "applied",
+            Tone::Good,
+            format!(
+                "{} {:?}, {}",
                 short(&a.commit),
                 a.subject.as_deref().unwrap_or(""),
                 age(&a.applied_at, now)
-            );
-        }
-        None => out.push_str("applied:      nothing yet\n"),
-    }
-    let _ = writeln!(
-        out,
-        "last pass:    {}, {}",
-        pass.outcome.as_str(),
-        age(&pass.finished_at, now)
-    );
+            ),
+        ),
+        None => Line::new("applied", Tone::Plain, "nothing yet".into()),
+    });
+    out.push(Line::new(
+        "last pass",
+        if pass.outcome.is_success() {
+            Tone::Good
+        } else {
+            Tone::Bad
+        },
+        format!("{}, {}", pass.outcome.as_str(), age(&pass.finished_at, now)),
+    ));
     if let Some(error) = &pass.error {
-        let _ = writeln!(out, "  error:      {error}");
+        out.push(Line::new("  error", Tone::Bad, error.clone()));
+    }
+    if let Some(next) = seen.next_pass {
+        let secs = (next - now).whole_seconds();
+        let when = match secs {
+            ..=0 => "due now".to_string(),
+            secs => format!("in {}", span(secs)),
+        };
+        out.push(Line::new(
+            "next pass",
+            Tone::Plain,
+            format!("{} ({when})", crate::pass::run::rfc3339(next)),
+        ));
     }
     if let Some(p) = &state.pending {
         let subject = p
@@ -258,30 +633,75 @@ pub fn render(state: &State, pass_running: bool, now: OffsetDateTime) -> String 
         );
         // The usual case: the last pass was this commit's failed attempt, whose error is shown
         // just above.
-        if pass.error.as_deref() == Some(p.last_error.as_str()) {
-            let _ = writeln!(
-                out,
-                "pending:      {}{subject} after {attempts}",
-                short(&p.commit)
-            );
+        let text = if pass.error.as_deref() == Some(p.last_error.as_str()) {
+            format!("{}{subject} after {attempts}", short(&p.commit))
         } else {
-            let _ = writeln!(
-                out,
-                "pending:      {}{subject} after {attempts}: {}",
+            format!(
+                "{}{subject} after {attempts}: {}",
                 short(&p.commit),
                 p.last_error
-            );
-        }
+            )
+        };
+        out.push(Line::new("pending", Tone::Pending, text));
         if let Some(log) = &p.log {
-            let _ = writeln!(out, "  log:        {log}");
+            out.push(Line::new("  log", Tone::Plain, log.clone()));
         }
     }
     if state.consecutive_failures > 0 {
-        let _ = writeln!(
-            out,
-            "failures:     {} consecutive",
-            state.consecutive_failures
-        );
+        out.push(Line::new(
+            "failures",
+            Tone::Bad,
+            format!("{} consecutive", state.consecutive_failures),
+        ));
+    }
+    out.extend(notify_lines(state, now, seen));
+    out
+}
+
+/// The notifications: what waits in the outbox and the last delivery that failed. Shown when
+/// notifications are configured or events wait; a failed delivery is shown, and never makes
+/// the machine unhealthy (the pass it tells of did what it did).
+fn notify_lines(state: &State, now: OffsetDateTime, seen: &Seen) -> Vec<Line> {
+    let mut out = Vec::new();
+    if state.notify.is_none() && seen.outbox_events == 0 {
+        return out;
+    }
+    let waiting = match seen.outbox_events {
+        0 => "no event waiting".to_string(),
+        1 => "1 event waiting to be sent".to_string(),
+        n => format!("{n} events waiting to be sent"),
+    };
+    let delivered = state
+        .notify
+        .as_ref()
+        .and_then(|n| n.last_delivered_at.as_deref())
+        .map(|at| format!(", last delivered {}", age(at, now)))
+        .unwrap_or_default();
+    out.push(Line::new(
+        "notify",
+        if seen.outbox_events == 0 {
+            Tone::Plain
+        } else {
+            Tone::Pending
+        },
+        format!("{waiting}{delivered}"),
+    ));
+    if let Some(notify) = &state.notify {
+        if let Some(error) = &notify.last_error {
+            let when = notify
+                .last_error_at
+                .as_deref()
+                .map(|at| format!(", {}", age(at, now)))
+                .unwrap_or_default();
+            out.push(Line::new(
+                "  error",
+                Tone::Bad,
+                format!(
+                    "{}{when}",
+                    crate::pass::run::shown(&crate::redact::scrub(error))
+                ),
+            ));
+        }
     }
     out
 }
@@ -328,6 +748,7 @@ mod tests {
                 applied_at: "2026-11-25T08:00:00Z".into(),
                 log: None,
                 subject: Some("Set the motd".into()),
+                committed_at: None,
             }),
             last_pass: Some(LastPass {
                 started_at: "2026-11-25T09:59:58Z".into(),
@@ -349,7 +770,7 @@ mod tests {
             ..State::default()
         };
         let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
-        let text = render(&state, false, now);
+        let text = render(&state, false, now, &Seen::default());
         assert!(
             text.contains("applied:      aaaaaaaaaaaa \"Set the motd\", 2h 0min ago"),
             "{text}"
@@ -544,5 +965,164 @@ mod tests {
                 "{state:?} {blocked:?}"
             );
         }
+    }
+
+    #[test]
+    fn labels_share_one_column_and_colour_only_when_asked() {
+        let lines = vec![
+            Line::new("applied", Tone::Good, "abc".into()),
+            Line::new("  error", Tone::Bad, "it broke".into()),
+            Line::new("pending", Tone::Pending, "def".into()),
+            Line::new("repository", Tone::Plain, "git://h/r".into()),
+            Line::new("a label longer than the column", Tone::Plain, "x".into()),
+        ];
+        assert_eq!(
+            format_lines(&lines, false),
+            "applied:      abc\n  error:      it broke\npending:      def\nrepository:   git://h/r\na label longer than the column: x\n"
+        );
+        let coloured = format_lines(&lines, true);
+        assert!(
+            coloured.contains("applied:      \x1b[32mabc\x1b[0m\n"),
+            "{coloured:?}"
+        );
+        assert!(
+            coloured.contains("  error:      \x1b[31mit broke\x1b[0m\n"),
+            "{coloured:?}"
+        );
+        assert!(
+            coloured.contains("pending:      \x1b[33mdef\x1b[0m\n"),
+            "{coloured:?}"
+        );
+        assert!(
+            coloured.contains("repository:   git://h/r\n"),
+            "{coloured:?}"
+        );
+    }
+
+    #[test]
+    fn the_timer_s_next_run_is_read_as_systemctl_prints_it() {
+        let at = time::macros::datetime!(2026-12-02 18:30:00 UTC);
+        let table = [
+            ("Wed 2026-12-02 18:30:00 UTC\n", Some(at)),
+            ("@1796236200\n", Some(at)),
+            ("", None),
+            ("n/a", None),
+            ("Wed 2026-12-02 18:30:00 CET", None),
+            ("2026-12-02 18:30:00", None),
+            ("@soon", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_next_elapse(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_log_shown_is_the_newest_asked_for() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        let present: Vec<LogFile> = [
+            ("20261201T100000Z-aaaa1111.log", 4),
+            ("20261202T100000Z-bbbb2222.log", 3),
+            ("20261202T110000Z-bbbb2222-2.log", 2),
+            ("20261203T100000Z-cccc3333.log", 1),
+            // Started in the same second as the one above and written before it.
+            ("20261203T100000Z-ffff0000.log", 0),
+        ]
+        .into_iter()
+        .map(|(name, secs)| (name.to_string(), at(secs)))
+        .collect();
+        let table: [(&[&str], Option<&str>, Option<&str>); 8] = [
+            (&[], None, Some("20261203T100000Z-cccc3333.log")),
+            (
+                &[
+                    "20261201T100000Z-aaaa1111.log",
+                    "20261202T110000Z-bbbb2222-2.log",
+                ],
+                None,
+                Some("20261202T110000Z-bbbb2222-2.log"),
+            ),
+            // A recorded log that is gone: the newest there is.
+            (
+                &["20261130T100000Z-ffff.log"],
+                None,
+                Some("20261203T100000Z-cccc3333.log"),
+            ),
+            (&[], Some("aaaa"), Some("20261201T100000Z-aaaa1111.log")),
+            (&[], Some("BBBB22"), Some("20261202T110000Z-bbbb2222-2.log")),
+            (&[], Some("dddd"), None),
+            (&[], Some("ffff"), Some("20261203T100000Z-ffff0000.log")),
+            (&[], Some("1000"), None),
+        ];
+        for (recorded, commit, want) in table {
+            assert_eq!(
+                choose_log(&names(recorded), &present, commit).as_deref(),
+                want,
+                "{recorded:?} {commit:?}"
+            );
+        }
+        assert_eq!(choose_log(&[], &[], None), None);
+    }
+
+    #[test]
+    fn notifications_are_shown_when_configured_or_waiting() {
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        let quiet = passed(Outcome::Applied, "2026-11-25T09:55:00Z");
+        let lines = |state: &State, events| {
+            let seen = Seen {
+                next_pass: None,
+                outbox_events: events,
+            };
+            render(state, false, now, &seen)
+        };
+        assert!(
+            !lines(&quiet, 0).contains("notify:"),
+            "{}",
+            lines(&quiet, 0)
+        );
+        assert!(
+            lines(&quiet, 3).contains("notify:       3 events waiting to be sent\n"),
+            "{}",
+            lines(&quiet, 3)
+        );
+        let failing = State {
+            notify: Some(crate::pass::state::NotifyRecord {
+                last_error: Some("https://discord.com/api/webhooks/***: 500".into()),
+                last_error_at: Some("2026-11-25T09:50:00Z".into()),
+                last_delivered_at: Some("2026-11-25T08:00:00Z".into()),
+                ..Default::default()
+            }),
+            ..quiet.clone()
+        };
+        let text = lines(&failing, 1);
+        assert!(
+            text.contains("notify:       1 event waiting to be sent, last delivered 2h 0min ago (2026-11-25T08:00:00Z)\n  error:      https://discord.com/api/webhooks/***: 500, 10min ago (2026-11-25T09:50:00Z)\n"),
+            "{text}"
+        );
+        let (healthy, _) = health(
+            &failing,
+            &Lock::Free,
+            &Blocked::default(),
+            now,
+            Duration::ZERO,
+        );
+        assert!(
+            healthy,
+            "a failed notification never makes the machine unhealthy"
+        );
+    }
+
+    #[test]
+    fn the_next_pass_is_shown_with_how_soon() {
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        let state = passed(Outcome::UpToDate, "2026-11-25T09:55:00Z");
+        let seen = Seen {
+            next_pass: Some(time::macros::datetime!(2026-11-25 10:03:10 UTC)),
+            outbox_events: 0,
+        };
+        let text = render(&state, false, now, &seen);
+        assert!(
+            text.contains("next pass:    2026-11-25T10:03:10Z (in 3min)\n"),
+            "{text}"
+        );
     }
 }

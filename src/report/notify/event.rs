@@ -261,7 +261,7 @@ pub fn build(telling: Telling, before: &State, after: &State, facts: Facts) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pass::state::{Applied, LastPass, NotifyRecord, Pending, Told};
+    use crate::pass::state::{self, Applied, LastPass, NotifyRecord, Pending};
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -273,6 +273,7 @@ mod tests {
                 applied_at: "2026-12-01T10:00:00Z".into(),
                 log: None,
                 subject: Some("first".into()),
+                committed_at: None,
             }),
             last_pass: outcome.map(|outcome| LastPass {
                 started_at: "2026-12-02T10:00:00Z".into(),
@@ -291,7 +292,7 @@ mod tests {
             }),
             consecutive_failures: failures,
             notify: told.map(|(key, at)| NotifyRecord {
-                told: Some(Told {
+                told: Some(state::Told {
                     key: key.into(),
                     at: at.into(),
                 }),
@@ -300,6 +301,17 @@ mod tests {
             ..State::default()
         }
     }
+
+    /// The failure told before the pass: its key and when.
+    type Told<'a> = Option<(&'a str, &'a str)>;
+    /// Before the pass (outcome, failures, told), this pass's outcome, and what it tells.
+    type Row<'a> = (
+        Option<Outcome>,
+        u32,
+        Told<'a>,
+        Outcome,
+        Option<(Kind, bool)>,
+    );
 
     #[test]
     fn which_pass_tells_what() {
@@ -312,7 +324,7 @@ mod tests {
         let future = "2026-12-03T09:00:00Z";
         // (before: outcome, failures, told), after outcome → event, reminder
         #[rustfmt::skip]
-        let table: Vec<(Option<Outcome>, u32, Option<(&str, &str)>, Outcome, Option<(Kind, bool)>)> = vec![
+        let table: Vec<Row> = vec![
             (Some(UpToDate), 0, None, UpToDate, None),
             (None, 0, None, UpToDate, None),
             (Some(UpToDate), 0, None, Applied, Some((Kind::Applied, false))),

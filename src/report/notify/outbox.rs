@@ -131,6 +131,7 @@ pub fn len(layout: &Layout) -> usize {
     fs::read_dir(dir(layout)).map_or(0, |names| {
         names
             .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter(|e| {
                 e.file_name()
                     .to_str()
@@ -225,6 +226,9 @@ mod tests {
             queue(&layout, &queued).unwrap();
         }
         fs::write(super::dir(&layout).join("junk.json"), "{").unwrap();
+        // A temp file being written and a directory are not events.
+        fs::write(super::dir(&layout).join(".x.json.tmp-ab"), "{").unwrap();
+        fs::create_dir(super::dir(&layout).join("d.json")).unwrap();
         assert_eq!(len(&layout), 3);
         let (entries, removed) = list(&layout);
         assert_eq!(removed, 1);
