@@ -115,8 +115,12 @@ impl Machine {
     /// The binary with this machine's paths and a clean GITOPS_* environment.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitops"));
+        // Proxies too: every request of a test goes to 127.0.0.1 directly.
         for (key, _) in std::env::vars() {
-            if key.starts_with("GITOPS_") || key == "REPO_URL" {
+            if key.starts_with("GITOPS_")
+                || key == "REPO_URL"
+                || key.to_ascii_lowercase().ends_with("_proxy")
+            {
                 cmd.env_remove(key);
             }
         }

@@ -35,7 +35,7 @@ fn hook(receiver: &Receiver) -> String {
 }
 
 /// The parts of a multipart/form-data body: (headers, data).
-fn multipart(request: &Request) -> Vec<(String, Vec<u8>)> {
+pub fn multipart(request: &Request) -> Vec<(String, Vec<u8>)> {
     let content_type = request.header("content-type").unwrap();
     let boundary = content_type
         .strip_prefix("multipart/form-data; boundary=")

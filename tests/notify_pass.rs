@@ -298,3 +298,102 @@ fn the_outbox_is_bounded_and_counts_what_it_drops() {
         "the oldest went first"
     );
 }
+
+#[test]
+fn the_token_the_password_and_the_key_show_nowhere_a_pass_writes() {
+    const PASSWORD: &str = "pa55w0rd-0f-the-h00k";
+    const KEY: &str = "hmac-k3y-n0b0dy-sh0uld-s33";
+    let r = Receiver::start(vec![Reply::Status(
+        500,
+        vec![],
+        format!("no such hook /hooks/{TOKEN} for user:{PASSWORD}").into_bytes(),
+    )]);
+    let f = fleet(&r.url(&format!("/hooks/{TOKEN}")));
+    let hook = r
+        .url(&format!("/hooks/{TOKEN}"))
+        .replace("http://", &format!("http://user:{PASSWORD}@"));
+    std::fs::write(f.m.dir.path().join("notify-url"), format!("{hook}\n")).unwrap();
+    let key = f.m.dir.path().join("hmac.key");
+    std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    crate::harness::chmod(&key, 0o600);
+    let metrics = f.m.dir.path().join("metrics");
+    std::fs::create_dir(&metrics).unwrap();
+    let args = [
+        "--notify-secret-file",
+        key.to_str().unwrap(),
+        "--metrics-dir",
+        metrics.to_str().unwrap(),
+    ];
+    let run = f.m.sync(&f.url, &args).expect(0);
+    assert_eq!(outbox_len(&f.m), 1, "the event waits after the 500");
+    let mut shown = everything_shown(&f.m, &run);
+    shown.push_str(&f.m.run(&["status", "--prometheus"]).stdout);
+    shown.push_str(&std::fs::read_to_string(metrics.join("gitops.prom")).unwrap());
+    let outbox = f.m.state.join("outbox");
+    for name in crate::harness::names(&outbox) {
+        shown.push_str(&std::fs::read_to_string(outbox.join(name)).unwrap());
+    }
+    let again = f.m.sync(&f.url, &args).expect(0);
+    shown.push_str(&again.stderr);
+    assert_eq!(r.requests().len(), 2);
+    for req in r.requests() {
+        shown.push_str(&String::from_utf8_lossy(&req.body));
+        for (name, value) in &req.headers {
+            if name != "authorization" {
+                shown.push_str(&format!("{name}: {value}\n"));
+            }
+        }
+        assert!(req.header("x-gitops-signature").is_some());
+    }
+    assert!(shown.contains("127.0.0.1"), "{shown}");
+    for secret in [TOKEN, PASSWORD, KEY] {
+        assert!(!shown.contains(secret), "{secret} shows in:\n{shown}");
+    }
+}
+
+#[test]
+fn discord_and_slack_get_the_commit_and_the_log_of_each_apply() {
+    let discord = Receiver::start(vec![]);
+    let slack = Receiver::start(vec![]);
+    let f = fleet(&discord.url(&format!("/api/webhooks/1/{TOKEN}")));
+    let failing = format!("{FAILING_RUN_SH}# {}\n", "x".repeat(10));
+    let broken = f.up.commit(&[("run.sh", &failing)], "break <@everyone> it");
+    // Formats by flag: auto tells them apart by host, and here both are 127.0.0.1.
+    std::fs::write(&f.m.config, "").unwrap();
+    let discord_url = discord.url(&format!("/api/webhooks/1/{TOKEN}"));
+    let slack_url = slack.url(&format!("/services/{TOKEN}"));
+    let to_discord = ["--notify-url", &discord_url, "--notify-format", "discord"];
+    let to_slack = ["--notify-url", &slack_url, "--notify-format", "slack"];
+    f.m.sync(&f.url, &to_discord).expect(1);
+    f.m.sync(&f.url, &to_slack).expect(1);
+
+    let requests = discord.requests();
+    assert_eq!(requests.len(), 1);
+    let parts = crate::notify::multipart(&requests[0]);
+    let payload = parts
+        .iter()
+        .find(|(head, _)| head.contains("name=\"payload_json\""))
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(&payload.1).unwrap();
+    let text = payload.to_string();
+    assert!(text.contains(&broken[..7]), "{text}");
+    assert!(text.contains("apply-failed"), "{text}");
+    assert!(text.contains("break"), "{text}");
+    assert_eq!(payload["allowed_mentions"]["parse"], serde_json::json!([]));
+    let file = parts
+        .iter()
+        .find(|(head, _)| head.contains("name=\"files[0]\""))
+        .unwrap();
+    assert!(String::from_utf8_lossy(&file.1).contains("about to fail"));
+
+    // The second pass failed the same commit again within the hour: nothing new to tell, and
+    // the first event had left the outbox (every destination of its pass had it).
+    assert_eq!(slack.requests().len(), 0);
+    f.up.commit(&[("run.sh", TALKING_RUN_SH)], "fix it");
+    f.m.sync(&f.url, &to_slack).expect(0);
+    let requests = slack.requests();
+    assert_eq!(requests.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert!(body["text"].as_str().unwrap().contains("applied"), "{body}");
+    assert!(body["blocks"].to_string().contains("applying"), "{body}");
+}
