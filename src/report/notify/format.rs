@@ -178,7 +178,10 @@ fn duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "?".to_string();
     }
-    if seconds < 60.0 {
+    if seconds < 1.0 {
+        // A usual apply is quicker than a second: "0.0s" would say it took nothing.
+        format!("{}ms", (seconds * 1000.0).round() as u64)
+    } else if seconds < 60.0 {
         format!("{seconds:.1}s")
     } else {
         let whole = seconds.round() as u64;
@@ -510,6 +513,22 @@ mod tests {
 
     fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
         hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        let table = [
+            (0.0224, "22ms"),
+            (0.9994, "999ms"),
+            (2.25, "2.2s"),
+            (59.94, "59.9s"),
+            (125.4, "2min 5s"),
+            (f64::NAN, "?"),
+            (-1.0, "?"),
+        ];
+        for (seconds, shown) in table {
+            assert_eq!(duration(seconds), shown, "{seconds}");
+        }
     }
 
     #[test]
