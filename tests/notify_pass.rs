@@ -298,3 +298,37 @@ fn the_outbox_is_bounded_and_counts_what_it_drops() {
         "the oldest went first"
     );
 }
+
+#[test]
+fn a_webhook_url_in_the_environment_never_reaches_the_entry_point_or_the_log_sent() {
+    let r = Receiver::start(vec![]);
+    let up = Upstream::new();
+    up.commit(
+        &[(
+            "run.sh",
+            "#!/bin/sh\nset -x\nenv\necho \"hook: $GITOPS_NOTIFY_URL\"\n",
+        )],
+        "print everything",
+    );
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    // As systemd's EnvironmentFile= passes it: in the process's environment.
+    let mut cmd = m.command();
+    cmd.env(
+        "GITOPS_NOTIFY_URL",
+        r.url(&format!("/api/webhooks/1/{TOKEN}")),
+    )
+    .args(["sync", "--notify-format", "discord", "--repo-url"])
+    .arg(daemon.url("config.git"));
+    let run = crate::harness::Run::of(&mut cmd).expect(0);
+    let req = &r.wait_for_requests(1, Duration::from_secs(5))[0];
+    let body = String::from_utf8_lossy(&req.body);
+    assert!(
+        body.contains("GITOPS_COMMIT="),
+        "the log is attached: {body}"
+    );
+    assert!(!body.contains(TOKEN), "{body}");
+    assert!(!run.stdout.contains(TOKEN), "{}", run.stdout);
+    let shown = everything_shown(&m, &run);
+    assert!(!shown.contains(TOKEN), "{shown}");
+}
