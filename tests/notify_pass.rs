@@ -332,3 +332,31 @@ fn a_webhook_url_in_the_environment_never_reaches_the_entry_point_or_the_log_sen
     let shown = everything_shown(&m, &run);
     assert!(!shown.contains(TOKEN), "{shown}");
 }
+
+#[test]
+fn receivers_that_hang_do_not_keep_the_next_one_from_its_event() {
+    let first = Receiver::start(vec![Reply::Hang, Reply::Hang]);
+    let second = Receiver::start(vec![Reply::Hang, Reply::Hang]);
+    let healthy = Receiver::start(vec![]);
+    let f = fleet(&first.url(&format!("/hooks/{TOKEN}")));
+    std::fs::write(
+        f.m.dir.path().join("notify-url"),
+        format!(
+            "{}\n{}\n{}\n",
+            first.url(&format!("/hooks/{TOKEN}")),
+            second.url(&format!("/hooks/{TOKEN}")),
+            healthy.url(&format!("/hooks/{TOKEN}")),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    f.m.sync(&f.url, &[]).expect(0);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(14), "the pass took {took:?}");
+    assert_eq!(
+        events(&healthy).len(),
+        1,
+        "the healthy receiver has its event"
+    );
+    assert_eq!(outbox_len(&f.m), 1, "kept for the two that hang");
+}
