@@ -125,6 +125,8 @@ impl NotifyOptions {
         if let Some(file) = &self.notify_url_file {
             let text = read_secret_file(file, "--notify-url-file", "webhook URL file")?;
             let text = String::from_utf8_lossy(&text);
+            // The byte order mark some editors write would be read as part of the scheme.
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             for (number, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -604,6 +606,14 @@ mod tests {
         assert_eq!(notifier.destinations.len(), 3);
         assert_eq!(notifier.secret(), Some(&b"s3cret-key"[..]));
         assert!(!format!("{notifier:?}").contains("s3cret"));
+
+        // As Windows editors save it: a byte order mark and CRLF line ends.
+        std::fs::write(
+            &urls,
+            "\u{feff}http://a/hook1\r\n\r\n# c\r\nhttp://b/hook2\r\n",
+        )
+        .unwrap();
+        assert_eq!(opts.resolve().unwrap().destinations.len(), 3);
 
         std::fs::set_permissions(&urls, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = format!("{:#}", opts.resolve().unwrap_err());
