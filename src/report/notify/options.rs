@@ -225,6 +225,11 @@ fn parse_url(url: &str) -> std::result::Result<Url, String> {
             .filter(char::is_ascii_alphanumeric)
             .take(10)
             .collect();
+        if shown == "http" || shown == "https" {
+            return Err(format!(
+                "a character precedes its {shown}:// (a quote the env file kept?)"
+            ));
+        }
         return Err(format!("its scheme {shown:?} is not http or https"));
     }
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -520,6 +525,15 @@ mod tests {
             assert!(!text.contains("s3cr3t"), "{bad}: {text}");
             assert!(text.contains("GITOPS_NOTIFY_URL"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_stray_character_before_the_scheme_is_named_as_such() {
+        let err = options(&["\"https://h/s3cr3t-path"], Format::Auto)
+            .resolve()
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("a character precedes its https://"), "{text}");
     }
 
     #[test]
