@@ -397,3 +397,65 @@ fn discord_and_slack_get_the_commit_and_the_log_of_each_apply() {
     assert!(body["text"].as_str().unwrap().contains("applied"), "{body}");
     assert!(body["blocks"].to_string().contains("applying"), "{body}");
 }
+
+#[test]
+fn a_webhook_url_in_the_environment_never_reaches_the_entry_point_or_the_log_sent() {
+    let r = Receiver::start(vec![]);
+    let up = Upstream::new();
+    up.commit(
+        &[(
+            "run.sh",
+            "#!/bin/sh\nset -x\nenv\necho \"hook: $GITOPS_NOTIFY_URL\"\n",
+        )],
+        "print everything",
+    );
+    let daemon = GitDaemon::serve(&up.srv());
+    let m = Machine::new();
+    // As systemd's EnvironmentFile= passes it: in the process's environment.
+    let mut cmd = m.command();
+    cmd.env(
+        "GITOPS_NOTIFY_URL",
+        r.url(&format!("/api/webhooks/1/{TOKEN}")),
+    )
+    .args(["sync", "--notify-format", "discord", "--repo-url"])
+    .arg(daemon.url("config.git"));
+    let run = crate::harness::Run::of(&mut cmd).expect(0);
+    let req = &r.wait_for_requests(1, Duration::from_secs(5))[0];
+    let body = String::from_utf8_lossy(&req.body);
+    assert!(
+        body.contains("GITOPS_COMMIT="),
+        "the log is attached: {body}"
+    );
+    assert!(!body.contains(TOKEN), "{body}");
+    assert!(!run.stdout.contains(TOKEN), "{}", run.stdout);
+    let shown = everything_shown(&m, &run);
+    assert!(!shown.contains(TOKEN), "{shown}");
+}
+
+#[test]
+fn receivers_that_hang_do_not_keep_the_next_one_from_its_event() {
+    let first = Receiver::start(vec![Reply::Hang, Reply::Hang]);
+    let second = Receiver::start(vec![Reply::Hang, Reply::Hang]);
+    let healthy = Receiver::start(vec![]);
+    let f = fleet(&first.url(&format!("/hooks/{TOKEN}")));
+    std::fs::write(
+        f.m.dir.path().join("notify-url"),
+        format!(
+            "{}\n{}\n{}\n",
+            first.url(&format!("/hooks/{TOKEN}")),
+            second.url(&format!("/hooks/{TOKEN}")),
+            healthy.url(&format!("/hooks/{TOKEN}")),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    f.m.sync(&f.url, &[]).expect(0);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(14), "the pass took {took:?}");
+    assert_eq!(
+        events(&healthy).len(),
+        1,
+        "the healthy receiver has its event"
+    );
+    assert_eq!(outbox_len(&f.m), 1, "kept for the two that hang");
+}

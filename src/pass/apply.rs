@@ -16,6 +16,11 @@ use nix::unistd::Pid;
 /// How many apply logs to keep.
 pub const KEEP_LOGS: usize = 20;
 
+/// gitops' own settings that are secrets themselves (a webhook URL's path is its token): the
+/// entry point has no use for them, and a `set -x` or `env` in it would put them in its log,
+/// the journal and the log attached to the Discord message.
+const NOT_PASSED_ON: [&str; 1] = ["GITOPS_NOTIFY_URL"];
+
 /// What the entry point is run with.
 pub struct Run<'a> {
     /// The checkout path (the symlink) the entry point runs in.
@@ -126,6 +131,9 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
             }
             Ok(())
         });
+    for key in NOT_PASSED_ON {
+        expression = expression.env_remove(key);
+    }
     for (key, value) in &spec.env {
         expression = expression.env(key, value);
     }

@@ -8,6 +8,7 @@
 #   - runs a pass with `systemctl start gitops.service` (applies commit v1: run.sh writes
 #     /etc/motd), prints /etc/motd and `gitops status`,
 #   - runs install-units --now again (must change nothing),
+#   - runs a failing pass and reads journald's priorities of gitops's lines (-p err),
 #   - powers the container off.
 #
 # Its output reaches this script through the container's console; the script checks it.
@@ -49,6 +50,14 @@ say "motd" "$(cat /etc/motd 2>&1)"
 run status gitops status
 journalctl -b -u gitops.service -o cat --no-pager | sed 's/^/E2E-NOW: journal: /'
 run install-units-again gitops install-units --now --repo-url file:///srv/config.git
+# A pass that fails (a branch the repository does not have): journald files gitops's own
+# error line as err, its other lines lower, so `journalctl -p err` lists the failure alone.
+echo GITOPS_BRANCH=no-such-branch >>/etc/gitops/gitops.env
+run failing-start systemctl start gitops.service
+say "err lines" "$(journalctl -b -u gitops.service -p err -o cat --no-pager | grep -c '^gitops: ')"
+say "err error" "$(journalctl -b -u gitops.service -p err -o cat --no-pager | grep -c '^gitops: error: ')"
+say "info lines" "$(journalctl -b -u gitops.service -p info -o cat --no-pager | grep -c '^gitops: running ')"
+journalctl -b -u gitops.service -p err -o cat --no-pager | sed 's/^/E2E-NOW: journal-err: /'
 EOF
 
 e2e_nspawn e2e-now E2E-NOW "$E2E_TMP/e2e-now.sh" \
@@ -73,6 +82,14 @@ e2e_saw "status output: applied:      ${V1:0:12} " ||
     e2e_fail "the second install-units --now exited $(e2e_said "install-units-again exit")"
 e2e_saw "install-units-again output: nothing to do" ||
     e2e_fail "the second install-units --now rewrote something"
+# status asks the running systemd when the timer fires next.
+e2e_saw "status output: next pass:    " || e2e_fail "gitops status does not show the timer's next run"
+# The journal's priorities: the failing pass's error line is err; the lines of the pass that
+# applied (gitops: running …) are info, so -p err leaves them out.
+[ "$(e2e_said "failing-start exit")" != 0 ] || e2e_fail "a pass on a branch that does not exist succeeded"
+[ "$(e2e_said "err error")" = 1 ] || e2e_fail "journalctl -p err has $(e2e_said "err error") 'gitops: error:' lines, not 1"
+[ "$(e2e_said "err lines")" = 1 ] || e2e_fail "journalctl -p err lists $(e2e_said "err lines") lines of gitops's, not only the error"
+[ "$(e2e_said "info lines")" -ge 1 ] || e2e_fail "journalctl -p info does not have the pass's 'gitops: running' line"
 
 e2e_report
 echo "---- durations (s) ----"

@@ -22,6 +22,9 @@ pub const PER_DESTINATION: Duration = Duration::from_secs(5);
 pub const PER_PASS: Duration = Duration::from_secs(10);
 /// Below this, a send is not started: it could not even connect.
 const TOO_LITTLE: Duration = Duration::from_millis(200);
+/// The least a destination is given when the time left is shared: enough for a TLS handshake
+/// to a distant receiver.
+const MIN_SHARE: Duration = Duration::from_secs(1);
 
 /// Queue the event this pass tells, if any, durably, before the pass records its outcome: a
 /// crash in between repeats the event at worst, never loses it. `notifier` is None when the
@@ -146,7 +149,7 @@ pub fn deliver(
     let mut failed = false;
     'events: for mut entry in entries {
         let mut changed = false;
-        for dest in &notifier.destinations {
+        for (i, dest) in notifier.destinations.iter().enumerate() {
             if entry.queued.done.contains(&dest.key) || resting.contains(&dest.key) {
                 continue;
             }
@@ -160,14 +163,18 @@ pub fn deliver(
                 record.last_error_at = Some(rfc3339(now));
                 break 'events;
             }
+            // The time left shared with the destinations still to try: two receivers that
+            // hang must not take it all, pass after pass, from a third that answers.
+            let to_try = notifier.destinations[i..]
+                .iter()
+                .filter(|d| !entry.queued.done.contains(&d.key) && !resting.contains(&d.key))
+                .count();
+            let share = (left / u32::try_from(to_try).unwrap_or(u32::MAX).max(1))
+                .max(MIN_SHARE)
+                .min(left)
+                .min(PER_DESTINATION);
             let log = entry.queued.log.as_deref().map(Path::new);
-            match send::send(
-                notifier,
-                dest,
-                &entry.queued.event,
-                log,
-                left.min(PER_DESTINATION),
-            ) {
+            match send::send(notifier, dest, &entry.queued.event, log, share) {
                 Answer::Delivered { .. } => {
                     entry.queued.done.push(dest.key.clone());
                     record.delivered_total = record.delivered_total.saturating_add(1);

@@ -370,7 +370,8 @@ fn escape_mrkdwn(text: &str) -> String {
 /// Slack: `text` (notifications and old clients) and blocks with the same facts, the error and
 /// the log's tail.
 fn slack(event: &Event, log: Option<&[u8]>) -> Body {
-    let text = cut(&headline(event), SLACK_TEXT);
+    // Escaped too: Slack reads `text` as mrkdwn, so a subject's `<!channel>` would ping.
+    let text = cut(&escape_mrkdwn(&headline(event)), SLACK_TEXT);
     let mut blocks = vec![json!({
         "type": "header",
         "text": { "type": "plain_text", "text": cut(&format!("{}: {}", event.host, what(event)), SLACK_HEADER) },
@@ -677,6 +678,20 @@ mod tests {
                 assert!(text.chars().count() <= 3000);
             }
         }
+    }
+
+    #[test]
+    fn slack_never_pings_or_links_from_a_commit_subject() {
+        let mut e = event(Kind::Applied);
+        e.subject = Some("<!channel> <@U123> <https://evil.example|docs> & co".into());
+        let body = render(Format::Slack, &e, &extras(None, None));
+        let v: Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(
+            v["text"],
+            "✅ gitops on web1: applied a1b2c3d \"&lt;!channel&gt; &lt;@U123&gt; &lt;https://evil.example|docs&gt; &amp; co\""
+        );
+        let text = String::from_utf8(body.bytes).unwrap();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
     }
 
     #[test]

@@ -125,6 +125,8 @@ impl NotifyOptions {
         if let Some(file) = &self.notify_url_file {
             let text = read_secret_file(file, "--notify-url-file", "webhook URL file")?;
             let text = String::from_utf8_lossy(&text);
+            // The byte order mark some editors write would be read as part of the scheme.
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             for (number, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
@@ -223,6 +225,11 @@ fn parse_url(url: &str) -> std::result::Result<Url, String> {
             .filter(char::is_ascii_alphanumeric)
             .take(10)
             .collect();
+        if shown == "http" || shown == "https" {
+            return Err(format!(
+                "a character precedes its {shown}:// (a quote the env file kept?)"
+            ));
+        }
         return Err(format!("its scheme {shown:?} is not http or https"));
     }
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -276,24 +283,31 @@ fn parse_url(url: &str) -> std::result::Result<Url, String> {
     })
 }
 
-/// What `scrub` must mask from now on: the URL, its path with the query, any long part of the
-/// path (a token the server may quote alone), the user part and its pieces. Short strings are
-/// left out: masking "/" or "api" everywhere would garble every line.
+/// What `scrub` must mask from now on: the URL, its path with the query, the parts of the path
+/// and the query's values that look like tokens (a server may quote one alone, as it was sent
+/// or percent-decoded), the user part, its pieces and the `Authorization` made of them (a 401
+/// page may echo the header). Words and short strings are left out: masking "/", "api" or
+/// "notifications" everywhere would garble every line.
 fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
     let mut secrets = vec![url.to_string()];
     match parsed {
         Some(parsed) => {
             secrets.push(parsed.path.clone());
-            secrets.extend(
-                parsed
-                    .path
-                    .split(['/', '?', '&', '='])
-                    .filter(|s| s.len() >= 16)
-                    .map(str::to_string),
-            );
+            secrets.push(decoded(&parsed.path));
+            let pieces = parsed.path.split(['/', '?', '&', '=']);
+            for piece in pieces.flat_map(|p| [p.to_string(), decoded(p)]) {
+                if looks_like_a_token(&piece) {
+                    secrets.push(piece);
+                }
+            }
             if let Some(userinfo) = &parsed.userinfo {
-                secrets.push(userinfo.clone());
-                secrets.extend(userinfo.split(':').map(str::to_string));
+                let authorization = basic_authorization(userinfo);
+                secrets.push(authorization.trim_start_matches("Basic ").to_string());
+                secrets.push(authorization);
+                for text in [userinfo.clone(), decoded(userinfo)] {
+                    secrets.extend(text.split(':').map(str::to_string));
+                    secrets.push(text);
+                }
             }
         }
         // Unparsed: whatever follows the scheme.
@@ -301,6 +315,18 @@ fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
     }
     secrets.retain(|s| s.len() >= 4 && s != "/");
     secrets
+}
+
+/// A piece of a URL a server would know as a credential: long, or short with letters and
+/// digits mixed as generated tokens have them (a word such as "hooks" or "true" has none).
+fn looks_like_a_token(piece: &str) -> bool {
+    let has = |f: fn(&char) -> bool| piece.chars().any(|c| f(&c));
+    piece.len() >= 16
+        || (piece.len() >= 6 && has(char::is_ascii_digit) && has(char::is_ascii_alphabetic))
+}
+
+fn decoded(text: &str) -> String {
+    String::from_utf8_lossy(&percent_decoded(text)).into_owned()
 }
 
 /// `Basic base64(user:password)`, percent escapes decoded as browsers and curl do.
@@ -502,6 +528,15 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_character_before_the_scheme_is_named_as_such() {
+        let err = options(&["\"https://h/s3cr3t-path"], Format::Auto)
+            .resolve()
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("a character precedes its https://"), "{text}");
+    }
+
+    #[test]
     fn secrets_of_a_url_are_masked_from_then_on() {
         let url = "https://discord.com/api/webhooks/1234/abcdefghijklmnopqrstuvwx?wait=true";
         options(&[url], Format::Auto).resolve().unwrap();
@@ -516,6 +551,53 @@ mod tests {
         );
         assert!(secrets.contains(&"pa55".to_string()), "{secrets:?}");
         assert!(!secrets.contains(&"/".to_string()));
+    }
+
+    #[test]
+    fn what_a_server_may_echo_of_a_url_is_masked() {
+        // (URL, what the server echoes, what may still be shown of the line)
+        let table = [
+            (
+                "http://u:hunt3r%40pw@h/x",
+                "denied: Authorization: Basic dTpodW50M3JAcHc=",
+                "denied: Authorization: ***",
+            ),
+            (
+                "http://u:hunt3r%40pw@h/x",
+                "bad password hunt3r@pw",
+                "bad password ***",
+            ),
+            (
+                "http://h/hook?token=sh0rtT0k",
+                "bad token sh0rtT0k",
+                "bad token ***",
+            ),
+            (
+                "http://h/hook/ab12cd34",
+                "unknown hook ab12cd34",
+                "unknown hook ***",
+            ),
+            (
+                "http://h/hook/t0k%2Bpl%2Fus",
+                "unknown t0k+pl/us",
+                "unknown ***",
+            ),
+            // Words are not masked: the server's message stays readable.
+            (
+                "http://h/notifications?wait=true",
+                "notifications: wait is true",
+                "notifications: wait is true",
+            ),
+        ];
+        for (url, echoed, shown) in table {
+            let parsed = parse_url(url).unwrap();
+            let secrets = secrets_of(url, Some(&parsed));
+            assert_eq!(
+                crate::redact::mask_secrets(echoed, &secrets),
+                shown,
+                "{url}"
+            );
+        }
     }
 
     #[test]
@@ -538,6 +620,14 @@ mod tests {
         assert_eq!(notifier.destinations.len(), 3);
         assert_eq!(notifier.secret(), Some(&b"s3cret-key"[..]));
         assert!(!format!("{notifier:?}").contains("s3cret"));
+
+        // As Windows editors save it: a byte order mark and CRLF line ends.
+        std::fs::write(
+            &urls,
+            "\u{feff}http://a/hook1\r\n\r\n# c\r\nhttp://b/hook2\r\n",
+        )
+        .unwrap();
+        assert_eq!(opts.resolve().unwrap().destinations.len(), 3);
 
         std::fs::set_permissions(&urls, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = format!("{:#}", opts.resolve().unwrap_err());

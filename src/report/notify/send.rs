@@ -243,7 +243,9 @@ fn read_tail(path: &Path, limit: usize) -> Option<Vec<u8>> {
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut bytes = Vec::new();
     file.take(limit as u64).read_to_end(&mut bytes).ok()?;
-    Some(format::log_tail(&bytes, limit, start > 0).to_vec())
+    // Masked as the event's own tail is: the entry point may print a credential gitops knows.
+    let tail = String::from_utf8_lossy(format::log_tail(&bytes, limit, start > 0));
+    Some(crate::redact::scrub(&tail).into_bytes())
 }
 
 /// 32 random hex digits (the kernel's), or the clock's nanoseconds when it cannot be read: a
@@ -372,6 +374,9 @@ mod tests {
         assert_eq!(read_tail(&log, 100).unwrap(), b"first\nsecond\nthird\n");
         assert_eq!(read_tail(&log, 10).unwrap(), b"third\n");
         assert_eq!(read_tail(&dir.path().join("gone"), 10), None);
+        crate::redact::remember(vec!["t41l-s3cr3t-t0k3n".to_string()]);
+        std::fs::write(&log, "+ curl https://h/t41l-s3cr3t-t0k3n\n").unwrap();
+        assert_eq!(read_tail(&log, 100).unwrap(), b"+ curl https://h/***\n");
         assert_eq!(read_tail(dir.path(), 10), None);
     }
 }
