@@ -102,7 +102,7 @@ fn fake_systemctl(m: &Machine, body: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "#!/bin/sh\n[ \"$*\" = 'show gitops.timer -p NextElapseUSecRealtime --value' ] || exit 9\n[ \"$TZ\" = UTC ] || exit 8\n{body}\n"
+            "#!/bin/sh\n[ \"$*\" = 'show gitops.timer -p NextElapseUSecRealtime -p NextElapseUSecMonotonic' ] || exit 9\n[ \"$TZ\" = UTC ] || exit 8\n{body}\n"
         ),
     )
     .unwrap();
@@ -129,7 +129,9 @@ fn status_shows_when_the_timer_runs_next() {
             "[weekday repr:short] [year]-[month]-[day] [hour]:[minute]:[second] UTC"
         ))
         .unwrap();
+    // A calendar timer's time, in both forms systemctl prints.
     for answer in [printed, format!("@{}", next.unix_timestamp())] {
+        let answer = format!("NextElapseUSecRealtime={answer}\nNextElapseUSecMonotonic=infinity");
         let systemctl = fake_systemctl(&m, &format!("echo '{answer}'"));
         let run = status_with(&m, &systemctl).expect(0);
         assert!(
@@ -141,7 +143,30 @@ fn status_shows_when_the_timer_runs_next() {
     }
 
     // A timer with no next run, a systemctl that fails or hangs: no line, and status is quick.
-    for body in ["echo ''", "echo n/a", "exit 1", "exec sleep 30"] {
+    // gitops.timer's: monotonic, since boot (this test's "boot" is the monotonic clock's zero).
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let systemctl = fake_systemctl(
+        &m,
+        &format!(
+            "echo 'NextElapseUSecRealtime='; echo 'NextElapseUSecMonotonic={}s'",
+            uptime as u64 + 1_000_000 + 200
+        ),
+    );
+    let run = status_with(&m, &systemctl).expect(0);
+    assert!(run.stdout.contains("next pass:    "), "{}", run.stdout);
+    for body in [
+        "echo ''",
+        "echo n/a",
+        "echo NextElapseUSecMonotonic=infinity",
+        "exit 1",
+        "exec sleep 30",
+    ] {
         let systemctl = fake_systemctl(&m, body);
         let started = Instant::now();
         let run = status_with(&m, &systemctl).expect(0);

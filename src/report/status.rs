@@ -92,7 +92,7 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
         let seen = Seen {
             next_pass: systemctl_program(args.systemctl.as_deref())
                 .and_then(|program| ask_next_elapse(&program))
-                .and_then(|text| parse_next_elapse(&text)),
+                .and_then(|text| parse_next_elapse(&text, now, monotonic_now())),
             outbox_events,
         };
         let mut lines = summary(&state, running == Lock::Pass, now, &seen);
@@ -145,7 +145,8 @@ fn ask_next_elapse(program: &str) -> Option<String> {
             "gitops.timer",
             "-p",
             "NextElapseUSecRealtime",
-            "--value",
+            "-p",
+            "NextElapseUSecMonotonic",
         ])
         .env("TZ", "UTC")
         .env("LC_ALL", "C")
@@ -182,11 +183,33 @@ fn ask_next_elapse(program: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// The time systemctl printed for NextElapseUSecRealtime: "Wed 2026-12-02 18:30:00 UTC" (in
-/// UTC, as asked), or "@1796230200" (`--timestamp=unix`); None for a timer with no next run
-/// ("", "n/a") or anything else.
-pub fn parse_next_elapse(text: &str) -> Option<OffsetDateTime> {
-    let text = text.trim();
+/// When the timer fires next, from systemctl's `NextElapseUSecRealtime=` (a calendar timer:
+/// "Wed 2026-12-02 18:30:00 UTC", in UTC as asked, or "@1796230200") or, for a timer on
+/// monotonic time as gitops.timer is (OnBootSec=, OnUnitInactiveSec=), `NextElapseUSecMonotonic=`
+/// (a time span since boot, "1h 5min 3.250000s") against the monotonic clock now. None for a
+/// timer with no next run ("", "n/a", "infinity", "0") or anything else.
+pub fn parse_next_elapse(
+    text: &str,
+    now: OffsetDateTime,
+    monotonic_now: Duration,
+) -> Option<OffsetDateTime> {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    if let Some(at) = value("NextElapseUSecRealtime").and_then(parse_realtime) {
+        return Some(at);
+    }
+    let since_boot = value("NextElapseUSecMonotonic").and_then(parse_timespan)?;
+    if since_boot.is_zero() {
+        return None;
+    }
+    let left = since_boot.saturating_sub(monotonic_now);
+    Some(now + time::Duration::try_from(left).ok()?)
+}
+
+fn parse_realtime(text: &str) -> Option<OffsetDateTime> {
     if let Some(secs) = text.strip_prefix('@') {
         return OffsetDateTime::from_unix_timestamp(secs.parse().ok()?).ok();
     }
@@ -198,6 +221,48 @@ pub fn parse_next_elapse(text: &str) -> Option<OffsetDateTime> {
     time::PrimitiveDateTime::parse(&format!("{date} {clock}"), format)
         .ok()
         .map(time::PrimitiveDateTime::assume_utc)
+}
+
+/// A time span as systemd prints one (format_timespan): "2min 10.5s", "1d 3h", "500ms", "0".
+fn parse_timespan(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    for word in text.split_whitespace() {
+        let unit_at = word.find(|c: char| c.is_ascii_alphabetic())?;
+        let (number, unit) = word.split_at(unit_at);
+        let number: f64 = number
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+        let seconds = match unit {
+            "y" => 31_557_600.0,
+            "month" => 2_629_800.0,
+            "w" => 604_800.0,
+            "d" => 86_400.0,
+            "h" => 3_600.0,
+            "min" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "μs" => 1e-6,
+            _ => return None,
+        };
+        total += number * seconds;
+    }
+    (total > 0.0 && total < 1e12).then(|| Duration::from_secs_f64(total))
+}
+
+/// CLOCK_MONOTONIC, the clock of a monotonic timer's next elapse.
+fn monotonic_now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            Duration::new(
+                t.tv_sec().max(0) as u64,
+                t.tv_nsec().clamp(0, 999_999_999) as u32,
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// `gitops status --log [COMMIT]`: print an apply's log as it is. Exit 1 when there is none.
@@ -1002,17 +1067,38 @@ mod tests {
     #[test]
     fn the_timer_s_next_run_is_read_as_systemctl_prints_it() {
         let at = time::macros::datetime!(2026-12-02 18:30:00 UTC);
+        let now = time::macros::datetime!(2026-12-02 18:00:00 UTC);
+        // The machine booted an hour ago (monotonic clock).
+        let up = Duration::from_secs(3600);
+        let mono =
+            |span: &str| format!("NextElapseUSecRealtime=\nNextElapseUSecMonotonic={span}\n");
+        let real = |text: &str| {
+            format!("NextElapseUSecRealtime={text}\nNextElapseUSecMonotonic=infinity\n")
+        };
         let table = [
-            ("Wed 2026-12-02 18:30:00 UTC\n", Some(at)),
-            ("@1796236200\n", Some(at)),
-            ("", None),
-            ("n/a", None),
-            ("Wed 2026-12-02 18:30:00 CET", None),
-            ("2026-12-02 18:30:00", None),
-            ("@soon", None),
+            (real("Wed 2026-12-02 18:30:00 UTC"), Some(at)),
+            (real("@1796236200"), Some(at)),
+            (mono("1h 30min"), Some(at)),
+            (
+                mono("1h 29min 59.5s"),
+                Some(at - time::Duration::milliseconds(500)),
+            ),
+            (mono("5400s"), Some(at)),
+            (mono("59min"), Some(now)),
+            (mono("infinity"), None),
+            (mono("0"), None),
+            (mono(""), None),
+            (mono("soon"), None),
+            (mono("5 min"), None),
+            (real(""), None),
+            (real("n/a"), None),
+            (real("Wed 2026-12-02 18:30:00 CET"), None),
+            (real("2026-12-02 18:30:00"), None),
+            (real("@soon"), None),
+            (String::new(), None),
         ];
         for (text, want) in table {
-            assert_eq!(parse_next_elapse(text), want, "{text:?}");
+            assert_eq!(parse_next_elapse(&text, now, up), want, "{text:?}");
         }
     }
 
