@@ -1,0 +1,4 @@
+//! Reboots declared in Git: the request, the plan (a pure decision), the fleet lock, and carrying a reboot out exactly once.
+
+pub mod request;
+pub mod window;
