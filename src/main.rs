@@ -23,6 +23,7 @@ mod exit;
 mod git;
 mod install;
 mod pass;
+mod reboot;
 mod redact;
 mod report;
 mod signals;
