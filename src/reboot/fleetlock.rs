@@ -471,10 +471,11 @@ fn parse_url(url: &str) -> Result<Url, String> {
 /// every line would be garbled ("v1", "lock", "/").
 fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
     let Some(parsed) = parsed else {
-        // Unparsed: the URL and whatever follows its scheme.
-        let mut secrets = vec![url.to_string()];
-        secrets.extend(url.split_once("://").map(|(_, rest)| rest.to_string()));
-        secrets.retain(|s| s.len() >= 4);
+        // Unparsed: the URL and whatever follows its scheme, unless nothing does (masking a
+        // bare `https://` would garble every URL).
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let mut secrets = vec![url.to_string(), rest.to_string()];
+        secrets.retain(|s| s.len() >= 4 && !rest.is_empty());
         return secrets;
     };
     let mut secrets = Vec::new();
@@ -683,13 +684,19 @@ mod tests {
     #[test]
     fn fleetlock_bad_urls_and_groups_are_refused_in_one_line() {
         let table = [
-            ("locks.example", "does not start with http"),
-            ("ftp://locks.example", "is not http or https"),
-            ("\"https://locks.example", "a quote the env file kept"),
+            ("bad-lock-url.example", "does not start with http"),
+            ("ftp://bad-lock-url.example", "is not http or https"),
+            (
+                "\"https://bad-lock-url.example",
+                "a quote the env file kept",
+            ),
             ("https://", "names no valid host"),
-            ("https://locks.example:0", "port is not a number"),
-            ("https://locks.example/a b", "space or a control character"),
-            ("https://locks.example/a<b>", "escape them as %XX"),
+            ("https://bad-lock-url.example:0", "port is not a number"),
+            (
+                "https://bad-lock-url.example/a b",
+                "space or a control character",
+            ),
+            ("https://bad-lock-url.example/a<b>", "escape them as %XX"),
         ];
         for (url, why) in table {
             let e = FleetLock::new(url, MACHINE, None).unwrap_err();
@@ -697,6 +704,11 @@ mod tests {
             assert!(e.contains("give the http:// or https:// base URL"), "{e}");
             assert!(!e.contains('\n'));
         }
+        // Refusing `https://` did not make every URL a secret.
+        assert_eq!(
+            crate::redact::scrub("https://elsewhere"),
+            "https://elsewhere"
+        );
         for group in ["", "web servers", "web/1", "wéb", "a\nb"] {
             let e = FleetLock::new("http://h", MACHINE, Some(group)).unwrap_err();
             assert!(
