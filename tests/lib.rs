@@ -9,6 +9,7 @@ mod config_attacks;
 mod config_file;
 mod crash;
 mod env_fds_checkout;
+mod fleetlock_server;
 mod install_units;
 mod journal;
 mod limits_secrets_messages;

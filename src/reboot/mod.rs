@@ -1,4 +1,6 @@
-//! Reboots declared in Git: the request, the plan (a pure decision), the fleet lock, and carrying a reboot out exactly once.
+//! Reboots declared in Git: the request, the plan (a pure decision), the fleet lock, and
+//! carrying a reboot out exactly once.
 
+pub mod fleetlock;
 pub mod request;
 pub mod window;
