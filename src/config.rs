@@ -81,6 +81,9 @@ pub struct Options {
     #[command(flatten)]
     pub notify: crate::report::notify::options::NotifyOptions,
 
+    #[command(flatten)]
+    pub reboot: crate::reboot::act::RebootOptions,
+
     /// Write gitops.prom into this directory after every pass, for node_exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter)
     #[arg(long, env = "GITOPS_METRICS_DIR", value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
@@ -126,6 +129,7 @@ pub struct Settings {
     pub max_file_size: u64,
     /// Where the pass's events go; empty when notifications are off.
     pub notifier: crate::report::notify::options::Notifier,
+    pub reboot: crate::reboot::act::RebootOptions,
     pub metrics_dir: Option<PathBuf>,
 }
 
@@ -255,6 +259,7 @@ impl Settings {
             lock_timeout: opts.lock_timeout,
             max_file_size: opts.max_file_size,
             notifier: opts.notify.resolve()?,
+            reboot: opts.reboot.clone(),
             metrics_dir,
         })
     }

@@ -64,15 +64,9 @@ enum Command {
     /// Check the notification destinations: `gitops notify --test` sends each a test event now
     /// and says what it answered (exits 0 only if all took it)
     Notify(report::notify::test::Args),
-    /// Carry out the reboot the repository asks for (not implemented yet)
-    RebootPlan {
-        /// Say what would happen without rebooting
-        #[arg(long)]
-        dry_run: bool,
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
+    /// The reboot the applied commit requests (.gitops/reboot), or --at TIME: print the plan
+    /// and its reason; without --dry-run, carry it out (once per request, never in a loop)
+    RebootPlan(reboot::act::Args),
     /// Write and enable the units and the env file, on a live system or into an image's root.
     /// The env file gets the settings given as flags here (--repo-url, --branch, --ssh-key, …)
     InstallUnits {
@@ -373,9 +367,7 @@ fn run() -> anyhow::Result<Exit> {
         }
         Command::Status(status) => report::status::run(&status.state.state_dir, &status, now()),
         Command::Notify(args) => report::notify::test::run(&args, now()),
-        Command::RebootPlan { .. } => {
-            Err(fail(Exit::Internal, "reboot-plan is not implemented yet"))
-        }
+        Command::RebootPlan(args) => reboot::act::run(&args, now()),
         Command::InstallUnits {
             options: _,
             root,

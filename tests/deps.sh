@@ -22,7 +22,7 @@ esac
 missing=()
 need() { # need COMMAND-OR-PATH PACKAGE
     if [[ $1 == /* ]]; then
-        [ -x "$1" ] || missing+=("$2")
+        [ -e "$1" ] || missing+=("$2")
     else
         command -v "$1" >/dev/null 2>&1 || missing+=("$2")
     fi
@@ -40,6 +40,8 @@ need openssl openssl
 need systemd-analyze systemd
 # systemd-analyze verify looks the units' Documentation=man: pages up with man.
 need man man-db
+# Reboot windows in named time zones (Europe/Berlin's DST changes) read the tz database.
+need /usr/share/zoneinfo/Europe/Berlin tzdata
 if $ci; then
     # packaging/check.sh: rpm lists the .rpm, cloud-init validates the user data, packer
     # validates the template.

@@ -20,6 +20,7 @@ mod notify;
 mod notify_pass;
 mod orphans;
 mod pass_guards;
+mod reboot;
 mod records;
 mod state_dir;
 mod status_report;

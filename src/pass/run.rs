@@ -114,6 +114,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
             Ok(_) => Err(e),
         };
     }
+    let reboot_due = plan_reboot(settings, &layout, &mut state, now());
     // Under the lock, so two passes never send the same event; after the record, so a receiver
     // that hangs cannot cost the pass its outcome.
     if !settings.notifier.is_empty() {
@@ -126,7 +127,50 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     // Released here, not only when the descriptor closes: a daemon the entry point left
     // running holds a copy of it and must not keep later passes out.
     drop(lock);
+    if reboot_due {
+        // Recorded as asked (durably) before this: whatever happens now, never asked again in
+        // this boot. A command that fails is said; the next pass reports it and tells it.
+        if let Err(why) = crate::reboot::act::run_command(&settings.reboot.reboot_command) {
+            say!("gitops: error: {why}");
+        }
+    }
     result.map(|_| ()).map_err(|(_, e)| e)
+}
+
+/// The applied commit's reboot request, evaluated after every pass that has a commit applied
+/// (a machine down for a week still reboots). Returns whether the reboot command is to run:
+/// only once the reboot is recorded as asked, durably.
+fn plan_reboot(
+    settings: &Settings,
+    layout: &Layout,
+    state: &mut State,
+    now: OffsetDateTime,
+) -> bool {
+    let was = state.reboot.clone();
+    let (due, tell) = crate::reboot::act::for_pass(&settings.reboot, &layout.trees(), state, now);
+    if let Some((kind, why)) = tell {
+        let queued =
+            notify::deliver::queue_reboot_event(layout, &settings.notifier, state, kind, &why, now);
+        if let Err(e) = queued {
+            say!(
+                "gitops: warning: could not queue the reboot's notification: {}",
+                one_line(&e)
+            );
+        }
+    }
+    if state.reboot == was {
+        return false;
+    }
+    match state::save(layout, state, due) {
+        Ok(()) => due,
+        Err(e) => {
+            say!(
+                "gitops: error: not rebooting: the reboot could not be recorded first: {}",
+                one_line(&e)
+            );
+            false
+        }
+    }
 }
 
 /// Deliver what waits in the outbox and record how that went. A notification never changes the

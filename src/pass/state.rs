@@ -41,6 +41,31 @@ pub struct State {
     /// What the notifications did; none while none are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyRecord>,
+    /// The reboot plan last evaluated, and the reboot asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootRecord>,
+}
+
+/// The reboot plan as the last pass (or `reboot-plan`) saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RebootRecord {
+    /// none, satisfied, scheduled, reboot-now, blocked, invalid.
+    pub decision: String,
+    pub reason: String,
+    pub requested_after: Option<String>,
+    pub reboot_at: Option<String>,
+    pub evaluated_at: String,
+    /// Written, durably, before the reboot command runs: in another boot it proves the reboot
+    /// happened; in the same boot it keeps gitops from asking again.
+    pub asked: Option<crate::reboot::plan::Asked>,
+    /// The reboot event last told (once per boot, or per commit for a bad request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub told: Option<String>,
+    /// The fleet lock was granted for the reboot asked, in this group: released (steady-state)
+    /// on the passes after it until the server takes the release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_lock_held: Option<String>,
 }
 
 /// The notifications' bookkeeping (the events themselves wait in `outbox/`).

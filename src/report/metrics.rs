@@ -117,6 +117,28 @@ pub fn render(state: &State, outbox_events: usize) -> String {
         "Passes recorded since this state directory began, by outcome.",
         &passes,
     );
+    if let Some(reboot) = state.reboot.as_ref().filter(|r| !r.decision.is_empty()) {
+        out.gauge(
+            "gitops_reboot_plan",
+            "The reboot plan the last pass evaluated (none, satisfied, scheduled, reboot-now, blocked, invalid).",
+            &[(&[("decision", reboot.decision.as_str())], "1".to_string())],
+        );
+        let at = |t: Option<&str>| t.and_then(unix_seconds);
+        if let Some(after) = at(reboot.requested_after.as_deref()) {
+            out.gauge(
+                "gitops_reboot_requested_after_timestamp_seconds",
+                "The applied commit's reboot request: the machine must have booted at or after this time.",
+                &[(&[], after.to_string())],
+            );
+        }
+        if let Some(asked) = at(reboot.asked.as_ref().map(|a| a.asked_at.as_str())) {
+            out.gauge(
+                "gitops_reboot_asked_timestamp_seconds",
+                "When gitops last ran the reboot command.",
+                &[(&[], asked.to_string())],
+            );
+        }
+    }
     out.counter(
         "gitops_notify_dropped_total",
         "Notification events dropped undelivered: past the outbox's bound, or refused by a destination.",

@@ -134,20 +134,28 @@ fn systemctl_program(named: Option<&str>) -> Option<String> {
     }
 }
 
-/// `systemctl show gitops.timer -p NextElapseUSecRealtime --value`, its output if it exits 0
-/// within `SYSTEMCTL_BOUND`. In UTC and the C locale, so the time it prints can be read back.
+/// What systemctl says of gitops.timer's next run (both clocks: `parse_next_elapse`).
 fn ask_next_elapse(program: &str) -> Option<String> {
-    use std::io::Read as _;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(program)
-        .args([
+    bounded_output(
+        program,
+        &[
             "show",
             "gitops.timer",
             "-p",
             "NextElapseUSecRealtime",
             "-p",
             "NextElapseUSecMonotonic",
-        ])
+        ],
+    )
+}
+
+/// What `program ARGS` prints, if it exits 0 within `SYSTEMCTL_BOUND`, in UTC and the C locale
+/// so that times can be read back. None otherwise: systemd's tools may hang or be missing.
+pub fn bounded_output(program: &str, args: &[&str]) -> Option<String> {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
         .env("TZ", "UTC")
         .env("LC_ALL", "C")
         .env("SYSTEMD_PAGER", "")
@@ -720,7 +728,31 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
         ));
     }
     out.extend(notify_lines(state, now, seen));
+    out.extend(reboot_line(state, now));
     out
+}
+
+/// The reboot plan as the last pass saw it; nothing while no reboot is requested.
+fn reboot_line(state: &State, now: OffsetDateTime) -> Option<Line> {
+    let reboot = state.reboot.as_ref().filter(|r| r.decision != "none")?;
+    let tone = match reboot.decision.as_str() {
+        "satisfied" => Tone::Good,
+        "scheduled" | "reboot-now" => Tone::Pending,
+        _ => Tone::Bad,
+    };
+    let when = match reboot.evaluated_at.as_str() {
+        "" => String::new(),
+        at => format!(" (seen {})", age(at, now)),
+    };
+    Some(Line::new(
+        "reboot",
+        tone,
+        format!(
+            "{}: {}{when}",
+            reboot.decision,
+            crate::pass::run::shown(&reboot.reason)
+        ),
+    ))
 }
 
 /// The notifications: what waits in the outbox and the last delivery that failed. Shown when

@@ -58,6 +58,17 @@ impl Upstream {
         self.commit_all(message)
     }
 
+    /// Commit `path` as a symlink to `target` (which need not exist), and push.
+    pub fn commit_symlink(&self, path: &str, target: &str, message: &str) -> String {
+        let full = self.work().join(path);
+        if let Some(parent) = full.parent() {
+            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir for {path}: {e}"));
+        }
+        let _ = fs::remove_file(&full);
+        std::os::unix::fs::symlink(target, &full).unwrap_or_else(|e| panic!("ln -s {path}: {e}"));
+        self.commit_all(message)
+    }
+
     /// Delete `path`, commit and push. Returns the new commit's sha.
     pub fn remove(&self, path: &str, message: &str) -> String {
         fs::remove_file(self.work().join(path)).unwrap_or_else(|e| panic!("remove {path}: {e}"));

@@ -77,6 +77,7 @@ pub fn queue_for_pass(
             done: Vec::new(),
             event: built,
         },
+        OffsetDateTime::now_utc(),
     )?;
     if telling.kind.is_failure() {
         record.told = key.map(|key| Told {
@@ -84,6 +85,47 @@ pub fn queue_for_pass(
             at: rfc3339(now),
         });
     }
+    Ok(())
+}
+
+/// Queue an event about the reboot plan rather than the pass's outcome (a reboot asked for,
+/// one that did not happen, a request that cannot be read); `why` is said as its error.
+pub fn queue_reboot_event(
+    layout: &Layout,
+    notifier: &Notifier,
+    state: &mut State,
+    kind: event::Kind,
+    why: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    if notifier.is_empty() {
+        return Ok(());
+    }
+    let facts = Facts {
+        id: event_id()?,
+        host: host(),
+        machine_id: machine_id(),
+        exit_code: 0,
+        log_tail: None,
+    };
+    let telling = event::Telling {
+        kind,
+        reminder: false,
+    };
+    let mut built = event::build(telling, state, state, facts);
+    built.error = Some(crate::pass::run::shown(why));
+    let record = state.notify.get_or_insert_with(NotifyRecord::default);
+    bound(layout, record, now);
+    outbox::queue(
+        layout,
+        &Queued {
+            queued_at: rfc3339(now),
+            log: None,
+            done: Vec::new(),
+            event: built,
+        },
+        OffsetDateTime::now_utc(),
+    )?;
     Ok(())
 }
 

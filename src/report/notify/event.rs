@@ -23,6 +23,12 @@ pub enum Kind {
     Recovered,
     /// `gitops notify --test`.
     Test,
+    /// A reboot the repository requested is being carried out (told before the command runs).
+    Reboot,
+    /// The reboot command ran and the machine did not reboot, or the command failed.
+    RebootFailed,
+    /// The applied commit's reboot request cannot be read: no reboot until it is fixed.
+    RebootInvalid,
 }
 
 impl Kind {
@@ -36,6 +42,9 @@ impl Kind {
             Kind::FetchFailed => "fetch-failed",
             Kind::Recovered => "recovered",
             Kind::Test => "test",
+            Kind::Reboot => "reboot",
+            Kind::RebootFailed => "reboot-failed",
+            Kind::RebootInvalid => "reboot-invalid",
         }
     }
 
@@ -48,6 +57,8 @@ impl Kind {
                 | Kind::Untrusted
                 | Kind::ConfigError
                 | Kind::FetchFailed
+                | Kind::RebootFailed
+                | Kind::RebootInvalid
         )
     }
 }
@@ -192,7 +203,11 @@ pub fn subject_of(kind: Kind, after: &State) -> (Option<String>, Option<String>,
         .as_ref()
         .filter(|p| remote.is_none() || remote.as_deref() == Some(p.commit.as_str()));
     match kind {
-        Kind::Applied | Kind::Recovered => (
+        Kind::Applied
+        | Kind::Recovered
+        | Kind::Reboot
+        | Kind::RebootFailed
+        | Kind::RebootInvalid => (
             applied.map(|a| a.commit.clone()),
             applied.and_then(|a| a.subject.clone()),
             applied.and_then(|a| a.log.clone()),

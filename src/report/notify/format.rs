@@ -120,6 +120,9 @@ fn what(event: &Event) -> String {
         Kind::FetchFailed => "fetch failed",
         Kind::Recovered => "recovered",
         Kind::Test => "test notification",
+        Kind::Reboot => "rebooting as the repository requests",
+        Kind::RebootFailed => "reboot failed",
+        Kind::RebootInvalid => "reboot request unreadable",
     };
     if event.reminder {
         format!("{what} (reminder)")
@@ -134,6 +137,8 @@ fn headline(event: &Event) -> String {
         "❌"
     } else if event.event == Kind::Test {
         "🔔"
+    } else if event.event == Kind::Reboot {
+        "🔁"
     } else {
         "✅"
     };

@@ -313,7 +313,9 @@ fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
         // Unparsed: whatever follows the scheme.
         None => secrets.extend(url.split_once("://").map(|(_, rest)| rest.to_string())),
     }
-    secrets.retain(|s| s.len() >= 4 && s != "/");
+    // A bare scheme ("https://", refused) is no secret, and masking it would garble every
+    // later line that names a URL.
+    secrets.retain(|s| s.len() >= 4 && s != "/" && !s.ends_with("://"));
     secrets
 }
 
@@ -551,6 +553,7 @@ mod tests {
         );
         assert!(secrets.contains(&"pa55".to_string()), "{secrets:?}");
         assert!(!secrets.contains(&"/".to_string()));
+        assert!(secrets_of("https://", None).is_empty());
     }
 
     #[test]

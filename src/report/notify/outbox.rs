@@ -45,13 +45,15 @@ pub fn dir(layout: &Layout) -> PathBuf {
     layout.root.join("outbox")
 }
 
-/// File names sort as the events were queued: the time to the second, then the random id.
-fn file_name(queued: &Queued) -> String {
+/// File names sort as the events were queued: the time to the nanosecond (two events of one
+/// pass are queued within the same second), then the random id.
+fn file_name(queued: &Queued, at: OffsetDateTime) -> String {
     let stamp: String = queued
         .queued_at
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
+    let stamp = format!("{stamp}-{:09}", at.nanosecond());
     let id: String = queued
         .event
         .id
@@ -62,7 +64,8 @@ fn file_name(queued: &Queued) -> String {
 }
 
 /// Write the event into the outbox, durably: from here on it survives a crash or a reboot.
-pub fn queue(layout: &Layout, queued: &Queued) -> Result<PathBuf> {
+/// `at` is when it is queued, to the nanosecond (`queued_at` says it to the second).
+pub fn queue(layout: &Layout, queued: &Queued, at: OffsetDateTime) -> Result<PathBuf> {
     let dir = dir(layout);
     fs::DirBuilder::new()
         .mode(0o700)
@@ -72,7 +75,7 @@ pub fn queue(layout: &Layout, queued: &Queued) -> Result<PathBuf> {
             _ => Err(e),
         })
         .with_context(|| format!("could not create {}", dir.display()))?;
-    let path = dir.join(file_name(queued));
+    let path = dir.join(file_name(queued, at));
     write(&path, queued)?;
     Ok(path)
 }
@@ -223,7 +226,7 @@ mod tests {
                 done: vec![],
                 event: event(id),
             };
-            queue(&layout, &queued).unwrap();
+            queue(&layout, &queued, OffsetDateTime::now_utc()).unwrap();
         }
         fs::write(super::dir(&layout).join("junk.json"), "{").unwrap();
         // A temp file being written and a directory are not events.
