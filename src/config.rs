@@ -504,31 +504,28 @@ fn percent_decoded(text: &str) -> String {
 /// order `gitops --help` lists them (install-units writes them to the env file). Values come
 /// as typed, so `30min` stays `30min`; the URL is validated like sync validates it.
 pub fn given_on_command_line(matches: &clap::ArgMatches) -> Result<Vec<(String, String)>> {
-    const SETTINGS: [(&str, &str); 17] = [
-        ("repo_url", "GITOPS_REPO_URL"),
-        ("branch", "GITOPS_BRANCH"),
-        ("state_dir", "GITOPS_STATE_DIR"),
-        ("checkout", "GITOPS_CHECKOUT"),
-        ("entrypoint", "GITOPS_ENTRYPOINT"),
-        ("apply", "GITOPS_APPLY"),
-        ("apply_timeout", "GITOPS_APPLY_TIMEOUT"),
-        ("fetch_timeout", "GITOPS_FETCH_TIMEOUT"),
-        ("allow_rewind", "GITOPS_ALLOW_REWIND"),
-        ("ssh_key", "GITOPS_SSH_KEY"),
-        ("known_hosts", "GITOPS_KNOWN_HOSTS"),
-        ("lock_timeout", "GITOPS_LOCK_TIMEOUT"),
-        ("max_file_size", "GITOPS_MAX_FILE_SIZE"),
-        ("notify_url", "GITOPS_NOTIFY_URL"),
-        ("notify_url_file", "GITOPS_NOTIFY_URL_FILE"),
-        ("notify_format", "GITOPS_NOTIFY_FORMAT"),
-        ("notify_secret_file", "GITOPS_NOTIFY_SECRET_FILE"),
-    ];
+    // Every option of a pass that has a variable, read off its definition: a new option is
+    // written to the env file without anyone keeping a list.
+    let options = <Options as clap::Args>::augment_args(clap::Command::new("options"));
+    let settings: Vec<(String, String, bool)> = options
+        .get_arguments()
+        .filter_map(|arg| {
+            let var = arg.get_env()?.to_str()?.to_string();
+            Some((
+                arg.get_id().to_string(),
+                var,
+                arg.get_action().takes_values(),
+            ))
+        })
+        .collect();
     let mut out = Vec::new();
-    for (id, var) in SETTINGS {
+    for (id, var, takes_values) in settings {
+        let id = id.as_str();
         if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
             continue;
         }
-        let value = if id == "allow_rewind" {
+        let value = if !takes_values {
+            // A switch (--allow-rewind): given is true.
             "true".to_string()
         } else {
             // Every value of a flag given more than once (--notify-url A --notify-url B).

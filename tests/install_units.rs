@@ -939,3 +939,47 @@ fn notification_flags_go_into_the_env_file_and_the_url_is_never_shown() {
     assert!(run.error_line().contains("GITOPS_NOTIFY_URL"));
     assert!(!run.stderr.contains("t0ken") && !run.stderr.contains("p4ss"));
 }
+
+/// Every option of a pass given to install-units reaches the env file, read off the option's
+/// definition (no list to forget one in): the metrics and reboot options too; the fleet lock
+/// URL, which may carry a password, is never shown.
+#[test]
+fn every_option_given_goes_into_the_env_file() {
+    let r = Root::new();
+    let args = [
+        "--repo-url",
+        "https://git.example.com/cfg.git",
+        "--metrics-dir",
+        "/var/lib/prometheus/node-exporter",
+        "--reboot-min-uptime",
+        "30min",
+        "--reboot-command",
+        "/sbin/reboot now",
+        "--reboot-require-clock-sync",
+        "false",
+        "--fleet-lock-url",
+        "https://gitops:l0ck-p4ss@lock.example.com/",
+        "--allow-rewind",
+    ];
+    let shown = r.install(&[&["--dry-run"][..], &args].concat()).expect(0);
+    assert!(
+        shown.stdout.contains("GITOPS_FLEET_LOCK_URL=***"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("GITOPS_REBOOT_MIN_UPTIME=30min"));
+    assert!(!shown.stdout.contains("l0ck-p4ss"));
+    let run = r.install(&args).expect(0);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains("l0ck-p4ss"));
+    let env = r.read(ENV);
+    for line in [
+        "GITOPS_METRICS_DIR=/var/lib/prometheus/node-exporter",
+        "GITOPS_REBOOT_MIN_UPTIME=30min",
+        "GITOPS_REBOOT_REQUIRE_CLOCK_SYNC=false",
+        "GITOPS_FLEET_LOCK_URL=https://gitops:l0ck-p4ss@lock.example.com/",
+        "GITOPS_ALLOW_REWIND=true",
+    ] {
+        assert!(env.contains(line), "{line} missing from\n{env}");
+    }
+    assert!(env.contains("GITOPS_REBOOT_COMMAND="), "{env}");
+}

@@ -171,7 +171,11 @@ fn a_committed_request_reboots_exactly_once_and_never_again_after_the_boot() {
     let state = m.state_json();
     assert_eq!(state["reboot"]["decision"], "blocked", "{state}");
     let status = m.run(&["status"]);
-    assert!(status.stdout.contains("reboot:       blocked: "), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("reboot:       blocked: "),
+        "{}",
+        status.stdout
+    );
     let metrics = m.run(&["status", "--prometheus"]).stdout;
     assert!(
         metrics.contains("gitops_reboot_plan{decision=\"blocked\"} 1\n"),

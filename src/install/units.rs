@@ -54,8 +54,8 @@ const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 /// The settings gitops itself reads from the env file. Showing a file masks the value of any
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
-/// token, so it is masked whole.
-const KNOWN_KEYS: [&str; 17] = [
+/// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
+const KNOWN_KEYS: [&str; 23] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -73,6 +73,12 @@ const KNOWN_KEYS: [&str; 17] = [
     "GITOPS_NOTIFY_URL_FILE",
     "GITOPS_NOTIFY_FORMAT",
     "GITOPS_NOTIFY_SECRET_FILE",
+    "GITOPS_METRICS_DIR",
+    "GITOPS_REBOOT_FILE",
+    "GITOPS_REBOOT_COMMAND",
+    "GITOPS_REBOOT_MIN_UPTIME",
+    "GITOPS_REBOOT_REQUIRE_CLOCK_SYNC",
+    "GITOPS_MACHINE_ID_FILE",
 ];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.
