@@ -170,8 +170,16 @@ fn status_json_has_the_documented_schema() {
 }
 
 #[test]
-fn subcommands_not_built_yet_say_so() {
+fn reboot_plan_reads_its_options_from_the_env_file() {
     let m = Machine::new();
-    let run = m.run(&["reboot-plan", "--dry-run"]).expect(70);
-    assert!(run.error_line().contains("not implemented yet"));
+    std::fs::write(&m.config, "GITOPS_REBOOT_FILE=../outside\n").unwrap();
+    let run = m.run(&["reboot-plan", "--dry-run"]).expect(2);
+    assert!(
+        run.error_line().contains("GITOPS_REBOOT_FILE"),
+        "{}",
+        run.error_line()
+    );
+    std::fs::write(&m.config, "GITOPS_REBOOT_FILE=.gitops/reboot\n").unwrap();
+    let run = m.run(&["reboot-plan", "--dry-run"]).expect(0);
+    assert!(run.stdout.starts_with("none: "), "{}", run.stdout);
 }

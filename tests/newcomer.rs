@@ -64,7 +64,21 @@ fn each_subcommand_lists_its_own_options_only() {
     let m = Machine::new();
     assert_eq!(
         options_in_help(&m, "reboot-plan"),
-        ["--config", "--dry-run", "--help", "--json", "--version"]
+        [
+            "--at",
+            "--config",
+            "--dry-run",
+            "--fleet-lock-url",
+            "--help",
+            "--json",
+            "--machine-id-file",
+            "--reboot-command",
+            "--reboot-file",
+            "--reboot-min-uptime",
+            "--reboot-require-clock-sync",
+            "--state-dir",
+            "--version"
+        ]
     );
     assert_eq!(
         options_in_help(&m, "status"),
