@@ -99,6 +99,7 @@ fn reboot_plan_against_this_machine_s_clock_and_boot() {
     assert_eq!(reboots(&m), 1);
     let run = plan(&m, &["--at", &due]).expect(0);
     assert!(run.stdout.starts_with("blocked: "), "{}", run.stdout);
+    assert!(!run.stdout.contains("blocked: blocked"), "{}", run.stdout);
     assert!(run.stdout.contains("still up"), "{}", run.stdout);
     assert_eq!(reboots(&m), 1, "asked once in this boot, never again");
 
@@ -173,6 +174,11 @@ fn a_committed_request_reboots_exactly_once_and_never_again_after_the_boot() {
     let status = m.run(&["status"]);
     assert!(
         status.stdout.contains("reboot:       blocked: "),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !status.stdout.contains("blocked: blocked"),
         "{}",
         status.stdout
     );
@@ -365,4 +371,94 @@ fn a_fleet_lock_of_two_lets_two_of_five_machines_reboot_at_a_time() {
     }
     all_at_once(&machines.iter().collect::<Vec<_>>());
     assert!(server.holders().is_empty(), "{:?}", server.holders());
+}
+
+#[test]
+fn a_state_json_found_unreadable_after_the_ask_does_not_ask_again_in_this_boot() {
+    let s = served(Some(&format!("after = {}\n", due())));
+    let m = Machine::new();
+    std::fs::write(&m.config, reboot_env(&m, 0)).unwrap();
+    m.sync(&s.url, &[]).expect(0);
+    assert_eq!(reboots(&m), 1);
+    // Moved aside by the next pass, which starts from a fresh state: the reboot asked for in
+    // this boot is still known, from its copy beside state.json.
+    std::fs::write(m.state.join("state.json"), "{ torn").unwrap();
+    let run = m.sync(&s.url, &[]).expect(0);
+    assert!(run.stderr.contains("moved it to"), "{}", run.stderr);
+    assert_eq!(reboots(&m), 1, "never a second reboot command in one boot");
+    let state = m.state_json();
+    assert_eq!(state["reboot"]["decision"], "blocked", "{state}");
+    assert!(
+        state["reboot"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("still up"),
+        "{state}"
+    );
+}
+
+#[test]
+fn a_blank_reboot_command_is_a_usage_error_before_anything_is_asked() {
+    let m = Machine::new();
+    std::fs::write(&m.config, reboot_env(&m, 0)).unwrap();
+    let run = plan(&m, &["--reboot-command", "  ", "--at", &due()]).expect(2);
+    assert!(
+        run.error_line().contains("reboot command is blank"),
+        "{}",
+        run.error_line()
+    );
+    assert_eq!(reboots(&m), 0);
+    assert!(m.state_bytes().is_none(), "nothing recorded");
+}
+
+#[test]
+fn a_fleet_lock_is_kept_while_the_reboot_asked_for_may_still_come() {
+    // One slot: a machine whose reboot command returned (as `shutdown -r +5` does) keeps the
+    // lock on its next passes in the same boot, so the other does not go down with it.
+    let server = crate::fleetlock_server::FleetLockServer::start(1);
+    let s = served(Some(&format!("after = {}\n", due())));
+    let machines: Vec<Machine> = (1..=2)
+        .map(|i| {
+            let m = Machine::new();
+            let id = m.dir.path().join("machine-id");
+            std::fs::write(&id, format!("{i:032x}\n")).unwrap();
+            std::fs::write(
+                &m.config,
+                format!(
+                    "{}GITOPS_FLEET_LOCK_URL={}\nGITOPS_MACHINE_ID_FILE={}\n",
+                    reboot_env(&m, 0),
+                    server.url(),
+                    id.display()
+                ),
+            )
+            .unwrap();
+            m
+        })
+        .collect();
+    machines[0].sync(&s.url, &[]).expect(0);
+    assert_eq!(reboots(&machines[0]), 1);
+    for _ in 0..2 {
+        machines[0].sync(&s.url, &[]).expect(0);
+        machines[1].sync(&s.url, &[]).expect(0);
+    }
+    assert_eq!(
+        reboots(&machines[1]),
+        0,
+        "the lock was given back too early"
+    );
+    assert_eq!(server.holders().len(), 1);
+
+    // Long overdue: released, and the other machine takes its turn.
+    let mut state = machines[0].state_json();
+    state["reboot"]["asked"]["asked_at"] =
+        rfc3339(OffsetDateTime::now_utc() - time::Duration::hours(1)).into();
+    std::fs::write(
+        machines[0].state.join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    machines[0].sync(&s.url, &[]).expect(0);
+    machines[1].sync(&s.url, &[]).expect(0);
+    assert_eq!(reboots(&machines[1]), 1);
+    assert_eq!(reboots(&machines[0]), 1);
 }

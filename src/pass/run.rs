@@ -147,7 +147,7 @@ fn plan_reboot(
     now: OffsetDateTime,
 ) -> bool {
     let was = state.reboot.clone();
-    let (due, tell) = crate::reboot::act::for_pass(&settings.reboot, &layout.trees(), state, now);
+    let (due, tell) = crate::reboot::act::for_pass(&settings.reboot, layout, state, now);
     if let Some((kind, why)) = tell {
         let queued =
             notify::deliver::queue_reboot_event(layout, &settings.notifier, state, kind, &why, now);
@@ -161,7 +161,12 @@ fn plan_reboot(
     if state.reboot == was {
         return false;
     }
-    match state::save(layout, state, due) {
+    // The copy beside state.json first: a reboot is asked for only once both are written.
+    let recorded = match due {
+        true => crate::reboot::act::write_marker(layout, state),
+        false => Ok(()),
+    };
+    match recorded.and_then(|()| state::save(layout, state, due)) {
         Ok(()) => due,
         Err(e) => {
             say!(

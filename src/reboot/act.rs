@@ -12,7 +12,7 @@ use super::plan::{self, Asked, Decision, Facts, Guard, Policy};
 use super::request::{self, Request};
 use crate::exit::{fail, Exit};
 use crate::pass::run::rfc3339;
-use crate::pass::state::{RebootRecord, State};
+use crate::pass::state::{Layout, RebootRecord, State};
 
 /// How reboots are carried out (`gitops sync`, `gitops reboot-plan`).
 #[derive(clap::Args, Debug, Clone)]
@@ -31,7 +31,8 @@ pub struct RebootOptions {
         long,
         env = "GITOPS_REBOOT_COMMAND",
         value_name = "COMMAND",
-        default_value = "systemctl reboot"
+        default_value = "systemctl reboot",
+        value_parser = reboot_command
     )]
     pub reboot_command: String,
     /// Never reboot a machine that has been up for less than this (a reboot just happened)
@@ -51,6 +52,18 @@ pub struct RebootOptions {
         default_value = "/etc/machine-id"
     )]
     pub machine_id_file: std::path::PathBuf,
+}
+
+/// A command with a program in it: a blank one is refused at the start, not found out when a
+/// reboot is due (and recorded as asked).
+fn reboot_command(text: &str) -> std::result::Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the reboot command is blank: give the command that reboots this machine, such as systemctl reboot"
+                .to_string(),
+        );
+    }
+    Ok(text.to_string())
 }
 
 /// A path inside the repository: relative, no `..`.
@@ -137,10 +150,49 @@ pub struct Evaluated {
     pub reason: String,
 }
 
-/// Evaluate the plan for `request` against this machine now and what state recorded.
+/// The reboot asked for, also kept beside state.json: a state.json found unreadable is moved
+/// aside and the pass starts afresh, which without this copy would ask again in the same boot.
+fn marker(layout: &Layout) -> std::path::PathBuf {
+    layout.root.join("reboot-asked.json")
+}
+
+/// The copy of the reboot asked for; None when there is none or it cannot be read.
+pub fn read_marker(layout: &Layout) -> Option<Asked> {
+    let bytes = crate::config::read_regular_file(&marker(layout), 4096).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Write the reboot just recorded as asked beside state.json, durably; the caller runs the
+/// reboot command only when this succeeded.
+pub fn write_marker(layout: &Layout, state: &State) -> Result<()> {
+    let Some(asked) = state.reboot.as_ref().and_then(|r| r.asked.as_ref()) else {
+        return Ok(());
+    };
+    let path = marker(layout);
+    crate::pass::state::write_atomic(&path, &serde_json::to_vec(asked)?, true)
+        .map_err(|e| anyhow::anyhow!("could not write {}: {e}", path.display()))
+}
+
+/// The reboot asked for the request: state's record, else the copy beside it.
+fn asked_for<'a>(
+    request: Option<&Request>,
+    state: &'a State,
+    marker: Option<&'a Asked>,
+) -> Option<&'a Asked> {
+    let recorded = state.reboot.as_ref().and_then(|r| r.asked.as_ref());
+    let same = |a: &&Asked| {
+        OffsetDateTime::parse(&a.after, &time::format_description::well_known::Rfc3339)
+            .is_ok_and(|after| request.is_some_and(|r| r.after == after))
+    };
+    recorded.filter(same).or(marker.filter(same)).or(recorded)
+}
+
+/// Evaluate the plan for `request` against this machine now and what state recorded (`marker`:
+/// the copy of the reboot asked for, `read_marker`).
 pub fn evaluate(
     request: Option<Request>,
     state: &State,
+    marker: Option<&Asked>,
     options: &RebootOptions,
     now: OffsetDateTime,
 ) -> std::result::Result<Evaluated, String> {
@@ -149,7 +201,7 @@ pub fn evaluate(
         Some(r) => request::splay_offset(&options.machine_id().unwrap_or_default(), r),
         None => Duration::ZERO,
     };
-    let asked = state.reboot.as_ref().and_then(|r| r.asked.as_ref());
+    let asked = asked_for(request.as_ref(), state, marker);
     let policy = options.policy();
     let mut decision = plan::decide(request.as_ref(), splay, &facts, &policy, asked);
     // The clock is asked about only when it matters: a reboot that is due.
@@ -235,13 +287,16 @@ fn take_fleet_lock(options: &RebootOptions, evaluated: &mut Evaluated) -> Option
 /// A fleet lock taken for a reboot is released on the passes after it (after the boot, or
 /// in the same boot when the reboot did not happen, so the fleet is not held up), until the
 /// server answers 200.
-fn release_fleet_lock(options: &RebootOptions, state: &mut State) {
+fn release_fleet_lock(options: &RebootOptions, state: &mut State, now: OffsetDateTime) {
     let Some(record) = state.reboot.as_mut() else {
         return;
     };
     let Some(group) = record.fleet_lock_held.clone() else {
         return;
     };
+    if !may_release(record.asked.as_ref(), facts::boot_id().as_deref(), now) {
+        return;
+    }
     let Some(client) = options.fleet_lock(Some(&group)) else {
         // No server configured any more: nothing to release.
         record.fleet_lock_held = None;
@@ -256,6 +311,31 @@ fn release_fleet_lock(options: &RebootOptions, state: &mut State) {
             say!("gitops: warning: the fleet lock is still held: {why}; trying again next pass")
         }
     }
+}
+
+/// How long a reboot asked for may take in the same boot before its fleet lock is given back:
+/// a command may return long before the machine goes down (`shutdown -r +5`, a slow stop of
+/// services), and a lock released meanwhile lets one more machine of the group reboot with it.
+pub const REBOOT_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// Whether the fleet lock taken for `asked` may be released now: after the boot, or in the
+/// same boot once the reboot is overdue by `REBOOT_GRACE` (either way round, for a clock that
+/// jumped). A boot id that cannot be read, or no record of the ask, releases: holding the lock
+/// for ever would stop the group.
+pub fn may_release(asked: Option<&Asked>, boot_id: Option<&str>, now: OffsetDateTime) -> bool {
+    let Some(asked) = asked else {
+        return true;
+    };
+    if boot_id.is_none_or(|id| id != asked.boot_id) {
+        return true;
+    }
+    let Ok(at) = OffsetDateTime::parse(
+        &asked.asked_at,
+        &time::format_description::well_known::Rfc3339,
+    ) else {
+        return true;
+    };
+    (now - at).unsigned_abs() >= REBOOT_GRACE
 }
 
 /// Run the reboot command, bounded: `systemctl reboot` queues the reboot and returns; one
@@ -298,7 +378,7 @@ pub fn run_command(command: &str) -> std::result::Result<(), String> {
 /// command to run once the pass has released its lock, and the event to tell, if any.
 pub fn for_pass(
     options: &RebootOptions,
-    trees: &Path,
+    layout: &Layout,
     state: &mut State,
     now: OffsetDateTime,
 ) -> (bool, Option<(crate::report::notify::event::Kind, String)>) {
@@ -306,9 +386,9 @@ pub fn for_pass(
     let Some(applied) = state.applied.as_ref().map(|a| a.commit.clone()) else {
         return (false, None);
     };
-    release_fleet_lock(options, state);
+    release_fleet_lock(options, state, now);
     let told_before = state.reboot.as_ref().and_then(|r| r.told.clone());
-    let request = match request_in_tree(&trees.join(&applied), &options.reboot_file) {
+    let request = match request_in_tree(&layout.trees().join(&applied), &options.reboot_file) {
         Ok(request) => request,
         Err(why) => {
             let why = format!(
@@ -343,7 +423,13 @@ pub fn for_pass(
         }
         return (false, None);
     };
-    let mut evaluated = match evaluate(Some(request), state, options, now) {
+    let mut evaluated = match evaluate(
+        Some(request),
+        state,
+        read_marker(layout).as_ref(),
+        options,
+        now,
+    ) {
         Ok(evaluated) => evaluated,
         Err(why) => {
             say!("gitops: warning: no reboot plan: {why}");
@@ -468,10 +554,11 @@ pub fn run(args: &Args, now: OffsetDateTime) -> Result<Exit> {
         },
     };
     if lock.is_some() {
-        release_fleet_lock(&args.reboot, &mut state);
+        release_fleet_lock(&args.reboot, &mut state, now);
     }
-    let mut evaluated =
-        evaluate(request, &state, &args.reboot, now).map_err(|why| fail(Exit::Internal, why))?;
+    let marker = read_marker(&layout);
+    let mut evaluated = evaluate(request, &state, marker.as_ref(), &args.reboot, now)
+        .map_err(|why| fail(Exit::Internal, why))?;
     let held = match lock {
         Some(_) => take_fleet_lock(&args.reboot, &mut evaluated),
         None => None,
@@ -489,7 +576,10 @@ pub fn run(args: &Args, now: OffsetDateTime) -> Result<Exit> {
         });
         out!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        out!("{}: {}", evaluated.decision.name(), evaluated.reason);
+        out!(
+            "{}",
+            plan::shown(evaluated.decision.name(), &evaluated.reason)
+        );
     }
     if lock.is_none() {
         return Ok(Exit::Ok);
@@ -501,10 +591,53 @@ pub fn run(args: &Args, now: OffsetDateTime) -> Result<Exit> {
             .get_or_insert_with(RebootRecord::default)
             .fleet_lock_held = held;
     }
+    if due {
+        write_marker(&layout, &state).map_err(|e| {
+            fail(
+                Exit::Internal,
+                format!("not rebooting: the reboot could not be recorded first: {e}"),
+            )
+        })?;
+    }
     state::save(&layout, &state, due)?;
     drop(lock);
     if due {
         run_command(&args.reboot.reboot_command).map_err(|why| fail(Exit::Internal, why))?;
     }
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_fleet_lock_is_released_after_the_boot_or_once_the_reboot_is_overdue() {
+        let asked = Asked {
+            after: "2026-12-24T03:00:00Z".into(),
+            boot_id: "this-boot".into(),
+            asked_at: "2026-12-24T03:05:00Z".into(),
+        };
+        let garbled = Asked {
+            asked_at: "soon".into(),
+            ..asked.clone()
+        };
+        let at = datetime!(2026-12-24 03:05:00 UTC);
+        let minutes = |m: i64| at + time::Duration::minutes(m);
+        #[rustfmt::skip]
+        let table = [
+            ("nothing asked", None, Some("this-boot"), at, true),
+            ("another boot", Some(&asked), Some("next-boot"), minutes(1), true),
+            ("same boot, just asked", Some(&asked), Some("this-boot"), minutes(1), false),
+            ("same boot, 14 min", Some(&asked), Some("this-boot"), minutes(14), false),
+            ("same boot, 15 min", Some(&asked), Some("this-boot"), minutes(15), true),
+            ("same boot, clock back a day", Some(&asked), Some("this-boot"), minutes(-1440), true),
+            ("boot id unknown", Some(&asked), None, minutes(1), true),
+            ("asked_at garbled", Some(&garbled), Some("this-boot"), minutes(1), true),
+        ];
+        for (what, asked, boot, now, want) in table {
+            assert_eq!(may_release(asked, boot, now), want, "{what}");
+        }
+    }
 }

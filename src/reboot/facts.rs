@@ -31,6 +31,13 @@ pub fn read(now: OffsetDateTime) -> Result<Facts, String> {
     })
 }
 
+/// This boot's id, alone (the fleet lock's release needs no more).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_string())
+}
+
 /// `btime SECONDS` of /proc/stat.
 pub fn boot_time(stat: &str) -> Option<OffsetDateTime> {
     let secs: i64 = stat

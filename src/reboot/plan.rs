@@ -178,6 +178,16 @@ pub fn reason(decision: &Decision, request: Option<&Request>, facts: &Facts) -> 
     }
 }
 
+/// The decision and its reason on one line, the name once: a blocked reason already starts
+/// with "blocked".
+pub fn shown(decision: &str, reason: &str) -> String {
+    if reason.starts_with(decision) {
+        reason.to_string()
+    } else {
+        format!("{decision}: {reason}")
+    }
+}
+
 fn short_boot(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }

@@ -748,9 +748,8 @@ fn reboot_line(state: &State, now: OffsetDateTime) -> Option<Line> {
         "reboot",
         tone,
         format!(
-            "{}: {}{when}",
-            reboot.decision,
-            crate::pass::run::shown(&reboot.reason)
+            "{}{when}",
+            crate::reboot::plan::shown(&reboot.decision, &crate::pass::run::shown(&reboot.reason))
         ),
     ))
 }
