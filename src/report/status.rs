@@ -742,7 +742,7 @@ fn reboot_line(state: &State, now: OffsetDateTime) -> Option<Line> {
     };
     let when = match reboot.evaluated_at.as_str() {
         "" => String::new(),
-        at => format!(" (seen {})", age(at, now)),
+        at => format!("; seen {}", age(at, now)),
     };
     Some(Line::new(
         "reboot",

@@ -8,7 +8,12 @@
 #      test's config repository at git://10.0.2.100/config.git;
 #   3. wait for the timer's pass to apply commit v1 (run.sh writes /etc/motd), push v2, wait
 #      for the timer to apply it too. The guest reports /etc/motd and `gitops status` on its
-#      serial console after every pass; the test reads that log.
+#      serial console after every pass; the test reads that log;
+#   4. push v3, which adds `.gitops/reboot` ("this machine must have booted at or after T", T a
+#      few seconds after the guest's boot): the pass that applies it runs `systemctl reboot`
+#      and QEMU restarts the guest in the same process (no -no-reboot; snapshot=on keeps the
+#      disk's writes until QEMU exits). The serial log must then hold exactly two boots, and
+#      two more passes must find the request `satisfied` without asking again.
 #
 # Opt-in: GITOPS_E2E=1 tests/e2e/vm.sh. Root (debootstrap, chroot). Other settings:
 #   GITOPS_BIN=PATH          use this binary instead of `cargo build --release`
@@ -21,7 +26,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-e2e_opt_in vm.sh 3 "it boots a Debian VM under QEMU"
+e2e_opt_in vm.sh 4 "it boots a Debian VM under QEMU and reboots it once"
 e2e_need_common
 e2e_need qemu-system-x86_64 qemu-system-x86
 e2e_need mkfs.ext4 e2fsprogs
@@ -32,6 +37,8 @@ mkfs_usage=$(mkfs.ext4 2>&1 || true)
 # How long each wait may take, in seconds (TCG: boot ~30-60 s, a pass every 15 s).
 BOOT_TIMEOUT=${GITOPS_E2E_BOOT_TIMEOUT:-420}
 PASS_TIMEOUT=${GITOPS_E2E_PASS_TIMEOUT:-300}
+# The kernel's first line on the console: one per boot of the guest.
+BOOT_LINE="Linux version "
 
 GUEST_URL=git://10.0.2.100/config.git
 QEMU_PID=
@@ -60,16 +67,28 @@ fail() {
     exit 1
 }
 
-# Wait until the serial log holds the fixed string NEEDLE; fail after TIMEOUT seconds or when
-# QEMU is gone. With FROM, only lines from FROM on count.
-wait_for() { # NEEDLE TIMEOUT WHAT [FROM]
-    local deadline=$((SECONDS + $2))
-    while ! tail -n "+${4:-1}" "$SERIAL" 2>/dev/null | grep -a -q -F -- "$1"; do
-        kill -0 "$QEMU_PID" 2>/dev/null || fail "QEMU exited while waiting for $3"
-        [ "$SECONDS" -lt "$deadline" ] || fail "no $3 after $2 s (looked for \"$1\" in the serial log)"
+# How many lines of the serial log, from line FROM on, hold the fixed string NEEDLE.
+count_lines() { # NEEDLE [FROM]
+    tail -n "+${2:-1}" "$SERIAL" 2>/dev/null | grep -a -c -F -- "$1" || true
+}
+
+# Wait until COUNT lines of the serial log hold the fixed string NEEDLE; fail after TIMEOUT
+# seconds or when QEMU is gone. With FROM, only lines from FROM on count.
+wait_count() { # NEEDLE COUNT TIMEOUT WHAT [FROM]
+    local deadline=$((SECONDS + $3))
+    while [ "$(count_lines "$1" "${5:-1}")" -lt "$2" ]; do
+        kill -0 "$QEMU_PID" 2>/dev/null || fail "QEMU exited while waiting for $4"
+        [ "$SECONDS" -lt "$deadline" ] || fail "no $4 after $3 s (looked for \"$1\" in the serial log)"
         sleep 1
     done
 }
+
+wait_for() { # NEEDLE TIMEOUT WHAT [FROM]
+    wait_count "$1" 1 "$2" "$3" "${4:-1}"
+}
+
+# The line number the serial log has reached: waits that pass FROM see only what follows.
+log_mark() { wc -l <"$SERIAL"; }
 
 # KVM when it really runs this kernel: /dev/kvm can exist and still not boot a stock Debian
 # kernel (a PVM device does that). The probe boots the kernel without root: under working KVM it
@@ -147,6 +166,11 @@ done
     fail "/etc/gitops/gitops.env is mode $(stat -c %a "$ROOTFS/etc/gitops/gitops.env"), not 0600"
 grep -q "^GITOPS_REPO_URL=$GUEST_URL\$" "$ROOTFS/etc/gitops/gitops.env" ||
     fail "/etc/gitops/gitops.env does not set GITOPS_REPO_URL=$GUEST_URL"
+# The reboot's guards, as an operator of this machine would set them: the timer's passes come
+# right after the boot, under the 15 min --reboot-min-uptime, and restrict=on leaves the guest
+# no NTP server to synchronise with (its clock comes from QEMU's RTC, the host's time).
+printf '%s\n' GITOPS_REBOOT_MIN_UPTIME=0 GITOPS_REBOOT_REQUIRE_CLOCK_SYNC=false \
+    >>"$ROOTFS/etc/gitops/gitops.env"
 
 # The test's drop-ins: a pass 10 s after boot, then 15 s after each pass (not 5 min + 0-60 s).
 # An empty OnBootSec= first resets the timer list, or the 5min triggers would stay as well.
@@ -178,10 +202,28 @@ cat >"$ROOTFS/usr/local/sbin/e2e-report" <<'EOF'
 #!/bin/sh
 # One line per fact, each with a prefix the host greps the serial log for.
 echo "E2E-TIMER: pass $1; gitops.timer last triggered $(systemctl show -P LastTriggerUSec gitops.timer)"
+echo "E2E-BOOT: boot $(cat /proc/sys/kernel/random/boot_id) btime $(awk '$1 == "btime" { print $2 }' /proc/stat) now $(date -u +%s)"
 if [ -f /etc/motd ]; then sed 's/^/E2E-MOTD: /' /etc/motd | head -n 3; else echo "E2E-MOTD: (none)"; fi
 gitops status 2>&1 | sed 's/^/E2E-STATUS: /'
+# The plan as a script would ask for it (on one line: the JSON is indented).
+echo "E2E-PLAN: $(gitops reboot-plan --dry-run --json 2>&1 | tr -s ' \n' ' ')"
 EOF
 chmod 0755 "$ROOTFS/usr/local/sbin/e2e-report"
+# Every boot says so once multi-user is reached, with its boot id: the boots counted a second
+# way, beside the kernel's banner.
+cat >"$ROOTFS/etc/systemd/system/e2e-booted.service" <<'EOF'
+[Unit]
+Description=e2e: say which boot this is
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo "E2E-BOOTED: boot $(cat /proc/sys/kernel/random/boot_id)"'
+
+[Install]
+WantedBy=multi-user.target
+EOF
+chroot "$ROOTFS" systemctl enable --quiet e2e-booted.service 2>/dev/null
 E2E_TIME_GUEST=$(e2e_since "$t")
 
 # --- 3. the config repository, commit v1 ------------------------------------------------------
@@ -250,18 +292,94 @@ e2e_log "v2 applied by the timer, $E2E_TIME_V2 s after the push"
 
 # The next pass finds nothing new, runs nothing and says so; no pass failed.
 t=$EPOCHREALTIME
-wait_for "E2E-STATUS: last pass:    up-to-date" 120 "an up-to-date pass after v2" "$(wc -l <"$SERIAL")"
+wait_for "E2E-STATUS: last pass:    up-to-date" 120 "an up-to-date pass after v2" "$(log_mark)"
 E2E_TIME_NOOP=$(e2e_since "$t")
 if grep -a -q "E2E-STATUS: failures:" "$SERIAL"; then
     fail "gitops status reported failed passes"
 fi
-[ "$(grep -a -c "run.sh: wrote /etc/motd" "$SERIAL")" -le 2 ] ||
+[ "$(count_lines "run.sh: wrote /etc/motd")" -le 2 ] ||
     fail "run.sh ran more than twice for two commits"
+[ "$(count_lines "$BOOT_LINE")" -eq 1 ] ||
+    fail "the guest booted $(count_lines "$BOOT_LINE") times before any reboot was requested"
 
-echo "---- serial log: the passes ----"
-grep -a -E "E2E-TIMER|E2E-(MOTD|STATUS): (gitops e2e|applied|last pass)|gitops\[[0-9]+\]" "$SERIAL" | tr -d '\r' | tail -n 25
+# --- 8. v3: a reboot requested in the repository, carried out once ----------------------------
+# T is taken from the guest's own clock: its boot time (/proc/stat's btime, which gitops reads)
+# plus 5 s. The guest has been up for more than that, so T is already past for it, and the
+# host's clock does not matter (QEMU's RTC gave the guest the host's time at boot, to the
+# second; without NTP nothing corrects either clock since).
+boot_report=$(grep -a -o "E2E-BOOT: boot [0-9a-f-]* btime [0-9]* now [0-9]*" "$SERIAL" | tail -n 1)
+read -r _ _ BOOT1 _ BTIME1 _ GUEST_NOW <<<"$boot_report"
+[ -n "${GUEST_NOW:-}" ] || fail "the guest reported no boot time (no E2E-BOOT line)"
+host_start=${t_boot%.*}
+e2e_log "guest boot ${BOOT1:0:8}: btime $(date -u -d "@$BTIME1" +%H:%M:%S), $((BTIME1 - host_start)) s after the host started QEMU (the guest's clock is the host's, to the second)"
+AFTER_EPOCH=$((BTIME1 + 5))
+[ "$GUEST_NOW" -gt "$AFTER_EPOCH" ] ||
+    fail "the guest's clock says $GUEST_NOW, not after its boot time + 5 s ($AFTER_EPOCH)"
+AFTER=$(date -u -d "@$AFTER_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+mkdir -p "$E2E_WORK/.gitops"
+printf '# e2e: this machine must have booted at or after T (its first boot + 5 s)\nafter = %s\n' \
+    "$AFTER" >"$E2E_WORK/.gitops/reboot"
+e2e_git -C "$E2E_WORK" add .gitops/reboot
+mark=$(log_mark)
+t=$EPOCHREALTIME
+e2e_commit_run_sh v3
+V3=$E2E_COMMIT
+e2e_log "pushed v3 = $V3 with .gitops/reboot: after = $AFTER"
+wait_for "$BOOT_LINE" "$PASS_TIMEOUT" "reboot after v3 (a second kernel banner)" "$mark"
+E2E_TIME_REBOOT=$(e2e_since "$t")
+# From the second boot's banner on.
+mark=$(grep -a -n -F -- "$BOOT_LINE" "$SERIAL" | sed -n 2p | cut -d: -f1)
+e2e_log "the guest rebooted $E2E_TIME_REBOOT s after the push (serial log line $mark)"
+t=$EPOCHREALTIME
+wait_for "Multi-User System" "$BOOT_TIMEOUT" "multi-user.target after the reboot" "$mark"
+E2E_TIME_REBOOT_BOOT=$(e2e_since "$t")
+e2e_log "multi-user.target again after $E2E_TIME_REBOOT_BOOT s"
+t=$EPOCHREALTIME
+SATISFIED="E2E-STATUS: reboot:       satisfied: "
+wait_count "$SATISFIED" 2 "$PASS_TIMEOUT" "two passes after the reboot finding the request satisfied" "$mark"
+E2E_TIME_SATISFIED=$(e2e_since "$t")
+e2e_log "two passes found the request satisfied, $E2E_TIME_SATISFIED s after multi-user.target"
+
+# Exactly one reboot: two kernel banners and two boot ids in the whole log, none after the
+# passes that found the request satisfied.
+boots=$(count_lines "$BOOT_LINE")
+[ "$boots" -eq 2 ] || fail "the guest booted $boots times, not twice (one reboot)"
+boot_ids=$(grep -a -o "E2E-BOOTED: boot [0-9a-f-]*" "$SERIAL" | sort -u | wc -l)
+[ "$boot_ids" -eq 2 ] || fail "the guest reported $boot_ids boot ids at multi-user.target, not 2"
+BOOT2=$(tail -n "+$mark" "$SERIAL" | grep -a -o "E2E-BOOT: boot [0-9a-f-]*" | tail -n 1 | cut -d' ' -f3)
+if [ -z "$BOOT2" ] || [ "$BOOT2" = "$BOOT1" ]; then
+    fail "the passes after the reboot report boot \"$BOOT2\", not a new one (before: $BOOT1)"
+fi
+# The satisfied passes are this boot's, and nothing after the reboot asked for another.
+this_boot=$(tail -n "+$mark" "$SERIAL" | grep -a -F -- "$SATISFIED" | grep -a -c -F "(boot ${BOOT2:0:8})" || true)
+[ "$this_boot" -ge 2 ] || fail "the satisfied passes do not name the new boot ${BOOT2:0:8}"
+for plan in reboot-now blocked scheduled invalid; do
+    [ "$(count_lines "E2E-STATUS: reboot:       $plan" "$mark")" -eq 0 ] ||
+        fail "gitops status said \"$plan\" after the reboot"
+done
+[ "$(count_lines '"decision": "satisfied"' "$mark")" -ge 2 ] ||
+    fail "gitops reboot-plan --dry-run --json did not say \"satisfied\" after the reboot"
+[ "$(count_lines "E2E-STATUS: applied:      ${V3:0:12} " "$mark")" -ge 1 ] ||
+    fail "gitops status does not report v3 ($V3) applied after the reboot"
+[ "$(count_lines "E2E-MOTD: gitops e2e v3 $V3" "$mark")" -ge 1 ] ||
+    fail "/etc/motd is not v3's ($V3) after the reboot"
+# gitops said it was rebooting at most once (the line may be cut off by the shutdown), and
+# run.sh ran once per commit.
+asked=$(grep -a -F -- "must have booted at or after $AFTER: rebooting" "$SERIAL" | grep -a -c -v "E2E-" || true)
+[ "$asked" -le 1 ] || fail "gitops asked for the reboot $asked times"
+[ "$(count_lines "run.sh: wrote /etc/motd")" -le 3 ] ||
+    fail "run.sh ran more than three times for three commits"
+if grep -a -q "E2E-STATUS: failures:" "$SERIAL"; then
+    fail "gitops status reported failed passes"
+fi
+
+echo "---- serial log: the boots ----"
+grep -a -n -o -E "Linux version [^ ]+|E2E-BOOTED: .*|gitops: .*: rebooting" "$SERIAL" | e2e_plain
+echo "---- serial log: the passes after the reboot ----"
+tail -n "+$mark" "$SERIAL" | grep -a -E "E2E-TIMER|E2E-(MOTD|STATUS): (gitops e2e|applied|last pass|reboot)|gitops\[[0-9]+\]" |
+    e2e_plain | tail -n 20
 echo "---- durations (s) ----"
-printf '%-34s %8s\n' \
+printf '%-38s %8s\n' \
     "binary" "$E2E_TIME_BINARY" \
     "rootfs${E2E_ROOTFS_REUSED:+ (cached)}" "$E2E_TIME_ROOTFS" \
     "guest files + install-units" "$E2E_TIME_GUEST" \
@@ -271,8 +389,8 @@ printf '%-34s %8s\n' \
     "boot to v1 applied" "$E2E_TIME_V1" \
     "push v2 to v2 applied" "$E2E_TIME_V2" \
     "then an up-to-date pass" "$E2E_TIME_NOOP" \
+    "push v3 (reboot request) to the reboot" "$E2E_TIME_REBOOT" \
+    "reboot to multi-user" "$E2E_TIME_REBOOT_BOOT" \
+    "then two passes, satisfied" "$E2E_TIME_SATISFIED" \
     "total" "$(e2e_since "$E2E_T0")"
-echo "e2e: vm.sh passed: the timer applied v1 ($V1) and then v2 ($V2)"
-# The issue's last step, a reboot requested through the repository and seen exactly once,
-# needs `gitops reboot-plan`, which issue 5 adds: this script does not test reboots yet.
-echo "e2e: NOT TESTED: the reboot step (push a reboot request, see exactly one reboot) waits for gitops reboot-plan (issue 5)"
+echo "e2e: vm.sh passed: the timer applied v1 ($V1) and v2 ($V2); v3 ($V3) requested a reboot after $AFTER: the guest rebooted once ($boots boots, ${BOOT1:0:8} then ${BOOT2:0:8}) and two passes found it satisfied"
