@@ -21,6 +21,7 @@ mod config;
 mod docs;
 mod exit;
 mod git;
+mod http;
 mod install;
 mod pass;
 mod reboot;

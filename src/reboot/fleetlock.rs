@@ -12,11 +12,12 @@
 //! `scheme://host[:port]` only.
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ring::hmac;
 use serde::Serialize;
+
+use crate::http::{parse_url, Url};
 
 /// gitops' application id for `sd_id128_get_machine_app_specific()`: a random 128-bit id
 /// (`systemd-id128 new`, drawn once), so that the id a lock server sees can be linked to
@@ -113,10 +114,11 @@ impl FleetLock {
         check_group(group)?;
         let id = app_specific_id(machine_id, APP_ID)?;
         Ok(FleetLock {
-            base: format!("{}://{}{}", parsed.scheme, parsed.authority, parsed.path),
+            // The endpoints go under the base's path: `…/base/` and `…/base` alike.
+            base: format!("{}{}", parsed.shown(), parsed.path.trim_end_matches('/')),
+            authorization: parsed.authorization(),
+            shown: parsed.shown(),
             query: parsed.query,
-            authorization: parsed.userinfo.as_deref().map(basic_authorization),
-            shown: format!("{}://{}", parsed.scheme, parsed.authority),
             id,
             group: group.to_string(),
         })
@@ -177,7 +179,7 @@ impl FleetLock {
 
     fn call(&self, endpoint: Endpoint, timeout: Duration) -> Result<(), String> {
         let request = self.request(endpoint);
-        let mut post = agent(timeout).post(&request.url);
+        let mut post = crate::http::agent(timeout).post(&request.url);
         for (name, value) in &request.headers {
             post = post.header(*name, value);
         }
@@ -193,7 +195,12 @@ impl FleetLock {
                     .read_to_end(&mut answer);
                 judge(&self.shown, endpoint, status, &answer)
             }
-            Err(e) => Err(network_error(&self.shown, endpoint, &e, timeout)),
+            Err(e) => Err(crate::http::network_error(
+                &format!("the fleet lock server {}", self.shown),
+                Some(endpoint.name()),
+                &e,
+                timeout,
+            )),
         }
     }
 }
@@ -257,6 +264,13 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// What `scrub` must mask of the server's URL: its credentials and token-like pieces, and the
+/// URL whole only when it holds one (masked alone, `http://lock` would garble every line that
+/// names the server).
+fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
+    crate::http::secrets_of(url, parsed, false)
+}
+
 /// systemd's `sd_id128_get_machine_app_specific()`: HMAC-SHA256 keyed with the machine id's
 /// 16 bytes over the app id, its first 16 bytes made a version 4 UUID; as 32 lower-case hex
 /// digits, the form Zincati sends. Checked against `systemd-id128 machine-id --app-specific=`.
@@ -317,260 +331,10 @@ fn check_group(group: &str) -> Result<(), String> {
     ))
 }
 
-/// An agent for one call, as notifications have theirs: rustls on ring with the system's
-/// certificates, the whole exchange bounded by `timeout`, no redirects (the protocol's header
-/// is there so that a redirected request is never taken for a meant one), every status
-/// returned as a response, and the proxies of the environment honoured.
-fn agent(timeout: Duration) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .proxy(ureq::Proxy::try_from_env())
-        .user_agent(concat!("gitops/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
-        .build()
-        .into()
-}
-
-/// One line for a call that got no answer, naming the server by host only.
-fn network_error(shown: &str, endpoint: Endpoint, e: &ureq::Error, timeout: Duration) -> String {
-    use std::io::ErrorKind;
-    let within = crate::config::format_duration(timeout);
-    let server = format!("the fleet lock server {shown}");
-    let to = endpoint.name();
-    let said = match e {
-        ureq::Error::Timeout(_) => format!("{server} did not answer {to} within {within}"),
-        ureq::Error::Io(io) if io.kind() == ErrorKind::ConnectionRefused => {
-            format!("{server} refused the connection ({to})")
-        }
-        ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => {
-            format!("{server} did not answer {to} within {within}")
-        }
-        // std reports a name that does not resolve as an uncategorised error.
-        ureq::Error::Io(io) if io.to_string().contains("lookup address") => {
-            format!("{server}: its host name does not resolve")
-        }
-        ureq::Error::Io(io) => format!("{server}: the connection failed during {to} ({io})"),
-        ureq::Error::HostNotFound => format!("{server}: its host name does not resolve"),
-        ureq::Error::ConnectionFailed => format!("{server}: the connection failed during {to}"),
-        ureq::Error::Tls(why) => format!("{server}: TLS failed ({why})"),
-        ureq::Error::Rustls(why) => format!("{server}: TLS failed ({why})"),
-        other => format!("{server}: {to} failed ({other})"),
-    };
-    let said: String = said
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    crate::redact::scrub(&said)
-}
-
-/// A base URL taken apart.
-#[derive(Debug, PartialEq, Eq)]
-struct Url {
-    /// `http` or `https`, lower case.
-    scheme: String,
-    userinfo: Option<String>,
-    /// `host[:port]`, lower case.
-    authority: String,
-    /// Empty, or from a `/` on, without a trailing `/`.
-    path: String,
-    query: Option<String>,
-}
-
-/// Read an http(s) base URL; the reason it is refused never quotes it.
-fn parse_url(url: &str) -> Result<Url, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or("it does not start with http:// or https://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        let shown: String = scheme
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(10)
-            .collect();
-        if shown == "http" || shown == "https" {
-            return Err(format!(
-                "a character precedes its {shown}:// (a quote the env file kept?)"
-            ));
-        }
-        return Err(format!("its scheme {shown:?} is not http or https"));
-    }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("it holds a space or a control character".to_string());
-    }
-    let rest = rest.split('#').next().unwrap_or_default();
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path_query) = rest.split_at(end);
-    // The user part ends at the last `@`: a password may hold one.
-    let (userinfo, authority) = match authority.rsplit_once('@') {
-        Some((user, host)) => (Some(user.to_string()), host),
-        None => (None, authority),
-    };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (inside, after) = v6.split_once(']').ok_or("its IPv6 address has no ]")?;
-        (format!("[{inside}]"), after.strip_prefix(':'))
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (authority.to_string(), None),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && (host.starts_with('[')
-            || host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
-    if !host_ok {
-        return Err("it names no valid host".to_string());
-    }
-    if let Some(port) = port {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err("its port is not a number from 1 to 65535".to_string());
-        }
-    }
-    let (path, query) = match path_query.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_string()).filter(|q| !q.is_empty())),
-        None => (path_query, None),
-    };
-    let path = path.trim_end_matches('/').to_string();
-    let parsed = Url {
-        scheme,
-        userinfo,
-        authority: authority.to_ascii_lowercase(),
-        path,
-        query,
-    };
-    // What the HTTP client will parse at every call: refused now rather than at each pass.
-    let probe = format!(
-        "{}://{}{}/v1/pre-reboot{}",
-        parsed.scheme,
-        parsed.authority,
-        parsed.path,
-        parsed
-            .query
-            .as_ref()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default()
-    );
-    if ureq::http::Uri::try_from(probe).is_err() {
-        return Err("its path holds characters a URL cannot (escape them as %XX)".to_string());
-    }
-    Ok(parsed)
-}
-
-/// What `scrub` must mask from now on: the pieces of the path and query that look like tokens
-/// (as sent or percent-decoded), the user part, its pieces and the `Authorization` made of
-/// them, and then the URL, its path and query whole. Words and short strings are left out, or
-/// every line would be garbled ("v1", "lock", "/").
-fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
-    let Some(parsed) = parsed else {
-        // Unparsed: the URL and whatever follows its scheme, unless nothing does (masking a
-        // bare `https://` would garble every URL).
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let mut secrets = vec![url.to_string(), rest.to_string()];
-        secrets.retain(|s| s.len() >= 4 && !rest.is_empty());
-        return secrets;
-    };
-    let mut secrets = Vec::new();
-    let path_query = match &parsed.query {
-        Some(query) => format!("{}?{query}", parsed.path),
-        None => parsed.path.clone(),
-    };
-    let pieces = path_query.split(['/', '?', '&', '=']);
-    for piece in pieces.flat_map(|p| [p.to_string(), decoded(p)]) {
-        if looks_like_a_token(&piece) {
-            secrets.push(piece);
-        }
-    }
-    if let Some(userinfo) = &parsed.userinfo {
-        let authorization = basic_authorization(userinfo);
-        secrets.push(authorization.trim_start_matches("Basic ").to_string());
-        secrets.push(authorization);
-        for text in [userinfo.clone(), decoded(userinfo)] {
-            secrets.extend(text.split(':').map(str::to_string));
-            secrets.push(text);
-        }
-    }
-    // The whole URL only when it holds a secret: masked alone, `http://lock` or `/base` would
-    // garble every line that names the server (or any other URL that starts alike).
-    if !secrets.is_empty() || parsed.query.is_some() {
-        secrets.push(url.to_string());
-        secrets.push(decoded(&path_query));
-        secrets.push(path_query);
-    }
-    secrets.retain(|s| s.len() >= 4 && s != "/");
-    secrets
-}
-
-/// A piece of a URL a server would know as a credential: long, or short with letters and
-/// digits mixed as generated tokens have them.
-fn looks_like_a_token(piece: &str) -> bool {
-    let has = |f: fn(&char) -> bool| piece.chars().any(|c| f(&c));
-    piece.len() >= 16
-        || (piece.len() >= 6 && has(char::is_ascii_digit) && has(char::is_ascii_alphabetic))
-}
-
-fn decoded(text: &str) -> String {
-    String::from_utf8_lossy(&percent_decoded(text)).into_owned()
-}
-
-/// `Basic base64(user:password)`, percent escapes decoded as browsers and curl do.
-fn basic_authorization(userinfo: &str) -> String {
-    format!("Basic {}", base64(&percent_decoded(userinfo)))
-}
-
-fn percent_decoded(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::base64;
     use std::io::{BufRead, BufReader, Write};
     use std::net::{Ipv4Addr, TcpListener};
     use std::sync::mpsc;

@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use super::format::{sha256_hex, Format};
 use crate::exit::{fail, Exit};
+use crate::http::{parse_url, Url};
 
 /// The notification settings `sync`, `install-units` and `notify --test` take.
 #[derive(clap::Args, Clone)]
@@ -152,15 +153,15 @@ impl NotifyOptions {
                 )
             })?;
             let format = match self.notify_format {
-                Format::Auto => Format::detect(&parsed.host.to_ascii_lowercase(), &parsed.path),
+                Format::Auto => Format::detect(&parsed.host, &parsed.path_query()),
                 other => other,
             };
             let destination = Destination {
-                url: format!("{}://{}{}", parsed.scheme, parsed.authority, parsed.path),
-                authorization: parsed.userinfo.as_deref().map(basic_authorization),
+                url: format!("{}{}", parsed.shown(), parsed.path_query()),
+                authorization: parsed.authorization(),
                 format,
                 key: sha256_hex(url.as_bytes())[..16].to_string(),
-                shown: format!("{}://{}", parsed.scheme, parsed.authority),
+                shown: parsed.shown(),
             };
             // The same URL twice (the env file and the URL file) is one destination.
             if !destinations.iter().any(|d| d.key == destination.key) {
@@ -200,183 +201,10 @@ impl NotifyOptions {
     }
 }
 
-/// A webhook URL taken apart. `path` holds the query too.
-#[derive(Debug, PartialEq, Eq)]
-struct Url {
-    /// `http` or `https`, lower case.
-    scheme: String,
-    userinfo: Option<String>,
-    /// `host[:port]`.
-    authority: String,
-    host: String,
-    /// From the first `/` or `?` on (`/` when there is none), without the fragment.
-    path: String,
-}
-
-/// Read an http(s) URL; the reason it is refused never quotes it.
-fn parse_url(url: &str) -> std::result::Result<Url, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or("it does not start with http:// or https://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        let shown: String = scheme
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(10)
-            .collect();
-        if shown == "http" || shown == "https" {
-            return Err(format!(
-                "a character precedes its {shown}:// (a quote the env file kept?)"
-            ));
-        }
-        return Err(format!("its scheme {shown:?} is not http or https"));
-    }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("it holds a space or a control character".to_string());
-    }
-    let rest = rest.split('#').next().unwrap_or_default();
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    // The user part ends at the last `@`: a password may hold one.
-    let (userinfo, authority) = match authority.rsplit_once('@') {
-        Some((user, host)) => (Some(user.to_string()), host),
-        None => (None, authority),
-    };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (inside, after) = v6.split_once(']').ok_or("its IPv6 address has no ]")?;
-        (format!("[{inside}]"), after.strip_prefix(':'))
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (authority.to_string(), None),
-        }
-    };
-    let host_ok = !host.is_empty()
-        && (host.starts_with('[')
-            || host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
-    if !host_ok {
-        return Err("it names no valid host".to_string());
-    }
-    if let Some(port) = port {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err("its port is not a number from 1 to 65535".to_string());
-        }
-    }
-    let path = match path {
-        "" => "/".to_string(),
-        p if p.starts_with('?') => format!("/{p}"),
-        p => p.to_string(),
-    };
-    // What the HTTP client will parse at every delivery: refused now rather than at each pass.
-    if ureq::http::Uri::try_from(format!("{scheme}://{authority}{path}")).is_err() {
-        return Err("its path holds characters a URL cannot (escape them as %XX)".to_string());
-    }
-    Ok(Url {
-        scheme,
-        userinfo,
-        authority: authority.to_ascii_lowercase(),
-        host: host.to_ascii_lowercase(),
-        path,
-    })
-}
-
-/// What `scrub` must mask from now on: the URL, its path with the query, the parts of the path
-/// and the query's values that look like tokens (a server may quote one alone, as it was sent
-/// or percent-decoded), the user part, its pieces and the `Authorization` made of them (a 401
-/// page may echo the header). Words and short strings are left out: masking "/", "api" or
-/// "notifications" everywhere would garble every line.
+/// What `scrub` must mask of a webhook URL: its path is its token, so the path is masked whole
+/// as well as its pieces.
 fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
-    let mut secrets = vec![url.to_string()];
-    match parsed {
-        Some(parsed) => {
-            secrets.push(parsed.path.clone());
-            secrets.push(decoded(&parsed.path));
-            let pieces = parsed.path.split(['/', '?', '&', '=']);
-            for piece in pieces.flat_map(|p| [p.to_string(), decoded(p)]) {
-                if looks_like_a_token(&piece) {
-                    secrets.push(piece);
-                }
-            }
-            if let Some(userinfo) = &parsed.userinfo {
-                let authorization = basic_authorization(userinfo);
-                secrets.push(authorization.trim_start_matches("Basic ").to_string());
-                secrets.push(authorization);
-                for text in [userinfo.clone(), decoded(userinfo)] {
-                    secrets.extend(text.split(':').map(str::to_string));
-                    secrets.push(text);
-                }
-            }
-        }
-        // Unparsed: whatever follows the scheme.
-        None => secrets.extend(url.split_once("://").map(|(_, rest)| rest.to_string())),
-    }
-    // A bare scheme ("https://", refused) is no secret, and masking it would garble every
-    // later line that names a URL.
-    secrets.retain(|s| s.len() >= 4 && s != "/" && !s.ends_with("://"));
-    secrets
-}
-
-/// A piece of a URL a server would know as a credential: long, or short with letters and
-/// digits mixed as generated tokens have them (a word such as "hooks" or "true" has none).
-fn looks_like_a_token(piece: &str) -> bool {
-    let has = |f: fn(&char) -> bool| piece.chars().any(|c| f(&c));
-    piece.len() >= 16
-        || (piece.len() >= 6 && has(char::is_ascii_digit) && has(char::is_ascii_alphabetic))
-}
-
-fn decoded(text: &str) -> String {
-    String::from_utf8_lossy(&percent_decoded(text)).into_owned()
-}
-
-/// `Basic base64(user:password)`, percent escapes decoded as browsers and curl do.
-fn basic_authorization(userinfo: &str) -> String {
-    let decoded = percent_decoded(userinfo);
-    format!("Basic {}", base64(&decoded))
-}
-
-fn percent_decoded(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    crate::http::secrets_of(url, parsed, true)
 }
 
 /// Read a file holding a secret, checked as the deploy key is: a regular file, readable by its
@@ -439,6 +267,7 @@ fn read_secret_file(path: &Path, flag: &str, what: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::base64;
     use std::os::unix::fs::PermissionsExt;
 
     fn options(urls: &[&str], format: Format) -> NotifyOptions {

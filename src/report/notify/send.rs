@@ -3,7 +3,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -61,7 +60,7 @@ pub fn send(
             boundary: &boundary,
         },
     );
-    let agent = agent(timeout);
+    let agent = crate::http::agent(timeout);
     let mut request = agent
         .post(dest.url())
         .header("Content-Type", &body.content_type);
@@ -95,31 +94,10 @@ pub fn send(
             )
         }
         Err(e) => Answer::Retry {
-            why: network_error(&dest.shown, &e, timeout),
+            why: crate::http::network_error(&dest.shown, None, &e, timeout),
             after: None,
         },
     }
-}
-
-/// An agent for one delivery: rustls on ring with the system's certificates (the crypto stack
-/// the https fetch already uses), the whole exchange bounded by `timeout`, no redirects, and
-/// every status returned as a response. Proxies from the environment (`HTTPS_PROXY`,
-/// `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`) are honoured, as curl and the https fetch do.
-fn agent(timeout: Duration) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .proxy(ureq::Proxy::try_from_env())
-        .user_agent(concat!("gitops/", env!("CARGO_PKG_VERSION")))
-        .tls_config(tls)
-        .build()
-        .into()
 }
 
 /// What a status means: 2xx delivered, 429 and 5xx retried (when the server says), anything
@@ -202,36 +180,6 @@ pub fn retry_after(header: Option<&str>, body: &[u8], now: OffsetDateTime) -> Op
         .chain(from_body)
         .max()
         .map(|d| d.min(MAX_RETRY_AFTER))
-}
-
-/// One sentence for a delivery that got no answer, naming the destination by host only.
-fn network_error(shown: &str, e: &ureq::Error, timeout: Duration) -> String {
-    use std::io::ErrorKind;
-    let within = crate::config::format_duration(timeout);
-    let said = match e {
-        ureq::Error::Timeout(_) => format!("{shown} did not answer within {within}"),
-        ureq::Error::Io(io) if io.kind() == ErrorKind::ConnectionRefused => {
-            format!("{shown} refused the connection")
-        }
-        ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => {
-            format!("{shown} did not answer within {within}")
-        }
-        // std reports a name that does not resolve as an uncategorised error.
-        ureq::Error::Io(io) if io.to_string().contains("lookup address") => {
-            format!("{shown}: its host name does not resolve")
-        }
-        ureq::Error::Io(io) => format!("{shown}: the connection failed ({io})"),
-        ureq::Error::HostNotFound => format!("{shown}: its host name does not resolve"),
-        ureq::Error::ConnectionFailed => format!("{shown}: the connection failed"),
-        ureq::Error::Tls(why) => format!("{shown}: TLS failed ({why})"),
-        ureq::Error::Rustls(why) => format!("{shown}: TLS failed ({why})"),
-        other => format!("{shown}: {other}"),
-    };
-    let said: String = said
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    crate::redact::scrub(&said)
 }
 
 /// The end of the log file, at most `limit` bytes, from a line start. None when it cannot be
