@@ -84,6 +84,9 @@ pub struct Options {
     #[command(flatten)]
     pub reboot: crate::reboot::act::RebootOptions,
 
+    #[command(flatten)]
+    pub trust: crate::git::trust::options::TrustOptions,
+
     /// Write gitops.prom into this directory after every pass, for node_exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter)
     #[arg(long, env = "GITOPS_METRICS_DIR", value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
@@ -131,6 +134,10 @@ pub struct Settings {
     pub notifier: crate::report::notify::options::Notifier,
     pub reboot: crate::reboot::act::RebootOptions,
     pub metrics_dir: Option<PathBuf>,
+    /// Which commits may run; None when no signers are given.
+    pub trust: Option<crate::git::trust::Trust>,
+    /// A tip committed longer ago than this is reported stale.
+    pub max_commit_age: Option<Duration>,
 }
 
 /// A repository URL together with the form of it that is safe to print.
@@ -261,6 +268,8 @@ impl Settings {
             notifier: opts.notify.resolve()?,
             reboot: opts.reboot.clone(),
             metrics_dir,
+            trust: opts.trust.resolve()?,
+            max_commit_age: opts.trust.max_commit_age(),
         })
     }
 }

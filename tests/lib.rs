@@ -28,3 +28,4 @@ mod status_truth;
 mod sync_pass;
 mod transports;
 mod tree_write;
+mod trust;

@@ -4,7 +4,11 @@
 mod fetch;
 mod store;
 pub mod tree;
+pub mod trust;
 
 pub use fetch::fetch;
-pub use store::{commit_time, open_store, relation, subject, Relation};
+pub use store::{
+    commit_time, open_store, record_applied, recorded_applied, relation, subject, Relation,
+    APPLIED_REF,
+};
 pub use tree::write_tree;

@@ -181,6 +181,31 @@ pub fn relation(
     })
 }
 
+/// Where the store keeps the last applied commit, beside state.json: a state file that is lost
+/// or restored from an old copy must not let an older commit be applied as if it were new.
+pub const APPLIED_REF: &str = "refs/gitops/applied";
+
+/// The store's record of the last applied commit, read as the loose ref gix writes: one small
+/// read, so the usual pass (nothing new) does not open the store for it.
+pub fn recorded_applied(store: &Path) -> Option<ObjectId> {
+    let text = std::fs::read(store.join(APPLIED_REF)).ok()?;
+    let hex = text.get(..40)?;
+    ObjectId::from_hex(hex).ok()
+}
+
+/// Record `commit` as applied in the store.
+pub fn record_applied(repo: &gix::Repository, commit: ObjectId) -> Result<()> {
+    repo.reference(
+        APPLIED_REF,
+        commit,
+        gix::refs::transaction::PreviousValue::Any,
+        "gitops: applied",
+    )
+    .map(|_| ())
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .with_context(|| format!("could not record the applied commit in {APPLIED_REF}"))
+}
+
 /// The first line of a commit's message.
 pub fn subject(repo: &gix::Repository, commit: ObjectId) -> Option<String> {
     let commit = repo.find_commit(commit).ok()?;

@@ -1,6 +1,6 @@
 //! The decision of a pass, from the facts alone: a pure function, tested as a table.
 
-use super::state::Pending;
+use super::state::{Pending, Stale};
 use crate::config::ApplyPolicy;
 use crate::git::Relation;
 
@@ -60,6 +60,28 @@ pub fn decide(
     }
 }
 
+/// Whether the tip, committed at `committed_at`, is older than `max_age`. A tip whose time
+/// cannot be read is not called stale: the message would be a guess.
+pub fn stale(
+    tip: &str,
+    committed_at: Option<String>,
+    max_age: std::time::Duration,
+    now: time::OffsetDateTime,
+) -> Option<Stale> {
+    let committed_at = committed_at?;
+    let at = time::OffsetDateTime::parse(
+        &committed_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    let age = now - at;
+    (age > max_age).then(|| Stale {
+        commit: tip.to_string(),
+        committed_at,
+        max_age_seconds: max_age.as_secs(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +128,28 @@ mod tests {
                 got, *expected,
                 "{relation:?} {pending:?} {policy:?} rewind={rewind}"
             );
+        }
+    }
+
+    #[test]
+    fn a_tip_is_stale_only_when_older_than_the_limit() {
+        let now = time::macros::datetime!(2026-12-10 12:00 UTC);
+        let week = std::time::Duration::from_secs(7 * 86400);
+        #[rustfmt::skip]
+        let table: &[(Option<&str>, bool)] = &[
+            (Some("2026-12-03T12:00:00Z"), false), // exactly the limit
+            (Some("2026-12-03T11:59:59Z"), true),
+            (Some("2026-12-09T12:00:00Z"), false),
+            (Some("2027-01-01T00:00:00Z"), false), // from the future: not stale
+            (Some("not a time"), false),
+            (None, false),
+        ];
+        for (at, want) in table {
+            let got = stale(TIP, at.map(String::from), week, now);
+            assert_eq!(got.is_some(), *want, "{at:?}");
+            if let Some(s) = got {
+                assert_eq!((s.commit.as_str(), s.max_age_seconds), (TIP, 7 * 86400));
+            }
         }
     }
 }

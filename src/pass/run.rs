@@ -95,6 +95,26 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
             one_line(&e)
         );
     }
+    if let Some(stale) = &state.stale {
+        let why = stale_error(stale, now());
+        say!("gitops: warning: {why}");
+        if notify::event::stale_is_news(before.stale.as_ref(), Some(stale)) {
+            let queued = notify::deliver::queue_event(
+                &layout,
+                &settings.notifier,
+                &mut state,
+                notify::event::Kind::Stale,
+                &why,
+                now(),
+            );
+            if let Err(e) = queued {
+                say!(
+                    "gitops: warning: could not queue the stale branch's notification: {}",
+                    one_line(&e)
+                );
+            }
+        }
+    }
     let changed = killed || loaded != (state.applied.clone(), state.pending.clone());
     if let Err(e) = state::save(&layout, &state, changed) {
         let e = match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
@@ -150,7 +170,7 @@ fn plan_reboot(
     let (due, tell) = crate::reboot::act::for_pass(&settings.reboot, layout, state, now);
     if let Some((kind, why)) = tell {
         let queued =
-            notify::deliver::queue_reboot_event(layout, &settings.notifier, state, kind, &why, now);
+            notify::deliver::queue_event(layout, &settings.notifier, state, kind, &why, now);
         if let Err(e) = queued {
             say!(
                 "gitops: warning: could not queue the reboot's notification: {}",
@@ -237,15 +257,61 @@ fn pass(
         git::open_store(&layout.repo(), settings).map_err(fetch_failed)
     };
 
-    let applied_id = state
+    let in_state = state
         .applied
         .as_ref()
         .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
-    let relation = if applied_id == Some(fetched.tip) {
+    // The commit the tip must descend from: state.json's, or the store's record when state.json
+    // lost it or is an older copy.
+    let recorded = git::recorded_applied(&layout.repo());
+    let applied_id = match (in_state, recorded) {
+        (_, None) => in_state,
+        (Some(a), Some(r)) if a == r => in_state,
+        (None, Some(r)) => Some(r),
+        (Some(a), Some(r)) => {
+            let repo = store.insert(open_store()?);
+            match git::relation(repo, Some(a), r) {
+                Ok(Relation::Descends) => Some(r),
+                _ => in_state,
+            }
+        }
+    };
+    let from_record = applied_id != in_state;
+    if from_record {
+        let r = applied_id.map(|r| r.to_string()).unwrap_or_default();
+        say!(
+            "gitops: warning: state.json does not record the last applied commit, the store does ({}, {}): the branch must descend from it",
+            r.get(..12).unwrap_or_default(),
+            git::APPLIED_REF
+        );
+    }
+    let mut relation = if applied_id == Some(fetched.tip) {
         Relation::Same
     } else {
         let repo = store.insert(open_store()?);
         git::relation(repo, applied_id, fetched.tip).map_err(fetch_failed)?
+    };
+    // The store's commit, unknown to state.json, is applied again: nothing records its outcome.
+    if from_record && relation == Relation::Same {
+        relation = Relation::Fresh;
+    }
+    state.stale = match settings.max_commit_age {
+        Some(max_age) => {
+            let committed_at = match state.applied.as_ref() {
+                Some(a) if a.commit == tip => a.committed_at.clone(),
+                _ => {
+                    let repo = match &store {
+                        Some(repo) => repo,
+                        None => store.insert(open_store()?),
+                    };
+                    git::commit_time(repo, fetched.tip)
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                        .map(rfc3339)
+                }
+            };
+            super::decide::stale(&tip, committed_at, max_age, now())
+        }
+        None => None,
     };
     let short = tip.get(..12).unwrap_or(&tip);
     match decide(
@@ -268,11 +334,7 @@ fn pass(
             Ok(Outcome::UpToDate)
         }
         Action::Refuse => {
-            let applied = state
-                .applied
-                .as_ref()
-                .map(|a| a.commit.as_str())
-                .unwrap_or_default();
+            let applied = applied_id.map(|a| a.to_string()).unwrap_or_default();
             Err((
                 Outcome::Refused,
                 fail(
@@ -291,6 +353,10 @@ fn pass(
                 None => open_store().map_err(|(_, e)| (Outcome::ApplyFailed, e))?,
             };
             let repo = &repo;
+            let signer = match &settings.trust {
+                Some(trust) => Some(verify(repo, trust, applied_id, fetched.tip, now())?),
+                None => None,
+            };
             let what = match reason {
                 Reason::FirstApply => "first apply",
                 Reason::NewCommit => "new commit",
@@ -361,8 +427,12 @@ fn pass(
                         committed_at: git::commit_time(repo, fetched.tip)
                             .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
                             .map(rfc3339),
+                        signer,
                     });
                     state.pending = None;
+                    if let Err(e) = git::record_applied(repo, fetched.tip) {
+                        say!("gitops: warning: {}", one_line(&e));
+                    }
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
                         say!("gitops: warning: {}", one_line(&e));
                     }
@@ -396,6 +466,58 @@ fn pass(
             }
         }
     }
+}
+
+/// Check the signatures --verify asks for; a refusal is the pass's outcome (exit 5), before
+/// anything of the commit is written out or run.
+fn verify(
+    repo: &gix::Repository,
+    trust: &crate::git::trust::Trust,
+    applied: Option<gix::ObjectId>,
+    tip: gix::ObjectId,
+    now: OffsetDateTime,
+) -> Staged<crate::git::trust::Signer> {
+    match crate::git::trust::verify(repo, trust, applied, tip, now) {
+        Ok(verified) => {
+            let signer = verified.signer;
+            let short = tip.to_string();
+            say!(
+                "gitops: {} is signed by {} ({} key {}){}",
+                &short[..12],
+                signer.principal,
+                signer.method,
+                signer.fingerprint,
+                match verified.checked {
+                    0 | 1 => String::new(),
+                    n => format!("; {n} commits verified"),
+                }
+            );
+            Ok(signer)
+        }
+        Err(untrusted) => Err((
+            Outcome::Untrusted,
+            fail(Exit::Untrusted, untrusted.to_string()),
+        )),
+    }
+}
+
+/// What status, the journal and the notification say of a stale tip.
+pub fn stale_error(stale: &state::Stale, now: OffsetDateTime) -> String {
+    let age = OffsetDateTime::parse(
+        &stale.committed_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|at| {
+        let secs = (now - at).whole_seconds().max(0) as u64;
+        // Days are the unit an operator thinks of a frozen branch in.
+        crate::config::format_duration(std::time::Duration::from_secs(secs / 3600 * 3600))
+    })
+    .unwrap_or_else(|_| "long".into());
+    format!(
+        "the branch's tip {} was committed {age} ago, longer than --max-commit-age {}: the Git host may be withholding newer commits; push a new (signed) commit, or check the host",
+        stale.commit.get(..12).unwrap_or_default(),
+        crate::config::format_duration(std::time::Duration::from_secs(stale.max_age_seconds)),
+    )
 }
 
 /// Point the checkout link at `tree`. A failure is a configuration error: where the link goes

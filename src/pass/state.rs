@@ -44,6 +44,20 @@ pub struct State {
     /// The reboot plan last evaluated, and the reboot asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootRecord>,
+    /// The branch's tip was committed longer ago than --max-commit-age (set by every pass that
+    /// fetched, cleared once the tip is fresh again or the option is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<Stale>,
+}
+
+/// A tip older than --max-commit-age: a Git host that withholds new commits looks like this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stale {
+    pub commit: String,
+    /// The tip's committer time (RFC 3339).
+    pub committed_at: String,
+    /// --max-commit-age when it was seen, in seconds.
+    pub max_age_seconds: u64,
 }
 
 /// The reboot plan as the last pass (or `reboot-plan`) saw it.
@@ -115,6 +129,9 @@ pub struct Applied {
     /// The commit's committer time, as the repository says (the metrics' commit age).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at: Option<String>,
+    /// Who signed it, when signatures are verified (--allowed-signers, --gpg-keyring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::git::trust::Signer>,
 }
 
 /// How the most recent pass ended.

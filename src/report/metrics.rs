@@ -82,7 +82,26 @@ pub fn render(state: &State, outbox_events: usize) -> String {
                 &[(&[], t.to_string())],
             );
         }
+        if let Some(signer) = &applied.signer {
+            out.gauge(
+                "gitops_applied_commit_signer_info",
+                "Who signed the applied commit: the principal (SSH) or user id (OpenPGP) and the key's fingerprint.",
+                &[(
+                    &[
+                        ("method", signer.method.as_str()),
+                        ("principal", signer.principal.as_str()),
+                        ("fingerprint", signer.fingerprint.as_str()),
+                    ],
+                    "1".into(),
+                )],
+            );
+        }
     }
+    out.gauge(
+        "gitops_branch_stale",
+        "1 if the branch's tip was committed longer ago than --max-commit-age (a Git host may be withholding commits); 0 otherwise or with the option off.",
+        &[(&[], u8::from(state.stale.is_some()).to_string())],
+    );
     out.gauge(
         "gitops_consecutive_failures",
         "Passes that failed in a row since the last success.",
@@ -313,6 +332,7 @@ mod tests {
         let build_info = format!("gitops_build_info{{version=\"{version}\"}} 1");
         let want = [
             build_info.as_str(),
+            "gitops_branch_stale 0",
             "gitops_consecutive_failures 0",
             "gitops_pending_attempts 0",
             "gitops_notify_outbox_events 0",
@@ -339,6 +359,7 @@ mod tests {
                 log: None,
                 subject: None,
                 committed_at: Some("2026-11-25T07:59:00Z".into()),
+                signer: None,
             }),
             last_pass: Some(LastPass {
                 started_at: "2026-11-25T09:59:58Z".into(),

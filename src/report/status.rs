@@ -527,6 +527,9 @@ pub fn health(
             )),
         }
     }
+    if let Some(stale) = &state.stale {
+        reasons.push(crate::pass::run::stale_error(stale, now));
+    }
     match &state.last_pass {
         None => reasons.push("no pass has finished yet".to_string()),
         Some(pass) => {
@@ -669,6 +672,23 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
         ),
         None => Line::new("applied", Tone::Plain, "nothing yet".into()),
     });
+    if let Some(signer) = state.applied.as_ref().and_then(|a| a.signer.as_ref()) {
+        out.push(Line::new(
+            "  signed by",
+            Tone::Plain,
+            format!(
+                "{} ({} key {})",
+                signer.principal, signer.method, signer.fingerprint
+            ),
+        ));
+    }
+    if let Some(stale) = &state.stale {
+        out.push(Line::new(
+            "stale",
+            Tone::Bad,
+            crate::pass::run::stale_error(stale, now),
+        ));
+    }
     out.push(Line::new(
         "last pass",
         if pass.outcome.is_success() {
@@ -845,6 +865,7 @@ mod tests {
                 log: None,
                 subject: Some("Set the motd".into()),
                 committed_at: None,
+                signer: None,
             }),
             last_pass: Some(LastPass {
                 started_at: "2026-11-25T09:59:58Z".into(),

@@ -146,6 +146,48 @@ impl Upstream {
             .unwrap_or_else(|e| panic!("chmod {path}: {e}"));
     }
 
+    /// Like [`Upstream::commit`], with `git -c` settings and environment for the commit itself:
+    /// signing (`gpg.format=ssh`, `user.signingkey=…`, `commit.gpgsign=true`), a committer date.
+    pub fn commit_with(
+        &self,
+        files: &[(&str, &str)],
+        message: &str,
+        config: &[String],
+        env: &[(&str, &str)],
+    ) -> String {
+        for (path, content) in files {
+            let mode = if path.ends_with(".sh") { 0o755 } else { 0o644 };
+            self.write(path, content, mode);
+        }
+        let work = self.work();
+        run(self.git_in(&work).args(["add", "-A"]));
+        let mut commit = self.git_in(&work);
+        for setting in config {
+            commit.arg("-c").arg(setting);
+        }
+        commit.args(["commit", "-q", "--allow-empty", "--no-verify", "-m", message]);
+        commit.envs(env.iter().copied());
+        run(&mut commit);
+        run(self
+            .git_in(&work)
+            .args(["push", "-q", "origin", "HEAD:refs/heads/main"]));
+        run(self.git_in(&work).args(["rev-parse", "HEAD"]))
+    }
+
+    /// A git command in the working clone, for what the helpers above do not cover (branches,
+    /// merges); push with [`Upstream::push_main`].
+    pub fn git_work(&self) -> Command {
+        self.git_in(&self.work())
+    }
+
+    /// Push the working clone's `HEAD` to `main` and return its sha.
+    pub fn push_main(&self) -> String {
+        run(self
+            .git_in(&self.work())
+            .args(["push", "-q", "origin", "HEAD:refs/heads/main"]));
+        run(self.git_in(&self.work()).args(["rev-parse", "HEAD"]))
+    }
+
     fn commit_all(&self, message: &str) -> String {
         let work = self.work();
         run(self.git_in(&work).args(["add", "-A"]));

@@ -88,9 +88,9 @@ pub fn queue_for_pass(
     Ok(())
 }
 
-/// Queue an event about the reboot plan rather than the pass's outcome (a reboot asked for,
-/// one that did not happen, a request that cannot be read); `why` is said as its error.
-pub fn queue_reboot_event(
+/// Queue an event beside the pass's outcome (a reboot asked for, one that did not happen, a
+/// request that cannot be read, a stale branch); `why` is said as its error.
+pub fn queue_event(
     layout: &Layout,
     notifier: &Notifier,
     state: &mut State,

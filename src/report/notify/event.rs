@@ -29,6 +29,8 @@ pub enum Kind {
     RebootFailed,
     /// The applied commit's reboot request cannot be read: no reboot until it is fixed.
     RebootInvalid,
+    /// The branch's tip is older than --max-commit-age (told once per tip).
+    Stale,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Reboot => "reboot",
             Kind::RebootFailed => "reboot-failed",
             Kind::RebootInvalid => "reboot-invalid",
+            Kind::Stale => "stale",
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
                 | Kind::FetchFailed
                 | Kind::RebootFailed
                 | Kind::RebootInvalid
+                | Kind::Stale
         )
     }
 }
@@ -166,6 +170,18 @@ pub fn tell(before: &State, after: &State, now: OffsetDateTime) -> Option<Tellin
     }
 }
 
+/// Whether a stale tip is news: told once per tip that is stale, not on every pass it stays so.
+pub fn stale_is_news(
+    before: Option<&crate::pass::state::Stale>,
+    after: Option<&crate::pass::state::Stale>,
+) -> bool {
+    match (before, after) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(b), Some(a)) => b.commit != a.commit,
+    }
+}
+
 /// What makes two failing passes the same failure: the outcome and the commit it is about, or,
 /// for a configuration error, its message.
 pub fn failure_key(after: &State) -> Option<String> {
@@ -207,7 +223,8 @@ pub fn subject_of(kind: Kind, after: &State) -> (Option<String>, Option<String>,
         | Kind::Recovered
         | Kind::Reboot
         | Kind::RebootFailed
-        | Kind::RebootInvalid => (
+        | Kind::RebootInvalid
+        | Kind::Stale => (
             applied.map(|a| a.commit.clone()),
             applied.and_then(|a| a.subject.clone()),
             applied.and_then(|a| a.log.clone()),
@@ -289,6 +306,7 @@ mod tests {
                 log: None,
                 subject: Some("first".into()),
                 committed_at: None,
+                signer: None,
             }),
             last_pass: outcome.map(|outcome| LastPass {
                 started_at: "2026-12-02T10:00:00Z".into(),
@@ -426,5 +444,26 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["event"], "applied");
         assert_eq!(json["version"], 1);
+    }
+
+    #[test]
+    fn a_stale_tip_is_told_once_per_tip() {
+        let stale = |commit: &str| crate::pass::state::Stale {
+            commit: commit.into(),
+            committed_at: "2026-11-01T00:00:00Z".into(),
+            max_age_seconds: 86400,
+        };
+        let (a, b) = (stale("a"), stale("b"));
+        #[rustfmt::skip]
+        let table = [
+            (None,     None,     false),
+            (None,     Some(&a), true),
+            (Some(&a), Some(&a), false),
+            (Some(&a), Some(&b), true),
+            (Some(&a), None,     false),
+        ];
+        for (before, after, want) in table {
+            assert_eq!(stale_is_news(before, after), want, "{before:?} {after:?}");
+        }
     }
 }

@@ -115,7 +115,7 @@ fn what(event: &Event) -> String {
         Kind::Applied => "applied",
         Kind::ApplyFailed => "apply failed",
         Kind::Refused => "refused a rewritten branch",
-        Kind::Untrusted => "refused an unsigned commit",
+        Kind::Untrusted => "refused a commit not signed by an allowed key",
         Kind::ConfigError => "configuration error",
         Kind::FetchFailed => "fetch failed",
         Kind::Recovered => "recovered",
@@ -123,6 +123,7 @@ fn what(event: &Event) -> String {
         Kind::Reboot => "rebooting as the repository requests",
         Kind::RebootFailed => "reboot failed",
         Kind::RebootInvalid => "reboot request unreadable",
+        Kind::Stale => "branch stale: no new commit for too long",
     };
     if event.reminder {
         format!("{what} (reminder)")
