@@ -4,6 +4,7 @@
 mod fetch;
 mod store;
 pub mod tree;
+pub mod trust;
 
 pub use fetch::fetch;
 pub use store::{commit_time, open_store, relation, subject, Relation};
