@@ -131,7 +131,7 @@ fn run_gpgv(home: &Path, keyring: &Path, sig: &Path, payload: &[u8]) -> Result<S
 
 /// Decides from gpgv's `[GNUPG:]` status lines (GnuPG's doc/DETAILS). Any bad word wins over a
 /// good one, so a signature file holding several signatures passes only if all of them do.
-fn judge(output: &str) -> Result<Signer, Why> {
+pub(super) fn judge(output: &str) -> Result<Signer, Why> {
     let mut good: Option<String> = None;
     let mut fingerprint: Option<String> = None;
     let mut expired_at: Option<String> = None;
