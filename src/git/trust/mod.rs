@@ -2,11 +2,8 @@
 //! of an OpenPGP keyring (checked by gpgv) may be applied; validity is judged at the current
 //! time, never at the commit's own date, which the signer chooses.
 
-// The pass, config, status and metrics call this module from another branch; until that lands
-// nothing outside the tests does. Remove this line when they are wired.
-#![allow(dead_code)]
-
 mod gpg;
+pub mod options;
 pub mod signers;
 mod ssh;
 
@@ -89,22 +86,6 @@ pub enum Why {
     Unreadable {
         what: String,
     },
-}
-
-impl Why {
-    /// A stable label for metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Why::Unsigned => "unsigned",
-            Why::UnknownKey { .. } => "unknown-key",
-            Why::BadSignature => "bad-signature",
-            Why::NotYetValid { .. } => "not-yet-valid",
-            Why::NoLongerValid { .. } => "no-longer-valid",
-            Why::PrincipalNotAllowed { .. } => "principal-not-allowed",
-            Why::Unsupported { .. } => "unsupported",
-            Why::Unreadable { .. } => "unreadable",
-        }
-    }
 }
 
 /// A commit that may not be applied, and why.

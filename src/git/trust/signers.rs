@@ -43,6 +43,7 @@ impl AllowedSigners {
     }
 
     /// The number of key lines.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lines.len()
     }

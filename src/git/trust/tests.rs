@@ -625,45 +625,4 @@ fn messages_name_the_commit_reason_and_fix() {
         until: "2024-01-01 00:00:00 UTC".into()
     })
     .contains("valid only before 2024-01-01 00:00:00 UTC"));
-    let codes: Vec<&str> = [
-        Why::Unsigned,
-        Why::UnknownKey {
-            fingerprint: String::new(),
-        },
-        Why::BadSignature,
-        Why::NotYetValid {
-            principal: String::new(),
-            from: String::new(),
-        },
-        Why::NoLongerValid {
-            principal: String::new(),
-            until: String::new(),
-        },
-        Why::PrincipalNotAllowed {
-            principal: String::new(),
-            fingerprint: String::new(),
-        },
-        Why::Unsupported {
-            what: String::new(),
-        },
-        Why::Unreadable {
-            what: String::new(),
-        },
-    ]
-    .iter()
-    .map(Why::code)
-    .collect();
-    assert_eq!(
-        codes,
-        [
-            "unsigned",
-            "unknown-key",
-            "bad-signature",
-            "not-yet-valid",
-            "no-longer-valid",
-            "principal-not-allowed",
-            "unsupported",
-            "unreadable"
-        ]
-    );
 }
