@@ -254,7 +254,15 @@ fn first_parent_range_mode_accepts_a_signed_merge_of_unsigned_work() {
     for setting in forge.signing() {
         merge.arg("-c").arg(setting);
     }
-    run(merge.args(["merge", "-q", "--no-ff", "-S", "-m", "Merge feature", "feature"]));
+    run(merge.args([
+        "merge",
+        "-q",
+        "--no-ff",
+        "-S",
+        "-m",
+        "Merge feature",
+        "feature",
+    ]));
     let merged = up.push_main();
 
     let run_all = m.sync(&up.file_url(), &with(&range(&[])));
@@ -276,11 +284,15 @@ struct GpgKey {
 }
 
 fn gpg_key(dir: &Path, name: &str) -> GpgKey {
-    let home = tempfile::Builder::new().prefix("g").tempdir_in("/tmp").unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("g")
+        .tempdir_in("/tmp")
+        .unwrap();
     crate::harness::chmod(home.path(), 0o700);
     let gpg = || {
         let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", home.path()).args(["--batch", "--quiet"]);
+        cmd.env("GNUPGHOME", home.path())
+            .args(["--batch", "--quiet"]);
         cmd
     };
     run(gpg().args([
@@ -353,7 +365,11 @@ fn openpgp_commits_are_checked_against_the_keyring_alone() {
     m.sync(&up.file_url(), &[&keyring(&alice)]).expect(0);
     let signer = &m.state_json()["applied"]["signer"];
     assert_eq!(signer["method"], "openpgp", "{signer}");
-    assert_eq!(signer["fingerprint"], alice.fingerprint.as_str(), "{signer}");
+    assert_eq!(
+        signer["fingerprint"],
+        alice.fingerprint.as_str(),
+        "{signer}"
+    );
 }
 
 #[test]
@@ -366,7 +382,9 @@ fn a_stale_tip_is_applied_and_reported_until_a_fresh_commit_arrives() {
         &[("GIT_COMMITTER_DATE", "2020-01-01T00:00:00Z")],
     );
     let m = Machine::new();
-    let run = m.sync(&up.file_url(), &["--max-commit-age", "7d"]).expect(0);
+    let run = m
+        .sync(&up.file_url(), &["--max-commit-age", "7d"])
+        .expect(0);
     assert_eq!(m.applied().as_deref(), Some(old.as_str()));
     assert!(run.stderr.contains("--max-commit-age"), "{}", run.stderr);
     assert_eq!(m.state_json()["stale"]["commit"], old.as_str());
@@ -377,13 +395,19 @@ fn a_stale_tip_is_applied_and_reported_until_a_fresh_commit_arrives() {
         status.stdout
     );
     let metrics = m.run(&["status", "--prometheus"]);
-    assert!(metrics.stdout.contains("gitops_branch_stale 1"), "{}", metrics.stdout);
+    assert!(
+        metrics.stdout.contains("gitops_branch_stale 1"),
+        "{}",
+        metrics.stdout
+    );
     // The next pass, nothing new: still stale, without opening the store for the date.
-    m.sync(&up.file_url(), &["--max-commit-age", "7d"]).expect(0);
+    m.sync(&up.file_url(), &["--max-commit-age", "7d"])
+        .expect(0);
     assert!(m.state_json()["stale"].is_object());
 
     up.commit(&[("fresh", "1")], "fresh");
-    m.sync(&up.file_url(), &["--max-commit-age", "7d"]).expect(0);
+    m.sync(&up.file_url(), &["--max-commit-age", "7d"])
+        .expect(0);
     assert!(m.state_json().get("stale").is_none(), "{}", m.state_json());
     m.run(&["status"]).expect(0);
 }

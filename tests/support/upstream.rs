@@ -165,7 +165,14 @@ impl Upstream {
         for setting in config {
             commit.arg("-c").arg(setting);
         }
-        commit.args(["commit", "-q", "--allow-empty", "--no-verify", "-m", message]);
+        commit.args([
+            "commit",
+            "-q",
+            "--allow-empty",
+            "--no-verify",
+            "-m",
+            message,
+        ]);
         commit.envs(env.iter().copied());
         run(&mut commit);
         run(self
