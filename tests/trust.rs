@@ -418,6 +418,12 @@ fn a_lost_or_old_state_file_does_not_let_the_branch_go_back() {
     let first = up.commit(&[("run.sh", RECORDING_RUN_SH)], "first");
     let m = Machine::new();
     m.sync(&up.file_url(), &[]).expect(0);
+    let record = m.state.join("repo.git/refs/gitops/applied");
+    assert_eq!(std::fs::read_to_string(&record).unwrap().trim(), first);
+    // A state directory from before the record: the next pass, nothing new, writes it.
+    std::fs::remove_file(&record).unwrap();
+    m.sync(&up.file_url(), &[]).expect(0);
+    assert_eq!(std::fs::read_to_string(&record).unwrap().trim(), first);
     let old_state = std::fs::read(m.state.join("state.json")).unwrap();
     let second = up.commit(&[("x", "2")], "second");
     m.sync(&up.file_url(), &[]).expect(0);

@@ -331,6 +331,18 @@ fn pass(
                 };
                 (outcome, e)
             })?;
+            // A state directory from before the store kept its record: written once, here.
+            if recorded.is_none() && in_state == Some(fetched.tip) {
+                let recorded = match store.take() {
+                    Some(repo) => Ok(repo),
+                    None => open_store(),
+                }
+                .map_err(|(_, e)| e)
+                .and_then(|repo| git::record_applied(&repo, fetched.tip));
+                if let Err(e) = recorded {
+                    say!("gitops: warning: {}", one_line(&e));
+                }
+            }
             Ok(Outcome::UpToDate)
         }
         Action::Refuse => {
