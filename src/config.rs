@@ -84,6 +84,9 @@ pub struct Options {
     #[command(flatten)]
     pub reboot: crate::reboot::act::RebootOptions,
 
+    #[command(flatten)]
+    pub transport: crate::git::options::TransportOptions,
+
     /// Write gitops.prom into this directory after every pass, for node_exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter)
     #[arg(long, env = "GITOPS_METRICS_DIR", value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
@@ -131,6 +134,8 @@ pub struct Settings {
     pub notifier: crate::report::notify::options::Notifier,
     pub reboot: crate::reboot::act::RebootOptions,
     pub metrics_dir: Option<PathBuf>,
+    /// ssh trust on first use, the https token, --max-repo-size.
+    pub transport: crate::git::options::Transport,
 }
 
 /// A repository URL together with the form of it that is safe to print.
@@ -244,6 +249,9 @@ impl Settings {
         if let Some(dir) = &metrics_dir {
             check_metrics_dir(dir)?;
         }
+        let transport = opts
+            .transport
+            .resolve(&repo_url, opts.known_hosts.as_deref())?;
         Ok(Settings {
             repo_url,
             branch: opts.branch.clone(),
@@ -261,6 +269,7 @@ impl Settings {
             notifier: opts.notify.resolve()?,
             reboot: opts.reboot.clone(),
             metrics_dir,
+            transport,
         })
     }
 }

@@ -26,5 +26,6 @@ mod state_dir;
 mod status_report;
 mod status_truth;
 mod sync_pass;
+mod transport_trust;
 mod transports;
 mod tree_write;
