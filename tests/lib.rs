@@ -10,6 +10,7 @@ mod config_file;
 mod crash;
 mod env_fds_checkout;
 mod fleetlock_server;
+mod hostile_content;
 mod install_units;
 mod journal;
 mod limits_secrets_messages;
