@@ -87,6 +87,9 @@ pub struct Options {
     #[command(flatten)]
     pub trust: crate::git::trust::options::TrustOptions,
 
+    #[command(flatten)]
+    pub transport: crate::git::options::TransportOptions,
+
     /// Write gitops.prom into this directory after every pass, for node_exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter)
     #[arg(long, env = "GITOPS_METRICS_DIR", value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
@@ -138,6 +141,8 @@ pub struct Settings {
     pub trust: Option<crate::git::trust::Trust>,
     /// A tip committed longer ago than this is reported stale.
     pub max_commit_age: Option<Duration>,
+    /// ssh trust on first use, the https token, --max-repo-size.
+    pub transport: crate::git::options::Transport,
 }
 
 /// A repository URL together with the form of it that is safe to print.
@@ -251,6 +256,9 @@ impl Settings {
         if let Some(dir) = &metrics_dir {
             check_metrics_dir(dir)?;
         }
+        let transport = opts
+            .transport
+            .resolve(&repo_url, opts.known_hosts.as_deref())?;
         Ok(Settings {
             repo_url,
             branch: opts.branch.clone(),
@@ -270,6 +278,7 @@ impl Settings {
             metrics_dir,
             trust: opts.trust.resolve()?,
             max_commit_age: opts.trust.max_commit_age(),
+            transport,
         })
     }
 }

@@ -176,14 +176,14 @@ fn a_deploy_key_readable_by_others_is_rejected() {
 
 /// TLS in front of the CGI server: `socat` terminates it with a leaf certificate for
 /// 127.0.0.1 signed by a throwaway CA, which gitops trusts through SSL_CERT_FILE.
-struct Tls {
+pub struct Tls {
     dir: tempfile::TempDir,
     child: std::process::Child,
     port: u16,
 }
 
 impl Tls {
-    fn front(http_port: u16) -> Tls {
+    pub fn front(http_port: u16) -> Tls {
         let dir = tempfile::tempdir().unwrap();
         let sh = |script: &str| {
             let out = std::process::Command::new("sh")
@@ -234,7 +234,11 @@ impl Tls {
         Tls { dir, child, port }
     }
 
-    fn ca(&self) -> std::path::PathBuf {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn ca(&self) -> std::path::PathBuf {
         self.dir.path().join("ca.pem")
     }
 }

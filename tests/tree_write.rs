@@ -11,7 +11,7 @@ use crate::harness::{Machine, Tmpfs, RECORDING_RUN_SH};
 use crate::support::{git, Upstream};
 
 /// Run git in the upstream's bare repository with `input` on stdin; its trimmed stdout.
-fn plumbing(up: &Upstream, args: &[&str], input: &[u8]) -> String {
+pub(crate) fn plumbing(up: &Upstream, args: &[&str], input: &[u8]) -> String {
     let mut cmd: Command = git(&up.home());
     cmd.current_dir(up.bare())
         .args(args)
@@ -31,7 +31,7 @@ fn plumbing(up: &Upstream, args: &[&str], input: &[u8]) -> String {
 
 /// Point `main` at a commit of exactly these (mode, name, content) entries, names that git
 /// itself would never let into a commit included.
-fn commit_raw_tree(up: &Upstream, entries: &[(&str, &str, &[u8])]) -> String {
+pub(crate) fn commit_raw_tree(up: &Upstream, entries: &[(&str, &str, &[u8])]) -> String {
     let mut listing = String::new();
     for (mode, name, content) in entries {
         let id = plumbing(up, &["hash-object", "-w", "--stdin"], content);

@@ -16,7 +16,9 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 
-use super::store::{alloc_limit, clear_stale_locks, open_store, remove_pack_leftovers, ssh_log};
+use super::store::{
+    alloc_limit, clear_stale_locks, open_store, remove_pack_leftovers, ssh_log, tofu_known_hosts,
+};
 
 /// The remote tip of the followed branch after a fetch.
 #[derive(Debug, Clone)]
@@ -33,6 +35,20 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         Some(b) => format!("branch {b} of {shown}"),
         None => format!("the default branch of {shown}"),
     };
+    if settings
+        .repo_url
+        .credentials
+        .as_ref()
+        .is_some_and(|(_, password)| !password.is_empty())
+    {
+        say!(
+            "gitops: warning: the repository URL {} carries a password; move it to --http-token-file",
+            settings.repo_url.redacted
+        );
+    }
+    if settings.transport.ssh_accept_new && settings.repo_url.scheme == gix::url::Scheme::Ssh {
+        prepare_tofu_file(&tofu_known_hosts(&settings.state_dir))?;
+    }
     clear_stale_locks(store);
     remove_pack_leftovers(store);
     let log = ssh_log(store);
@@ -53,12 +69,7 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     // a thread that we stop waiting for at the deadline. A signal also reaches gix's own work
     // after the last read (indexing the pack, resolving deltas) through the signal flag.
     let outcome = if settings.repo_url.scheme == gix::url::Scheme::Git {
-        Some(fetch_here(
-            store,
-            settings,
-            deadline,
-            crate::signals::interrupt_flag(),
-        ))
+        Some(fetch_here(store, settings, deadline, None))
     } else {
         fetch_on_thread(store, settings, deadline)?
     };
@@ -66,11 +77,13 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         Some(Ok(fetched)) => Ok(fetched),
         Some(Err(e)) => {
             let words = transport_words(&log);
-            if e.downcast_ref::<crate::exit::Coded>().is_some() {
-                // Ours: it has its exit code and already says what to do.
+            if let Some(coded) = e.downcast_ref::<crate::exit::Coded>() {
+                // Ours: it has its exit code and already says what to do. What the transport
+                // said after we hung up on a too large pack is only noise.
+                let hung_up = coded.to_string().starts_with(TOO_LARGE);
                 let e = match words {
-                    Some(words) => e.context(words),
-                    None => e,
+                    Some(words) if !hung_up => e.context(words),
+                    _ => e,
                 };
                 Err(e.context(format!("could not fetch {what}")))
             } else {
@@ -89,7 +102,11 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
                     Some(words) => format!("{words}: {ours}"),
                     None => ours,
                 };
+                let tofu = tofu_known_hosts(&settings.state_dir);
                 let message = match fetch_fix(&cause) {
+                    _ if settings.transport.ssh_accept_new && host_key_changed(&cause) => {
+                        changed_host_key(&cause, &log, &tofu, &what)
+                    }
                     // gix's allocation limit, which we set from --max-file-size.
                     _ if cause.contains("too large to fit in memory") => format!(
                         "could not fetch {what}: it holds an object larger than {} (--max-file-size{}), refused before it was read into memory; remove the file from the branch, or raise --max-file-size",
@@ -115,6 +132,84 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
         )),
     };
     result
+}
+
+/// The refusal of a server whose key is not the one trusted on first use: which key it offers
+/// now, and the command that forgets the old one.
+fn changed_host_key(cause: &str, log: &Path, file: &Path, what: &str) -> String {
+    let host = cause
+        .split("Host key for ")
+        .nth(1)
+        .and_then(|rest| rest.split(" has changed").next())
+        .unwrap_or("HOST");
+    let said = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = said.lines().map(str::trim).collect();
+    // "The fingerprint for the ED25519 key sent by the remote host is" / "SHA256:…."
+    let offered = lines
+        .iter()
+        .position(|l| l.starts_with("The fingerprint for the "))
+        .and_then(|at| {
+            let kind = lines[at]
+                .strip_prefix("The fingerprint for the ")?
+                .split(' ')
+                .next()?;
+            let print = lines.get(at + 1)?.trim_end_matches('.');
+            Some(format!("{kind} key {print}"))
+        })
+        .unwrap_or_else(|| "another key".to_string());
+    let file = file.display();
+    format!(
+        "could not fetch {what}: the host key of {host} has changed: the server now presents {offered}, not the key recorded on first use in {file}; if that is its real new key (check the fingerprint out of band), run ssh-keygen -R '{host}' -f {file} and the next pass records it, otherwise someone may be intercepting the connection"
+    )
+}
+
+/// ssh's words for a server whose key differs from the one known_hosts has for it.
+fn host_key_changed(cause: &str) -> bool {
+    cause.contains("has changed and you have requested strict checking")
+        || cause.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+}
+
+/// The known_hosts of --ssh-accept-new is created by us (0600, never through a link) before ssh
+/// appends to it, and refused when it is not ours alone: a line someone else wrote there is a
+/// server key gitops would trust.
+fn prepare_tofu_file(file: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = file.display();
+    match std::fs::symlink_metadata(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::pass::state::create_new(file).map_err(|e| {
+                fail(
+                    Exit::Usage,
+                    format!("could not create {shown} for --ssh-accept-new ({e}): check that the state directory is writable"),
+                )
+            })?;
+            Ok(())
+        }
+        Err(e) => Err(fail(
+            Exit::Usage,
+            format!("cannot inspect {shown} ({e}): check the state directory"),
+        )),
+        Ok(meta) => {
+            let me = nix::unistd::geteuid().as_raw();
+            let mode = meta.mode() & 0o7777;
+            if !meta.is_file() {
+                Err(fail(
+                    Exit::Usage,
+                    format!("{shown} is not a regular file: remove it, and the next pass records the server's host key again"),
+                ))
+            } else if meta.uid() != me || mode & 0o022 != 0 {
+                Err(fail(
+                    Exit::Usage,
+                    format!(
+                        "{shown} belongs to uid {} with mode {mode:04o}, so others may have added host keys to it: check its lines, then chown it to uid {me} and chmod 600 it",
+                        meta.uid()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What to change, judged from the words of a failed gix fetch; `None` for the words our own
@@ -181,19 +276,29 @@ fn fetch_here(
     store: &Path,
     settings: &Settings,
     deadline: Instant,
-    interrupt: &AtomicBool,
+    interrupt: Option<Arc<AtomicBool>>,
 ) -> Result<Fetched> {
     let repo = open_store(store, settings)?;
     let url = settings.repo_url.raw.as_str();
-    let credentials = settings.repo_url.credentials.clone();
+    let credentials = settings.transport.credentials(&settings.repo_url);
     fetch_inner(
         &repo,
         url,
         settings.branch.as_deref(),
         deadline,
-        interrupt,
+        Limits {
+            interrupt,
+            max_repo_size: settings.transport.max_repo_size,
+        },
         credentials,
     )
+}
+
+/// What bounds a fetch besides its deadline.
+struct Limits {
+    /// Set by the caller to stop the fetch (a signal reaches it without this).
+    interrupt: Option<Arc<AtomicBool>>,
+    max_repo_size: u64,
 }
 
 /// Run the fetch on its own thread; `None` when it did not finish by the deadline.
@@ -209,7 +314,7 @@ fn fetch_on_thread(
         .name("fetch".into())
         .spawn(move || {
             // A gix::Repository is not Send without gix's "parallel" feature: it is opened here.
-            let _ = tx.send(fetch_here(&store, &settings, deadline, &flag));
+            let _ = tx.send(fetch_here(&store, &settings, deadline, Some(flag)));
         })
         .context("could not start the fetch thread")?;
     // In slices, so that a SIGTERM ends the wait as well as the deadline does.
@@ -408,7 +513,7 @@ fn fetch_inner(
     url: &str,
     branch: Option<&str>,
     deadline: Instant,
-    interrupt: &AtomicBool,
+    limits: Limits,
     credentials: Option<(String, String)>,
 ) -> Result<Fetched> {
     let spec = match branch {
@@ -458,13 +563,31 @@ fn fetch_inner(
         .and_then(|name| repo.try_find_reference(name.as_bstr()).ok().flatten())
         .and_then(|r| r.target().try_id().map(ToOwned::to_owned));
     if known != Some(tip) {
-        prepare.receive(gix::progress::Discard, interrupt)?;
+        let budget = limits
+            .max_repo_size
+            .saturating_sub(super::repo_size::packs_size(repo.path()));
+        let watch = super::repo_size::SizeWatch::new(budget, limits.interrupt);
+        let received = prepare.receive(watch.clone(), watch.interrupt());
+        if watch.exceeded() {
+            // gix removed its temporary pack file on the way out: the store is as it was.
+            return Err(fail(
+                Exit::FetchFailed,
+                format!(
+                    "{TOO_LARGE} ({}); raise it if this is expected",
+                    crate::config::show_size(limits.max_repo_size)
+                ),
+            ));
+        }
+        received?;
     }
     Ok(Fetched {
         tip,
         branch: resolved_branch,
     })
 }
+
+/// How the --max-repo-size refusal starts.
+const TOO_LARGE: &str = "the repository is larger than --max-repo-size";
 
 /// The branch did not resolve: list the remote's branches (only on this error path) to tell an
 /// empty repository from a wrong branch name.
@@ -592,7 +715,7 @@ fn connect<'a, 'repo>(
         Some((user, password)) => (Some(user), Some(password)),
         None => (None, None),
     };
-    // Credentials come from the URL or nowhere: no helper, no prompt.
+    // Credentials come from the token file, the URL or nowhere: no helper, no prompt.
     Ok(connection.with_credentials(move |action| match action {
         gix::credentials::helper::Action::Get(ctx) => match (&user, &password) {
             (Some(username), Some(password)) => Ok(Some(gix::credentials::protocol::Outcome {
@@ -605,7 +728,7 @@ fn connect<'a, 'repo>(
             })),
             _ => Err(gix::Error::from_error(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                "the server asks for credentials and the URL carries none",
+                "the server asks for credentials and none are configured: give a token with --http-token-file",
             ))),
         },
         _ => Ok(None),

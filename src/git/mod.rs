@@ -2,6 +2,8 @@
 //! checkout link that points at it.
 
 mod fetch;
+pub mod options;
+mod repo_size;
 mod store;
 pub mod tree;
 pub mod trust;

@@ -132,11 +132,38 @@ fn ssh_overrides(log: &Path, settings: &Settings) -> Vec<String> {
             " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes",
             shell_quote(&known_hosts.display().to_string())
         ));
+    } else if settings.transport.ssh_accept_new {
+        // accept-new records a server's first key and refuses any other later: the one
+        // relaxation there is (never StrictHostKeyChecking=no). Our file alone, so what is
+        // trusted is what it says; unhashed, so an operator can read which server a line is.
+        command.push_str(&format!(
+            " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=accept-new -o HashKnownHosts=no",
+            shell_quote(&tofu_known_hosts(&settings.state_dir).display().to_string())
+        ));
     }
-    vec![
+    let mut overrides = vec![
         format!("core.sshCommand={command}"),
         "ssh.variant=ssh".to_string(),
-    ]
+    ];
+    if matches!(
+        settings.repo_url.scheme,
+        gix::url::Scheme::Http | gix::url::Scheme::Https
+    ) {
+        // The bearer token as gix's http.extraHeader: sent on every request, and gix follows
+        // no redirect once a header is configured, so it never reaches another host.
+        overrides.extend(
+            settings
+                .transport
+                .bearer_header()
+                .map(|h| format!("http.extraHeader={h}")),
+        );
+    }
+    overrides
+}
+
+/// Where --ssh-accept-new records the host keys it has seen.
+pub(super) fn tofu_known_hosts(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("known_hosts")
 }
 
 fn shell_quote(s: &str) -> String {
@@ -220,6 +247,55 @@ pub fn commit_time(repo: &gix::Repository, commit: ObjectId) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    fn settings(dir: &Path, extra: &[&str]) -> crate::config::Settings {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: crate::config::Options,
+        }
+        let state = dir.join("state").display().to_string();
+        let checkout = dir.join("gitops").display().to_string();
+        let mut args = vec![
+            "gitops",
+            "--repo-url",
+            "ssh://git@example.invalid/r.git",
+            "--state-dir",
+            &state,
+            "--checkout",
+            &checkout,
+        ];
+        args.extend(extra);
+        let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+        crate::config::Settings::for_sync(&cli.options).unwrap()
+    }
+
+    #[test]
+    fn host_keys_are_pinned_or_trusted_on_first_use_never_unchecked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = dir.path().join("pinned");
+        std::fs::write(&pinned, "").unwrap();
+        let pinned = pinned.display().to_string();
+        let log = Path::new("/l");
+        let tofu = super::ssh_overrides(log, &settings(dir.path(), &["--ssh-accept-new"]));
+        let tofu = tofu.join("\n");
+        let file = dir.path().join("state/known_hosts").display().to_string();
+        assert!(
+            tofu.contains("-o StrictHostKeyChecking=accept-new")
+                && tofu.contains(&format!("-o UserKnownHostsFile='{file}'"))
+                && tofu.contains("GlobalKnownHostsFile=/dev/null"),
+            "{tofu}"
+        );
+        for extra in [&[][..], &["--ssh-accept-new"], &["--known-hosts", &pinned]] {
+            let command = super::ssh_overrides(log, &settings(dir.path(), extra)).join("\n");
+            assert!(
+                command.contains("BatchMode=yes") && !command.contains("StrictHostKeyChecking=no"),
+                "{command}"
+            );
+        }
+    }
+
     #[test]
     fn only_temporary_pack_files_are_leftovers() {
         let table = [

@@ -55,7 +55,7 @@ const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
 /// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
-const KNOWN_KEYS: [&str; 28] = [
+const KNOWN_KEYS: [&str; 32] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -84,6 +84,10 @@ const KNOWN_KEYS: [&str; 28] = [
     "GITOPS_VERIFY",
     "GITOPS_VERIFY_FIRST_PARENT",
     "GITOPS_MAX_COMMIT_AGE",
+    "GITOPS_SSH_ACCEPT_NEW",
+    "GITOPS_HTTP_TOKEN_FILE",
+    "GITOPS_HTTP_AUTH",
+    "GITOPS_MAX_REPO_SIZE",
 ];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.

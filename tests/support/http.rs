@@ -29,6 +29,8 @@ struct Shared {
     home: PathBuf,
     /// Expected `user:pass`, when Basic auth is required.
     credentials: Option<String>,
+    /// Expected token, when `Authorization: Bearer` is required instead.
+    bearer: Option<String>,
     requests: AtomicUsize,
     stopping: AtomicBool,
 }
@@ -37,13 +39,28 @@ impl HttpServer {
     /// Serve the repositories under `base` at `http://127.0.0.1:PORT/<name>`. With
     /// `basic_auth`, every request must carry those credentials or gets a 401 challenge.
     pub fn serve(base: &Path, basic_auth: Option<(&str, &str)>) -> HttpServer {
+        Self::serve_with(
+            base,
+            basic_auth.map(|(user, pass)| format!("{user}:{pass}")),
+            None,
+        )
+    }
+
+    /// Like [`HttpServer::serve`], but every request must carry `Authorization: Bearer TOKEN`
+    /// or gets a 401 with a Bearer challenge.
+    pub fn serve_bearer(base: &Path, token: &str) -> HttpServer {
+        Self::serve_with(base, None, Some(token.to_string()))
+    }
+
+    fn serve_with(base: &Path, credentials: Option<String>, bearer: Option<String>) -> HttpServer {
         let home = TempDir::new().expect("create tempdir");
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared {
             base: base.to_path_buf(),
             home: home.path().to_path_buf(),
-            credentials: basic_auth.map(|(user, pass)| format!("{user}:{pass}")),
+            credentials,
+            bearer,
             requests: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         });
@@ -133,20 +150,30 @@ fn handle(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     };
     shared.requests.fetch_add(1, Ordering::SeqCst);
 
-    let user = match &shared.credentials {
-        None => None,
-        Some(expected) => match basic_credentials(&request) {
-            Some(given) if given == *expected => given.split(':').next().map(str::to_string),
-            _ => {
+    let granted = match (&shared.credentials, &shared.bearer) {
+        (None, None) => Ok(None),
+        (Some(expected), _) => match basic_credentials(&request) {
+            Some(given) if given == *expected => Ok(given.split(':').next().map(str::to_string)),
+            _ => Err("Basic realm=\"git\""),
+        },
+        (None, Some(token)) => match request.header("Authorization") {
+            Some(value) if value == format!("Bearer {token}") => Ok(None),
+            _ => Err("Bearer realm=\"git\""),
+        },
+    };
+    let user = match granted {
+        Ok(user) => user,
+        Err(challenge) => {
+            {
                 // Consume the body first: closing with unread data makes the kernel send a
                 // reset, and the client could see that instead of the 401.
                 if !expects_continue(&request) {
                     read_body(&mut reader, &request)?;
                 }
-                let challenge = [("WWW-Authenticate", "Basic realm=\"git\"")];
+                let challenge = [("WWW-Authenticate", challenge)];
                 return respond(&mut out, "401 Unauthorized", &challenge, b"auth required\n");
             }
-        },
+        }
     };
 
     if expects_continue(&request) {

@@ -19,6 +19,8 @@ pub struct Sshd {
     port: u16,
     user: String,
     dir: TempDir,
+    /// The file (in `dir`) of the host key the server presents.
+    host_key: &'static str,
 }
 
 impl Sshd {
@@ -40,7 +42,8 @@ impl Sshd {
         for attempt in 0..STARTUP_ATTEMPTS {
             let port = free_port();
             let config = path(&format!("sshd_config-{attempt}"));
-            fs::write(&config, config_text(dir.path(), port)).expect("write sshd_config");
+            fs::write(&config, config_text(dir.path(), port, "host_key"))
+                .expect("write sshd_config");
             let log = path(&format!("sshd-{attempt}.log"));
             let log_file = File::create(&log).expect("create sshd log");
             // -e logs to stderr, which includes "Server listening on ..." once the socket is bound.
@@ -68,6 +71,7 @@ impl Sshd {
                         port,
                         user,
                         dir,
+                        host_key: "host_key",
                     };
                 }
                 Err(why) => {
@@ -78,6 +82,71 @@ impl Sshd {
             }
         }
         panic!("sshd did not start:\n{}", failures.join("\n"));
+    }
+
+    /// Let the key whose public half is `public_key` in too, as one more authorized_keys line
+    /// (sshd reads the file at every login).
+    pub fn authorize(&self, public_key: &Path) {
+        let line = fs::read_to_string(public_key).expect("read public key");
+        let mut keys = fs::read_to_string(self.dir.path().join("authorized_keys")).unwrap();
+        keys.push_str(&line);
+        fs::write(self.dir.path().join("authorized_keys"), keys).expect("write authorized_keys");
+    }
+
+    /// The public half of the host key this server presents now.
+    pub fn host_public_key(&self) -> String {
+        fs::read_to_string(self.dir.path().join(format!("{}.pub", self.host_key)))
+            .expect("read host public key")
+    }
+
+    /// Stop this server and start one on the same port that presents another host key, as a
+    /// reinstalled server (or someone in the middle) would.
+    pub fn restart_with_other_host_key(&mut self) {
+        stop(&mut self.child);
+        self.host_key = "other_host_key";
+        let path = |name: &str| self.dir.path().join(name);
+        let config = path("sshd_config-other");
+        fs::write(
+            &config,
+            config_text(self.dir.path(), self.port, self.host_key),
+        )
+        .expect("write sshd_config");
+        let log = path("sshd-other.log");
+        let mut failures = Vec::new();
+        // The old socket may linger a moment; sshd binds with SO_REUSEADDR, so a few tries do.
+        for _ in 0..STARTUP_ATTEMPTS {
+            let log_file = File::create(&log).expect("create sshd log");
+            let mut child = Command::new(SSHD)
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("spawn sshd");
+            let marker = format!("Server listening on 127.0.0.1 port {}", self.port);
+            match await_server(&mut child, self.port, &log, &marker) {
+                Ok(()) => {
+                    self.child = child;
+                    return;
+                }
+                Err(why) => {
+                    stop(&mut child);
+                    failures.push(format!(
+                        "{why}\n{}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    ));
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+        panic!(
+            "sshd did not restart on port {}:\n{}",
+            self.port,
+            failures.join("\n")
+        );
     }
 
     /// `ssh://USER@127.0.0.1:PORT/abs/path` for a repository given by absolute path.
@@ -158,13 +227,13 @@ fn keygen(path: &Path) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod key");
 }
 
-fn config_text(dir: &Path, port: u16) -> String {
+fn config_text(dir: &Path, port: u16, host_key: &str) -> String {
     let d = dir.display();
     // AcceptEnv GIT_PROTOCOL lets git clients negotiate protocol v2 over ssh, as real hosts do.
     format!(
         "ListenAddress 127.0.0.1\n\
          Port {port}\n\
-         HostKey {d}/host_key\n\
+         HostKey {d}/{host_key}\n\
          AuthorizedKeysFile {d}/authorized_keys\n\
          PasswordAuthentication no\n\
          KbdInteractiveAuthentication no\n\

@@ -209,7 +209,7 @@ fn secrets_of(url: &str, parsed: Option<&Url>) -> Vec<String> {
 
 /// Read a file holding a secret, checked as the deploy key is: a regular file, readable by its
 /// owner alone, owned by us or root.
-fn read_secret_file(path: &Path, flag: &str, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_secret_file(path: &Path, flag: &str, what: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let shown = path.display();
     let file = crate::config::open_regular(path).map_err(|e| {
