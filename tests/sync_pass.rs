@@ -385,7 +385,8 @@ fn only_the_followed_branch_is_fetched() {
             .arg(&store)
             .args(["for-each-ref", "--format=%(refname)"]),
     );
-    assert_eq!(refs.trim(), "refs/remotes/origin/main");
+    // The followed branch, and the store's record of the applied commit.
+    assert_eq!(refs.trim(), "refs/gitops/applied\nrefs/remotes/origin/main");
     let has_other = crate::support::output(
         crate::support::git(m.dir.path())
             .arg("--git-dir")
