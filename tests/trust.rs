@@ -496,3 +496,53 @@ fn trust_options_that_cannot_work_are_usage_errors() {
     assert!(line.contains("cert-authority"), "{line}");
     assert!(m.runs().is_empty());
 }
+
+#[test]
+fn an_untrusted_commit_and_a_stale_tip_are_each_told_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = ssh_key(dir.path(), "alice", &["-t", "ed25519"]);
+    let signers = allowed_signers(dir.path(), &[format!("alice@example.com {}", alice.key())]);
+    let r = crate::receiver::Receiver::start(vec![]);
+    let notify = format!("--notify-url={}", r.url("/hook"));
+    let events = || -> Vec<serde_json::Value> {
+        r.requests()
+            .iter()
+            .map(|req| serde_json::from_slice(&req.body).unwrap())
+            .collect()
+    };
+    let up = Upstream::new();
+    let unsigned = commit(&up, "1", "unsigned", &[]);
+    let m = Machine::new();
+    for _ in 0..2 {
+        m.sync(&up.file_url(), &[&arg(&signers), &notify]).expect(5);
+    }
+    let got = events();
+    assert_eq!(got.len(), 1, "told once, not every pass: {got:?}");
+    assert_eq!(got[0]["event"], "untrusted");
+    assert_eq!(got[0]["commit"], unsigned.as_str());
+    assert_eq!(got[0]["exit_code"], 5);
+    assert!(
+        got[0]["error"].as_str().unwrap().contains("not signed"),
+        "{}",
+        got[0]
+    );
+
+    let old = up.commit_with(
+        &[("run.sh", RECORDING_RUN_SH)],
+        "signed, old",
+        &alice.signing(),
+        &[("GIT_COMMITTER_DATE", "2020-01-01T00:00:00Z")],
+    );
+    let stale = [arg(&signers), notify.clone(), "--max-commit-age=7d".into()];
+    for _ in 0..2 {
+        m.sync(&up.file_url(), &with(&stale)).expect(0);
+    }
+    let kinds: Vec<_> = events().iter().map(|e| e["event"].clone()).collect();
+    assert_eq!(kinds, ["untrusted", "applied", "stale"], "{:?}", events());
+    let told = &events()[2];
+    assert_eq!(told["commit"], old.as_str());
+    assert!(
+        told["error"].as_str().unwrap().contains("--max-commit-age"),
+        "{told}"
+    );
+}
