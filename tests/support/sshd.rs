@@ -45,18 +45,7 @@ impl Sshd {
             fs::write(&config, config_text(dir.path(), port, "host_key"))
                 .expect("write sshd_config");
             let log = path(&format!("sshd-{attempt}.log"));
-            let log_file = File::create(&log).expect("create sshd log");
-            // -e logs to stderr, which includes "Server listening on ..." once the socket is bound.
-            let mut child = Command::new(SSHD)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .expect("spawn sshd");
+            let mut child = spawn_sshd(&config, &log);
             let marker = format!("Server listening on 127.0.0.1 port {port}");
             match await_server(&mut child, port, &log, &marker) {
                 Ok(()) => {
@@ -115,17 +104,7 @@ impl Sshd {
         let mut failures = Vec::new();
         // The old socket may linger a moment; sshd binds with SO_REUSEADDR, so a few tries do.
         for _ in 0..STARTUP_ATTEMPTS {
-            let log_file = File::create(&log).expect("create sshd log");
-            let mut child = Command::new(SSHD)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .expect("spawn sshd");
+            let mut child = spawn_sshd(&config, &log);
             let marker = format!("Server listening on 127.0.0.1 port {}", self.port);
             match await_server(&mut child, self.port, &log, &marker) {
                 Ok(()) => {
@@ -256,4 +235,20 @@ fn write_known_hosts(path: &Path, host_pub: &Path, port: u16) {
         panic!("malformed public key in {host_pub:?}: {public:?}");
     };
     fs::write(path, format!("[127.0.0.1]:{port} {kind} {key}\n")).expect("write known_hosts");
+}
+
+/// sshd in the foreground with `config`, logging to `log`: -e logs to stderr, which includes
+/// "Server listening on ..." once the socket is bound.
+fn spawn_sshd(config: &Path, log: &Path) -> Child {
+    let log_file = File::create(log).expect("create sshd log");
+    Command::new(SSHD)
+        .arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn sshd")
 }

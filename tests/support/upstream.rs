@@ -175,10 +175,7 @@ impl Upstream {
         ]);
         commit.envs(env.iter().copied());
         run(&mut commit);
-        run(self
-            .git_in(&work)
-            .args(["push", "-q", "origin", "HEAD:refs/heads/main"]));
-        run(self.git_in(&work).args(["rev-parse", "HEAD"]))
+        self.push_main()
     }
 
     /// A git command in the working clone, for what the helpers above do not cover (branches,
@@ -196,19 +193,6 @@ impl Upstream {
     }
 
     fn commit_all(&self, message: &str) -> String {
-        let work = self.work();
-        run(self.git_in(&work).args(["add", "-A"]));
-        run(self.git_in(&work).args([
-            "commit",
-            "-q",
-            "--allow-empty",
-            "--no-verify",
-            "-m",
-            message,
-        ]));
-        run(self
-            .git_in(&work)
-            .args(["push", "-q", "origin", "HEAD:refs/heads/main"]));
-        run(self.git_in(&work).args(["rev-parse", "HEAD"]))
+        self.commit_with(&[], message, &[], &[])
     }
 }
