@@ -29,3 +29,4 @@ mod sync_pass;
 mod transports;
 mod tree_write;
 mod trust;
+mod trust_attacks;
