@@ -122,7 +122,7 @@ fn trust_a_signature_carried_over_to_other_content_or_made_for_a_file_is_refused
     let armoured = std::fs::read_to_string(file.with_extension("sig")).unwrap();
     let as_file = serve_forged(&up, &add_header(&payload, &as_header("gpgsig", &armoured)));
     let refused = m.sync(&up.file_url(), &[&arg(&signers)]);
-    assert_untrusted(&m, refused, &as_file, "");
+    assert_untrusted(&m, refused, &as_file, "namespace \"file\"");
 
     // Two signature headers: the one read first decides, and it is garbage.
     let signed_object = object(&up, &signed);
