@@ -3,6 +3,7 @@
 //! local user who is not root; each with the real binary, real keys and real git.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use crate::harness::{Machine, RECORDING_RUN_SH};
@@ -315,4 +316,46 @@ fn trust_a_record_naming_a_commit_the_store_lacks_refuses_with_the_way_out() {
     );
     m.sync(&up.file_url(), &["--allow-rewind"]).expect(0);
     m.sync(&up.file_url(), &[]).expect(0);
+}
+
+#[test]
+fn trust_keys_reached_through_a_symlink_into_another_users_directory_decide_nothing() {
+    if !crate::harness::is_root() {
+        eprintln!("skipped: needs root to give a directory to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::chmod(dir.path(), 0o755);
+    let alice = ssh_key(dir.path(), "alice", &["-t", "ed25519"]);
+    let gpg = gpg_key(dir.path(), "alice");
+    let up = Upstream::new();
+    commit(&up, "1", "signed", &alice.signing());
+    // Root's own files, in a directory that nobody (uid 65534) owns and can swap them in.
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let signers = allowed_signers(&theirs, &[format!("alice@example.com {}", alice.key())]);
+    let keyring = theirs.join("keyring.gpg");
+    std::fs::copy(&gpg.keyring, &keyring).unwrap();
+    std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o644)).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    // Pointed at from a directory only root may change.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::os::unix::fs::symlink(&signers, mine.join("allowed_signers")).unwrap();
+    std::os::unix::fs::symlink(&keyring, mine.join("keyring.gpg")).unwrap();
+    let m = Machine::new();
+    for option in [
+        format!(
+            "--allowed-signers={}",
+            mine.join("allowed_signers").display()
+        ),
+        format!("--gpg-keyring={}", mine.join("keyring.gpg").display()),
+    ] {
+        let line = m.sync(&up.file_url(), &[&option]).expect(2).error_line();
+        assert!(
+            line.contains(&theirs.display().to_string()) && line.contains("65534"),
+            "{option}: {line}"
+        );
+    }
+    assert!(m.runs().is_empty());
 }
