@@ -301,7 +301,7 @@ mod tests {
             &b"garbage\n"[..],
             b"",
             format!("{ID}garbage\n").as_bytes(),
-            format!("ref: refs/heads/main\n").as_bytes(),
+            b"ref: refs/heads/main\n",
             &[0xff; 4096],
         ] {
             assert!(
