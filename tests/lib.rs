@@ -31,3 +31,4 @@ mod transport_trust;
 mod transports;
 mod tree_write;
 mod trust;
+mod trust_attacks;

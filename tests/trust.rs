@@ -8,12 +8,12 @@ use crate::harness::{Machine, RECORDING_RUN_SH};
 use crate::support::{run, Upstream};
 
 /// A throwaway SSH key and the files around it.
-struct SshKey {
-    private: PathBuf,
-    public: String,
+pub(crate) struct SshKey {
+    pub(crate) private: PathBuf,
+    pub(crate) public: String,
 }
 
-fn ssh_key(dir: &Path, name: &str, kind: &[&str]) -> SshKey {
+pub(crate) fn ssh_key(dir: &Path, name: &str, kind: &[&str]) -> SshKey {
     let private = dir.join(name);
     run(Command::new("ssh-keygen")
         .args(["-q", "-N", "", "-C", name])
@@ -29,7 +29,7 @@ fn ssh_key(dir: &Path, name: &str, kind: &[&str]) -> SshKey {
 
 impl SshKey {
     /// `git -c` settings that sign a commit with this key.
-    fn signing(&self) -> Vec<String> {
+    pub(crate) fn signing(&self) -> Vec<String> {
         vec![
             "gpg.format=ssh".into(),
             format!("user.signingkey={}", self.private.display()),
@@ -38,7 +38,7 @@ impl SshKey {
     }
 
     /// The key type and base64, without the comment.
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         self.public
             .split_whitespace()
             .take(2)
@@ -46,7 +46,7 @@ impl SshKey {
             .join(" ")
     }
 
-    fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let out = run(Command::new("ssh-keygen")
             .arg("-lf")
             .arg(self.private.with_extension("pub")));
@@ -55,23 +55,23 @@ impl SshKey {
 }
 
 /// An allowed_signers file with these lines, 0644 as an administrator would leave it.
-fn allowed_signers(dir: &Path, lines: &[String]) -> PathBuf {
+pub(crate) fn allowed_signers(dir: &Path, lines: &[String]) -> PathBuf {
     let path = dir.join("allowed_signers");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     crate::harness::chmod(&path, 0o644);
     path
 }
 
-fn arg(path: &Path) -> String {
+pub(crate) fn arg(path: &Path) -> String {
     format!("--allowed-signers={}", path.display())
 }
 
-fn short(commit: &str) -> &str {
+pub(crate) fn short(commit: &str) -> &str {
     &commit[..12]
 }
 
 /// A commit of the recording entry point (and `extra`), signed with `signing`.
-fn commit(up: &Upstream, extra: &str, message: &str, signing: &[String]) -> String {
+pub(crate) fn commit(up: &Upstream, extra: &str, message: &str, signing: &[String]) -> String {
     up.commit_with(
         &[("run.sh", RECORDING_RUN_SH), ("extra", extra)],
         message,
@@ -80,7 +80,7 @@ fn commit(up: &Upstream, extra: &str, message: &str, signing: &[String]) -> Stri
     )
 }
 
-fn assert_untrusted(m: &Machine, run: crate::harness::Run, commit: &str, why: &str) {
+pub(crate) fn assert_untrusted(m: &Machine, run: crate::harness::Run, commit: &str, why: &str) {
     let line = run.expect(5).error_line();
     assert!(
         line.contains(short(commit)) && line.contains(why),
@@ -277,13 +277,13 @@ fn with(args: &[String]) -> Vec<&str> {
 }
 
 /// A GnuPG home with one throwaway key, and its public keyring exported (binary).
-struct GpgKey {
-    home: tempfile::TempDir,
-    fingerprint: String,
-    keyring: PathBuf,
+pub(crate) struct GpgKey {
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) fingerprint: String,
+    pub(crate) keyring: PathBuf,
 }
 
-fn gpg_key(dir: &Path, name: &str) -> GpgKey {
+pub(crate) fn gpg_key(dir: &Path, name: &str) -> GpgKey {
     let home = tempfile::Builder::new()
         .prefix("g")
         .tempdir_in("/tmp")
@@ -323,7 +323,7 @@ fn gpg_key(dir: &Path, name: &str) -> GpgKey {
 }
 
 impl GpgKey {
-    fn signing(&self) -> Vec<String> {
+    pub(crate) fn signing(&self) -> Vec<String> {
         vec![
             "gpg.format=openpgp".into(),
             format!("user.signingkey={}", self.fingerprint),

@@ -212,11 +212,56 @@ pub fn relation(
 /// or restored from an old copy must not let an older commit be applied as if it were new.
 pub const APPLIED_REF: &str = "refs/gitops/applied";
 
-/// The store's record of the last applied commit, read as the loose ref gix writes: one small
-/// read, so the usual pass (nothing new) does not open the store for it.
-pub fn recorded_applied(store: &Path) -> Option<ObjectId> {
-    let text = std::fs::read(store.join(APPLIED_REF)).ok()?;
-    let hex = text.get(..40)?;
+/// The store's record of the last applied commit, read as the loose ref gix writes (one small
+/// read, so the usual pass, nothing new, does not open the store for it) or, when `git gc` or
+/// `git pack-refs` has moved it, from `packed-refs`. Ok(None): no record. Err: a record that
+/// cannot be read, said as the end of a sentence about it; never taken for "no record", which
+/// would let a lost state.json apply an older commit as if it were new.
+pub fn recorded_applied(store: &Path) -> std::result::Result<Option<ObjectId>, String> {
+    let loose = store.join(APPLIED_REF);
+    match std::fs::symlink_metadata(&loose) {
+        Ok(meta) if !meta.is_file() => return Err("is not a regular file".to_string()),
+        Ok(_) => {
+            let text = read_small(&loose).map_err(|e| format!("cannot be read ({e})"))?;
+            return parse_record(&text)
+                .map(Some)
+                .ok_or_else(|| "holds no commit id".to_string());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot be read ({e})")),
+    }
+    let packed = match std::fs::read(store.join("packed-refs")) {
+        Ok(packed) => packed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot be read from packed-refs ({e})")),
+    };
+    for line in packed.split(|&b| b == b'\n') {
+        let Some(at) = line.iter().position(|&b| b == b' ') else {
+            continue;
+        };
+        let (hex, name) = (&line[..at], &line[at + 1..]);
+        if name.strip_suffix(b"\r").unwrap_or(name) == APPLIED_REF.as_bytes() {
+            return parse_record(hex)
+                .map(Some)
+                .ok_or_else(|| "holds no commit id in packed-refs".to_string());
+        }
+    }
+    Ok(None)
+}
+
+/// A loose ref is one object id and a newline: 41 bytes; more is not a ref gix or git wrote.
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)?
+        .take(256)
+        .read_to_end(&mut text)?;
+    Ok(text)
+}
+
+/// The object id a ref file holds, nothing before or after it but the final newline.
+fn parse_record(text: &[u8]) -> Option<ObjectId> {
+    let hex = text.strip_suffix(b"\n").unwrap_or(text);
     ObjectId::from_hex(hex).ok()
 }
 
@@ -247,6 +292,7 @@ pub fn commit_time(repo: &gix::Repository, commit: ObjectId) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use std::path::Path;
 
     fn settings(dir: &Path, extra: &[&str]) -> crate::config::Settings {
@@ -294,6 +340,55 @@ mod tests {
                 "{command}"
             );
         }
+    }
+
+    fn record_in(files: &[(&str, &[u8])]) -> std::result::Result<Option<ObjectId>, String> {
+        let store = tempfile::tempdir().expect("tempdir");
+        for (path, bytes) in files {
+            let path = store.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write");
+        }
+        recorded_applied(store.path())
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn the_applied_record_is_read_loose_or_packed_and_garbage_is_never_no_record() {
+        let id = ObjectId::from_hex(ID.as_bytes()).ok();
+        let loose = format!("{ID}\n");
+        let packed = format!(
+            "# pack-refs with: peeled fully-peeled sorted \n{ID} refs/gitops/applied\n{ID} refs/remotes/origin/HEAD\n"
+        );
+        assert_eq!(record_in(&[]), Ok(None));
+        assert_eq!(record_in(&[(APPLIED_REF, loose.as_bytes())]), Ok(id));
+        // `git gc` packs refs: the record must survive it.
+        assert_eq!(record_in(&[("packed-refs", packed.as_bytes())]), Ok(id));
+        assert_eq!(
+            record_in(&[(
+                "packed-refs",
+                format!("{ID} refs/remotes/origin/HEAD\n").as_bytes()
+            )]),
+            Ok(None)
+        );
+        for garbage in [
+            &b"garbage\n"[..],
+            b"",
+            format!("{ID}garbage\n").as_bytes(),
+            b"ref: refs/heads/main\n",
+            &[0xff; 4096],
+        ] {
+            assert!(
+                record_in(&[(APPLIED_REF, garbage)]).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
+        assert!(record_in(&[("packed-refs", b"zz refs/gitops/applied\n")]).is_err());
+        let store = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(store.path().join("refs/gitops/applied")).expect("mkdir");
+        assert!(recorded_applied(store.path()).is_err_and(|e| e.contains("regular file")));
     }
 
     #[test]

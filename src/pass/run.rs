@@ -263,7 +263,29 @@ fn pass(
         .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     // The commit the tip must descend from: state.json's, or the store's record when state.json
     // lost it or is an older copy.
-    let recorded = git::recorded_applied(&layout.repo());
+    let recorded = match git::recorded_applied(&layout.repo()) {
+        Ok(recorded) => recorded,
+        // Unreadable is not "none": with state.json lost too, any older commit would pass.
+        Err(why) if settings.allow_rewind => {
+            say!(
+                "gitops: warning: the store's record of the applied commit ({}) {why}; --allow-rewind: it is written again by this pass",
+                git::APPLIED_REF
+            );
+            None
+        }
+        Err(why) => {
+            return Err((
+                Outcome::Refused,
+                fail(
+                    Exit::Refused,
+                    format!(
+                        "the store's record of the applied commit ({}) {why}, so going back to an older commit cannot be detected; pass --allow-rewind once to apply the branch as it is and record it again",
+                        layout.repo().join(git::APPLIED_REF).display()
+                    ),
+                ),
+            ))
+        }
+    };
     let applied_id = match (in_state, recorded) {
         (_, None) => in_state,
         (Some(a), Some(r)) if a == r => in_state,

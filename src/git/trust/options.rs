@@ -205,10 +205,10 @@ fn check_anchor(path: &Path, option: &str, what: &str) -> Result<()> {
             ),
         ));
     }
-    if let Some(parent) = path.parent() {
-        if let Some(problem) = crate::pass::guard::ancestor_problem(parent, what) {
-            return Err(fail(Exit::Usage, problem));
-        }
+    // The whole path, not its parent: a symlink to the file is followed there, and the
+    // directories above its target are checked too (metadata() above saw only the target).
+    if let Some(problem) = crate::pass::guard::ancestor_problem(path, what) {
+        return Err(fail(Exit::Usage, problem));
     }
     Ok(())
 }

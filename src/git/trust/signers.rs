@@ -105,6 +105,9 @@ fn is_key_type(token: &str) -> bool {
 
 pub(crate) fn parse_in(text: &str, zone: &TimeZone) -> Result<AllowedSigners, String> {
     let mut lines = Vec::new();
+    // A byte-order mark, which some editors write, would otherwise become part of the first
+    // principal (or turn a first comment line into a key line).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
         let line = raw.trim_start_matches([' ', '\t', '\r']);
@@ -118,6 +121,21 @@ pub(crate) fn parse_in(text: &str, zone: &TimeZone) -> Result<AllowedSigners, St
 
 fn parse_line(line: &str, zone: &TimeZone) -> Result<Line, String> {
     let (principals, rest) = principals(line)?;
+    if !line.starts_with('"') {
+        // A line whose principals were forgotten reads its options as the principals and
+        // applies none of them: `namespaces="file" KEY` would then allow "git" too.
+        if is_key_type(&principals) {
+            return Err(format!(
+                "the line starts with the key type {principals}; put the signer's principal first (alice@example.com {principals} …)"
+            ));
+        }
+        let name = principals.split([',', '=']).next().unwrap_or_default();
+        if OPTIONS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "the line starts with the option {name}, so it would be read as the principals and not applied; put the signer's principal first (alice@example.com {name}=… keytype base64)"
+            ));
+        }
+    }
     let rest = skip_blank(rest);
     let (first, _) = token(rest);
     if first.is_empty() {
@@ -152,6 +170,14 @@ fn parse_line(line: &str, zone: &TimeZone) -> Result<Line, String> {
         key,
     })
 }
+
+/// The option names of an allowed_signers line, lower case.
+const OPTIONS: &[&str] = &[
+    "namespaces",
+    "valid-after",
+    "valid-before",
+    "cert-authority",
+];
 
 fn missing_key() -> String {
     "no key after the principals; a line reads `principals [options] keytype base64 [comment]`"
@@ -510,6 +536,19 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_principal() {
+        let line = one(&format!("\u{feff}alice {KED25519}"));
+        assert_eq!(line.principals, "alice");
+        let parsed = utc(&format!("\u{feff}# team\r\nbob {KED25519}\r\n")).expect("parses");
+        assert_eq!(parsed.lines[0].principals, "bob");
+        // A quoted principal is what it says, even when it reads like an option.
+        assert_eq!(
+            one(&format!("\"namespaces=x\" {KED25519}")).principals,
+            "namespaces=x"
+        );
+    }
+
+    #[test]
     fn local_time_unless_z() {
         let zone = TimeZone::fixed(tz::offset(2));
         let parsed = parse_in(
@@ -647,6 +686,23 @@ mod tests {
                 "line 1: SSH certificates are not supported",
             ),
             (format!("ok {KED25519}\nbad {KDSA}"), "line 2: DSA keys"),
+            // No principals: the options would be read as them, and restrict nothing.
+            (
+                format!("namespaces=\"file\" {KED25519}"),
+                "line 1: the line starts with the option namespaces",
+            ),
+            (
+                format!("Valid-Before=20200101,namespaces=\"git\" {KED25519}"),
+                "line 1: the line starts with the option Valid-Before",
+            ),
+            (
+                format!("cert-authority {KED25519}"),
+                "line 1: the line starts with the option cert-authority",
+            ),
+            (
+                format!("{KED25519} alice@laptop"),
+                "line 1: the line starts with the key type ssh-ed25519",
+            ),
         ];
         for (text, expected) in cases {
             match utc(&text) {

@@ -32,8 +32,15 @@ pub(super) fn verify(
         });
     }
     if sig.namespace() != NAMESPACE {
-        // A signature made for another purpose (a file, an e-mail) must not count as a commit's.
-        return Err(Why::BadSignature);
+        // A signature made for another purpose (a file, an e-mail) must not count as a commit's,
+        // and is not "altered after signing" either: say what it was made for. The namespace is
+        // the signer's text, so it is shown escaped and cut short.
+        let namespace: String = sig.namespace().chars().take(40).collect();
+        return Err(Why::Unsupported {
+            what: format!(
+                "its SSH signature was made for the namespace {namespace:?}, not \"git\", so it does not sign a commit; sign the commit itself (git commit -S)"
+            ),
+        });
     }
     // The matching line's key was accepted at parse time, so a failure here is the signature's.
     PublicKey::new(key.clone(), "")

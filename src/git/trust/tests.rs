@@ -626,3 +626,33 @@ fn messages_name_the_commit_reason_and_fix() {
     })
     .contains("valid only before 2024-01-01 00:00:00 UTC"));
 }
+
+#[test]
+fn a_signature_made_for_another_namespace_says_so_escaped() {
+    let f = Fixture::new();
+    let (key, public, _) = f.ssh_key("signer", &["ed25519"]);
+    let trust = ssh_trust(&format!("a {public}"));
+    let payload = f.raw(f.commit("deploy", None));
+    // The allowed key signed exactly these bytes, as a file or under a namespace of the
+    // signer's choosing with a line break in it: neither is a commit signature.
+    for (namespace, shown) in [("file", "\"file\""), ("a\nb", "\"a\\nb\"")] {
+        let file = f.path("payload");
+        std::fs::write(&file, &payload).expect("payload");
+        let _ = std::fs::remove_file(file.with_extension("sig"));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-n", namespace, "-f"])
+            .arg(&key)
+            .arg(&file));
+        let armoured = std::fs::read_to_string(file.with_extension("sig")).expect("sig");
+        let text = String::from_utf8(payload.clone()).expect("utf-8");
+        let (headers, message) = text.split_once("\n\n").expect("headers");
+        let header = format!("gpgsig {}", armoured.trim_end().replace('\n', "\n "));
+        let forged = f.write_commit(format!("{headers}\n{header}\n\n{message}").as_bytes());
+        let refused = verify(&f.open(), &trust, None, forged, now()).expect_err("refused");
+        let said = refused.to_string();
+        assert!(
+            said.contains(&format!("namespace {shown}")) && !said.contains('\n'),
+            "{said}"
+        );
+    }
+}
