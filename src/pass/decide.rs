@@ -60,6 +60,22 @@ pub fn decide(
     }
 }
 
+/// The commit the tip must descend from: state.json's (`in_state`), or the store's record of the
+/// applied commit when state.json lost it or is an older copy (`record_is_newer`: the record
+/// descends from state.json's commit). A record behind state.json (its write failed) or on
+/// another history (state.json is the operator's) does not count.
+pub fn floor<T: PartialEq + Copy>(
+    in_state: Option<T>,
+    recorded: Option<T>,
+    record_is_newer: bool,
+) -> Option<T> {
+    match (in_state, recorded) {
+        (None, Some(r)) => Some(r),
+        (Some(a), Some(r)) if a != r && record_is_newer => Some(r),
+        _ => in_state,
+    }
+}
+
 /// Whether the tip, committed at `committed_at`, is older than `max_age`. A tip whose time
 /// cannot be read is not called stale: the message would be a guess.
 pub fn stale(
@@ -150,6 +166,28 @@ mod tests {
             if let Some(s) = got {
                 assert_eq!((s.commit.as_str(), s.max_age_seconds), (TIP, 7 * 86400));
             }
+        }
+    }
+
+    #[test]
+    fn the_floor_is_state_json_unless_the_store_knows_better() {
+        type Row = (Option<u8>, Option<u8>, bool, Option<u8>);
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            // state    record   record newer  floor
+            (None,     None,    false,        None),
+            (Some(1),  None,    false,        Some(1)),
+            (None,     Some(2), false,        Some(2)), // state.json lost
+            (Some(1),  Some(1), false,        Some(1)),
+            (Some(1),  Some(2), true,         Some(2)), // state.json restored from an old copy
+            (Some(2),  Some(1), false,        Some(2)), // the record's write failed
+        ];
+        for (state, record, newer, want) in table {
+            assert_eq!(
+                floor(*state, *record, *newer),
+                *want,
+                "{state:?} {record:?} {newer}"
+            );
         }
     }
 }

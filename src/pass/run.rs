@@ -286,18 +286,15 @@ fn pass(
             ))
         }
     };
-    let applied_id = match (in_state, recorded) {
-        (_, None) => in_state,
-        (Some(a), Some(r)) if a == r => in_state,
-        (None, Some(r)) => Some(r),
-        (Some(a), Some(r)) => {
+    // Whether the record descends from state.json's commit: asked only when the two differ.
+    let record_is_newer = match (in_state, recorded) {
+        (Some(a), Some(r)) if a != r => {
             let repo = store.insert(open_store()?);
-            match git::relation(repo, Some(a), r) {
-                Ok(Relation::Descends) => Some(r),
-                _ => in_state,
-            }
+            matches!(git::relation(repo, Some(a), r), Ok(Relation::Descends))
         }
+        _ => false,
     };
+    let applied_id = super::decide::floor(in_state, recorded, record_is_newer);
     let from_record = applied_id != in_state;
     if from_record {
         let r = applied_id.map(|r| r.to_string()).unwrap_or_default();
@@ -317,6 +314,8 @@ fn pass(
     if from_record && relation == Relation::Same {
         relation = Relation::Fresh;
     }
+    // The tip's committer time, when the stale check read it from the store: the apply records it.
+    let mut tip_committed_at = None;
     state.stale = match settings.max_commit_age {
         Some(max_age) => {
             let committed_at = match state.applied.as_ref() {
@@ -326,9 +325,8 @@ fn pass(
                         Some(repo) => repo,
                         None => store.insert(open_store()?),
                     };
-                    git::commit_time(repo, fetched.tip)
-                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-                        .map(rfc3339)
+                    tip_committed_at = committed_at_of(repo, fetched.tip);
+                    tip_committed_at.clone()
                 }
             };
             super::decide::stale(&tip, committed_at, max_age, now())
@@ -458,9 +456,8 @@ fn pass(
                         applied_at: rfc3339(now()),
                         log: log_shown,
                         subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
-                        committed_at: git::commit_time(repo, fetched.tip)
-                            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-                            .map(rfc3339),
+                        committed_at: tip_committed_at
+                            .or_else(|| committed_at_of(repo, fetched.tip)),
                         signer,
                     });
                     state.pending = None;
@@ -500,6 +497,13 @@ fn pass(
             }
         }
     }
+}
+
+/// A commit's committer time as state.json writes it.
+fn committed_at_of(repo: &gix::Repository, commit: gix::ObjectId) -> Option<String> {
+    git::commit_time(repo, commit)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .map(rfc3339)
 }
 
 /// Check the signatures --verify asks for; a refusal is the pass's outcome (exit 5), before
