@@ -28,6 +28,7 @@ mod reboot;
 mod redact;
 mod report;
 mod signals;
+mod trigger;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,9 @@ enum Command {
     /// The reboot the applied commit requests (.gitops/reboot), or --at TIME: print the plan
     /// and its reason; without --dry-run, carry it out (once per request, never in a loop)
     RebootPlan(reboot::act::Args),
+    /// Serve a forge's webhook on the socket systemd passes in (gitops-trigger.socket): an
+    /// authenticated push starts a pass, and nothing else; exits when idle
+    Trigger(trigger::options::Args),
     /// Write and enable the units and the env file, on a live system or into an image's root.
     /// The env file gets the settings given as flags here (--repo-url, --branch, --ssh-key, …)
     InstallUnits {
@@ -319,7 +323,10 @@ fn run() -> anyhow::Result<Exit> {
     // Everything but install-units reads the env file below flags and the process environment.
     // clap reads the environment, so the file is loaded and the line parsed again. install-units
     // writes an env file and must not read this machine's into an image it builds.
-    let (cli, matches) = if matches.subcommand_name() == Some("install-units") {
+    // The trigger reads only its own settings: its unit hands them over through systemd
+    // (EnvironmentFile=/etc/gitops/trigger.env), and the pass's env file, which may hold the
+    // repository's credentials, is none of its business (nor readable by its user).
+    let (cli, matches) = if matches!(matches.subcommand_name(), Some("install-units" | "trigger")) {
         (cli, matches)
     } else {
         let known = config::known_variables(&Cli::command());
@@ -369,6 +376,7 @@ fn run() -> anyhow::Result<Exit> {
         Command::Status(status) => report::status::run(&status.state.state_dir, &status, now()),
         Command::Notify(args) => report::notify::test::run(&args, now()),
         Command::RebootPlan(args) => reboot::act::run(&args, now()),
+        Command::Trigger(args) => trigger::run(&args),
         Command::InstallUnits {
             options: _,
             root,
