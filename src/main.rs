@@ -104,6 +104,9 @@ enum Command {
             default_value = "systemctl"
         )]
         systemctl: String,
+        /// The webhook trigger (--trigger and its settings)
+        #[command(flatten)]
+        trigger: install::TriggerArgs,
     },
     /// Write the man pages and shell completions into DIR (packaging/build.sh runs it)
     #[command(hide = true)]
@@ -386,6 +389,7 @@ fn run() -> anyhow::Result<Exit> {
             uninstall,
             dry_run,
             systemctl,
+            trigger,
         } => {
             let sub = matches
                 .subcommand_matches("install-units")
@@ -400,6 +404,7 @@ fn run() -> anyhow::Result<Exit> {
                 dry_run,
                 env,
                 systemctl,
+                trigger,
             })?;
             Ok(Exit::Ok)
         }

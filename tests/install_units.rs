@@ -6,35 +6,35 @@ use std::path::{Path, PathBuf};
 use crate::harness::{Machine, Run, RECORDING_RUN_SH};
 use crate::support::{GitDaemon, Upstream};
 
-struct Root {
-    m: Machine,
-    root: PathBuf,
+pub struct Root {
+    pub m: Machine,
+    pub root: PathBuf,
 }
 
 impl Root {
-    fn new() -> Root {
+    pub fn new() -> Root {
         let m = Machine::new();
         let root = m.dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
         Root { m, root }
     }
 
-    fn install(&self, args: &[&str]) -> Run {
+    pub fn install(&self, args: &[&str]) -> Run {
         let mut full = vec!["install-units", "--root", self.root.to_str().unwrap()];
         full.extend(args);
         self.m.run(&full)
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 
-    fn read(&self, rel: &str) -> String {
+    pub fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.path(rel)).unwrap()
     }
 }
 
-fn mode(path: &Path) -> u32 {
+pub fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap()
         .permissions()
@@ -439,7 +439,7 @@ fn shown_files_never_carry_credentials() {
 }
 
 /// `KEY=VALUE` entries of a unit file, by section, in order; comments and blank lines skipped.
-fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+pub fn unit_entries(text: &str) -> Vec<(String, String, String)> {
     let mut section = String::new();
     let mut entries = Vec::new();
     for line in text.lines().map(str::trim) {
@@ -462,7 +462,7 @@ fn unit_entries(text: &str) -> Vec<(String, String, String)> {
 
 /// The one value of `key` in `section`, failing when it is missing or set twice.
 #[track_caller]
-fn one(entries: &[(String, String, String)], section: &str, key: &str) -> String {
+pub fn one(entries: &[(String, String, String)], section: &str, key: &str) -> String {
     let values: Vec<&String> = entries
         .iter()
         .filter(|(s, k, _)| s == section && k == key)
@@ -800,14 +800,14 @@ fn a_second_run_touches_no_file_not_even_the_manifest() {
 
 /// A root that install-units takes for the running system (the GITOPS_LIVE_ROOT test seam),
 /// with a systemctl that only records its arguments.
-struct Live {
-    r: Root,
+pub struct Live {
+    pub r: Root,
     log: PathBuf,
     systemctl: PathBuf,
 }
 
 impl Live {
-    fn new() -> Live {
+    pub fn new() -> Live {
         let r = Root::new();
         std::fs::create_dir_all(r.path("run/systemd/system")).unwrap();
         let log = r.m.dir.path().join("systemctl.log");
@@ -821,7 +821,12 @@ impl Live {
         Live { r, log, systemctl }
     }
 
-    fn install(&self, args: &[&str]) -> Run {
+    pub fn install(&self, args: &[&str]) -> Run {
+        Run::of(&mut self.command(args))
+    }
+
+    /// `gitops install-units --root ROOT ARGS…` as the running system, not yet run.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = self.r.m.command();
         cmd.env("GITOPS_LIVE_ROOT", &self.r.root)
             .env("GITOPS_SYSTEMCTL", &self.systemctl)
@@ -829,11 +834,11 @@ impl Live {
             .arg("--root")
             .arg(&self.r.root)
             .args(args);
-        Run::of(&mut cmd)
+        cmd
     }
 
     /// The systemctl calls since the last look.
-    fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let _ = std::fs::remove_file(&self.log);
         text.lines().map(str::to_string).collect()

@@ -11,6 +11,7 @@ mod crash;
 mod env_fds_checkout;
 mod fleetlock_server;
 mod hostile_content;
+mod install_trigger;
 mod install_units;
 mod journal;
 mod limits_secrets_messages;

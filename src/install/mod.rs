@@ -2,6 +2,8 @@
 //! image's root.
 
 mod textdiff;
+mod trigger;
 mod units;
 
+pub use trigger::Args as TriggerArgs;
 pub use units::{run, Init, Request};

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 
 use super::textdiff;
+use super::trigger;
 use crate::exit::{fail, Exit, ResultExt};
 
 /// The unit files, compiled in: `units/` is their one source.
@@ -55,7 +56,7 @@ const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
 /// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
-const KNOWN_KEYS: [&str; 32] = [
+const KNOWN_KEYS: [&str; 35] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -88,6 +89,9 @@ const KNOWN_KEYS: [&str; 32] = [
     "GITOPS_HTTP_TOKEN_FILE",
     "GITOPS_HTTP_AUTH",
     "GITOPS_MAX_REPO_SIZE",
+    "GITOPS_TRIGGER_PATH",
+    "GITOPS_TRIGGER_MIN_INTERVAL",
+    "GITOPS_TRIGGER_ALLOW",
 ];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.
@@ -145,11 +149,13 @@ pub struct Request {
     /// `GITOPS_*` settings given on the command line, in the order to write them.
     pub env: Vec<(String, String)>,
     pub systemctl: String,
+    /// `--trigger` and its settings.
+    pub trigger: trigger::Args,
 }
 
 /// One thing install-units manages under the root.
 #[derive(Debug, Clone, PartialEq)]
-enum Item {
+pub(super) enum Item {
     File {
         path: &'static str,
         text: String,
@@ -190,19 +196,40 @@ pub fn run(req: &Request) -> Result<()> {
             ),
         ));
     }
+    if req.trigger.trigger && req.init != Init::Systemd && !req.uninstall {
+        return Err(fail(
+            Exit::Usage,
+            "--trigger needs --init systemd: the trigger is a socket unit, and its path unit starts gitops.service",
+        ));
+    }
     let manifest = read_manifest(&req.root);
     if req.uninstall {
         return uninstall(req, &manifest);
     }
-    let items = plan(req, &manifest)?;
+    let mut items = plan(req, &manifest)?;
+    // What an earlier run wrote and this one leaves as it is.
+    let mut keep = vec![ENV_FILE];
+    let mut secret = None;
+    if req.trigger.trigger {
+        let planned = trigger::plan(req, &manifest);
+        items.extend(planned.items);
+        keep.extend(planned.keep);
+        secret = Some(planned.secret);
+    }
     let found: Vec<Found> = items
         .iter()
         .map(|item| inspect(&req.root, item, &manifest))
         .collect::<Result<_>>()?;
     refuse_edits(req, &items, &found)?;
     note_packaged(req, &items);
+    trigger::note_packaged(req, &items);
     if req.dry_run {
-        return dry_run(req, &items, &found);
+        dry_run(req, &items, &found)?;
+        if let Some(secret) = &secret {
+            trigger::ensure_secret(req, secret)?;
+        }
+        out!("dry run: nothing was written");
+        return Ok(());
     }
 
     // Before anything is written into it: the env file never sits in a readable directory.
@@ -220,8 +247,29 @@ pub fn run(req: &Request) -> Result<()> {
         };
         out!("{verb} {}", req.root.join(item.path()).display());
     }
+    let trigger_changed = items
+        .iter()
+        .zip(&found)
+        .any(|(item, f)| *f != Found::Same && trigger::FILES.contains(&item.path()));
+    // The secret before any unit that needs it starts.
+    if let Some(secret) = &secret {
+        changed |= trigger::ensure_secret(req, secret)?;
+    }
+    // A trigger installed before and not asked for now goes; on the running system its units
+    // stop first, so that no port stays open with its files gone.
+    let trigger_dropped = !req.trigger.trigger && trigger::installed(&manifest);
+    if trigger_dropped && is_live(&req.root) {
+        trigger::stop(req)?;
+    }
+    let old_secret = trigger::installed_secret(&req.root);
     let mut updated = manifest.clone();
-    changed |= remove_stale(&req.root, &items, &mut updated)?;
+    changed |= remove_stale(&req.root, &items, &keep, &mut updated)?;
+    if trigger_dropped {
+        trigger::note_secret_kept(req, &old_secret);
+        if is_live(&req.root) && !req.now {
+            systemctl(req, &["daemon-reload"])?;
+        }
+    }
     for item in &items {
         updated.insert(item.path().to_string(), fingerprint_item(item));
     }
@@ -233,7 +281,7 @@ pub fn run(req: &Request) -> Result<()> {
         out!("nothing to do: everything is already installed as it should be");
     }
     warn_about_gaps(req);
-    start(req)
+    start(req, trigger_changed)
 }
 
 /// Refuse (exit 2, nothing written) when an administrator edited a file we would replace,
@@ -318,7 +366,6 @@ fn dry_run(req: &Request, items: &[Item], found: &[Found]) -> Result<()> {
             }
         }
     }
-    out!("dry run: nothing was written");
     Ok(())
 }
 
@@ -354,17 +401,19 @@ fn tighten_config_dir(root: &Path, dry_run: bool) -> Result<bool> {
 }
 
 /// Files an earlier run installed that this one does not (a cron entry after switching to
-/// `--init systemd`, an old timeout drop-in) go, unless an administrator edited them. The env
-/// file stays: a run without settings leaves the existing one alone.
+/// `--init systemd`, an old timeout drop-in, a trigger not asked for any more) go, unless an
+/// administrator edited them. Those in `keep` stay: a run without settings leaves the existing
+/// env file (and the trigger's settings) alone.
 fn remove_stale(
     root: &Path,
     items: &[Item],
+    keep: &[&str],
     manifest: &mut BTreeMap<String, String>,
 ) -> Result<bool> {
     let mut removed = false;
     let stale: Vec<String> = manifest
         .keys()
-        .filter(|p| p.as_str() != ENV_FILE && !items.iter().any(|i| i.path() == p.as_str()))
+        .filter(|p| !keep.contains(&p.as_str()) && !items.iter().any(|i| i.path() == p.as_str()))
         .cloned()
         .collect();
     for path in stale {
@@ -400,6 +449,11 @@ fn remove_stale(
             }
         }
         manifest.remove(&path);
+    }
+    if removed {
+        for dir in trigger::OWN_DIRS {
+            let _ = fs::remove_dir(root.join(dir));
+        }
     }
     Ok(removed)
 }
@@ -500,7 +554,7 @@ fn shown(path: &str, text: &str) -> String {
     // closed on its line) is masked on every following line until it ends.
     let mut open: Option<char> = None;
     for line in text.lines() {
-        let shown = if path != ENV_FILE {
+        let shown = if path != ENV_FILE && path != trigger::ENV_FILE {
             crate::redact::mask_urls(line)
         } else if let Some(end) = open {
             let done = match end {
@@ -577,9 +631,15 @@ fn shown_env_line(line: &str) -> (String, Option<char>) {
 
 /// The env file from the settings given: the syntax `parse_env_file` and systemd both read.
 pub fn env_file(env: &[(String, String)]) -> String {
-    let mut out = String::from(
+    env_text(
         "# Written by `gitops install-units`. gitops.service reads it (EnvironmentFile=) and so does\n# `gitops sync` run by hand: both see the same settings. KEY=VALUE, as systemd reads it.\n",
-    );
+        env,
+    )
+}
+
+/// KEY=VALUE lines under a header, quoted where systemd and `parse_env_file` need it.
+pub(super) fn env_text(header: &str, env: &[(String, String)]) -> String {
+    let mut out = String::from(header);
     for (key, value) in env {
         let plain = !value.is_empty()
             && value
@@ -708,7 +768,15 @@ fn write(root: &Path, item: &Item) -> Result<()> {
     Ok(())
 }
 
-fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
+fn uninstall(req: &Request, full_manifest: &BTreeMap<String, String>) -> Result<()> {
+    // --uninstall --trigger: the trigger's files alone; the pass's units stay.
+    let only_trigger = req.trigger.trigger;
+    let manifest: BTreeMap<String, String> = full_manifest
+        .iter()
+        .filter(|(path, _)| !only_trigger || trigger::FILES.contains(&path.as_str()))
+        .map(|(p, f)| (p.clone(), f.clone()))
+        .collect();
+    let manifest = &manifest;
     if manifest.is_empty() {
         out!(
             "nothing to do: install-units has installed nothing under {}",
@@ -743,10 +811,14 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
         out!("dry run: nothing was removed");
         return Ok(());
     }
-    let live = is_live(&req.root) && manifest.contains_key(WANTS);
-    if live {
+    let live = is_live(&req.root);
+    if live && manifest.contains_key(WANTS) {
         systemctl(req, &["disable", "--now", "gitops.timer"])?;
     }
+    if live && trigger::installed(manifest) {
+        trigger::stop(req)?;
+    }
+    let secret = trigger::installed_secret(&req.root);
     for path in manifest.keys() {
         let full = req.root.join(path);
         match fs::remove_file(&full) {
@@ -757,25 +829,37 @@ fn uninstall(req: &Request, manifest: &BTreeMap<String, String>) -> Result<()> {
             }
         }
     }
-    fs::remove_file(req.root.join(MANIFEST))
-        .context("could not remove the install-units manifest")?;
+    let rest: BTreeMap<String, String> = full_manifest
+        .iter()
+        .filter(|(path, _)| !manifest.contains_key(*path))
+        .map(|(p, f)| (p.clone(), f.clone()))
+        .collect();
+    if rest.is_empty() {
+        fs::remove_file(req.root.join(MANIFEST))
+            .context("could not remove the install-units manifest")?;
+    } else {
+        write_manifest(&req.root, &rest)?;
+    }
+    if trigger::installed(manifest) {
+        trigger::note_secret_kept(req, &secret);
+    }
     // Only when empty: another unit's enable link, or the admin's deploy key, keeps its
     // directory.
-    for dir in OWN_DIRS {
+    for dir in OWN_DIRS.iter().chain(&trigger::OWN_DIRS) {
         let full = req.root.join(dir);
         if fs::remove_dir(&full).is_ok() {
             out!("removed {}/", full.display());
         }
     }
     let _ = fs::remove_dir(req.root.join("etc/gitops"));
-    if live {
+    if live && (manifest.contains_key(WANTS) || trigger::installed(manifest)) {
         systemctl(req, &["daemon-reload"])?;
     }
     Ok(())
 }
 
-/// Start the timer when asked and possible; otherwise say what was not done.
-fn start(req: &Request) -> Result<()> {
+/// Start the timer (and the trigger) when asked and possible; otherwise say what was not done.
+fn start(req: &Request, trigger_changed: bool) -> Result<()> {
     if req.init != Init::Systemd {
         if req.now {
             out!("--now starts systemd timers only; cron picks up /etc/cron.d/gitops by itself");
@@ -784,7 +868,12 @@ fn start(req: &Request) -> Result<()> {
     }
     if !req.now {
         if is_live(&req.root) {
-            out!("enabled; start it now with: systemctl daemon-reload && systemctl start gitops.timer (or rerun with --now)");
+            let units = if req.trigger.trigger {
+                "gitops.timer gitops-trigger.socket gitops-trigger.path"
+            } else {
+                "gitops.timer"
+            };
+            out!("enabled; start it now with: systemctl daemon-reload && systemctl start {units} (or rerun with --now)");
         }
         return Ok(());
     }
@@ -800,11 +889,14 @@ fn start(req: &Request) -> Result<()> {
     systemctl(req, &["daemon-reload"])?;
     systemctl(req, &["enable", "--now", "gitops.timer"])?;
     out!("gitops.timer is enabled and active");
+    if req.trigger.trigger {
+        trigger::start(req, trigger_changed)?;
+    }
     Ok(())
 }
 
 /// The running system, with systemd as its init: only there may systemctl run.
-fn is_live(root: &Path) -> bool {
+pub(super) fn is_live(root: &Path) -> bool {
     let live = std::env::var_os(LIVE_ROOT_VAR).map_or_else(|| PathBuf::from("/"), PathBuf::from);
     match (root.canonicalize(), live.canonicalize()) {
         (Ok(root), Ok(live)) => root == live && live.join("run/systemd/system").is_dir(),
@@ -812,7 +904,7 @@ fn is_live(root: &Path) -> bool {
     }
 }
 
-fn systemctl(req: &Request, args: &[&str]) -> Result<()> {
+pub(super) fn systemctl(req: &Request, args: &[&str]) -> Result<()> {
     let shown = format!("{} {}", req.systemctl, args.join(" "));
     let output = duct::cmd(&req.systemctl, args)
         .stderr_to_stdout()
@@ -861,7 +953,7 @@ fn warn_about_gaps(req: &Request) {
 
 /// Create `dir` with `mode`, and any missing parents 0755: an empty image root must not get
 /// a private /etc just because /etc/gitops was the first thing written.
-fn make_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+pub(super) fn make_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
