@@ -56,6 +56,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> anyhow::Result<()> {
             let mut shared = lock(&server.shared);
             if shared.pacer.take_due(now) {
                 server.start_pass(&mut shared, "the requests coalesced in the interval");
+                server.save_stats(&shared);
             }
             shared.pacer.due_at()
         };
@@ -95,8 +96,8 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> anyhow::Result<()> {
             last_activity = Instant::now();
             let _ = stream.set_nonblocking(false);
             if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                http::respond(&stream, 503, "busy", &[("Retry-After", "10")]);
                 server.count_refused("busy");
+                http::respond(&stream, 503, "busy", &[("Retry-After", "10")]);
                 continue;
             }
             active.fetch_add(1, Ordering::SeqCst);
@@ -151,7 +152,6 @@ impl Server {
         let _ = stream.shutdown(std::net::Shutdown::Write);
         match outcome {
             Outcome::Refused { status, reason } => {
-                self.count_refused(reason);
                 say!("gitops trigger: refused a request from {peer}: {reason} ({status})");
             }
             Outcome::Accepted => {}
@@ -159,7 +159,9 @@ impl Server {
     }
 
     fn answer(&self, stream: &TcpStream, peer: IpAddr) -> Outcome {
+        // Counted before the answer: a client that has its answer finds the counters current.
         let refuse = |status: u16, reason: &'static str, text: &str| {
+            self.count_refused(reason);
             http::respond(stream, status, text, &[]);
             Outcome::Refused { status, reason }
         };
@@ -171,6 +173,7 @@ impl Server {
         let head = match reader.head() {
             Ok(head) => head,
             Err(e) => {
+                self.count_refused(e.name());
                 if let Some(status) = e.status() {
                     http::respond(stream, status, e.name(), &[]);
                 }
@@ -184,6 +187,7 @@ impl Server {
             return refuse(404, "path", "not found");
         }
         if head.method != "POST" {
+            self.count_refused("method");
             http::respond(stream, 405, "only POST", &[("Allow", "POST")]);
             return Outcome::Refused {
                 status: 405,
@@ -197,6 +201,7 @@ impl Server {
         if length > MAX_BODY {
             // Answered from the head alone: the body is never read, and the connection is
             // closed after a short drain so the client can still read the answer.
+            self.count_refused("size");
             http::respond(stream, 413, "the body is larger than 64 KiB", &[]);
             drain(stream);
             return Outcome::Refused {
@@ -211,10 +216,11 @@ impl Server {
             Ok(body) => body,
             Err(Unreadable::Deadline) => return refuse(408, "deadline", "deadline"),
             Err(e) => {
+                self.count_refused(e.name());
                 return Outcome::Refused {
                     status: 0,
                     reason: e.name(),
-                }
+                };
             }
         };
         let now_unix = OffsetDateTime::now_utc().unix_timestamp();
