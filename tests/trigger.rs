@@ -673,3 +673,41 @@ fn without_a_socket_or_with_a_loose_secret_it_says_what_to_do() {
         run.stderr
     );
 }
+
+#[test]
+fn status_and_the_metrics_show_the_last_trigger_and_its_counters() {
+    let t = Trigger::start(&["--trigger-min-interval", "0s"]);
+    let body = push_body("main", 1);
+    assert_eq!(t.post(&signed("gitea", SECRET, &body, "s1"), &body).0, 202);
+    assert_eq!(t.post(&[], &body).0, 401);
+    let trigger_state = t.dir.path().join("state");
+    let (_up, _daemon, m, url) = crate::harness::applied_machine();
+    let metrics = m.dir.path().join("metrics");
+    std::fs::create_dir(&metrics).unwrap();
+    let mut status = m.command();
+    status
+        .args(["status", "--trigger-state-dir"])
+        .arg(&trigger_state);
+    let run = Run::of(&mut status).expect(0);
+    assert!(
+        run.stdout.contains("trigger:      last gitea request from 127.0.0.1")
+            && run.stdout.contains(": started; 1 accepted, 1 started a pass, 0 coalesced, 0 ignored, 1 refused (unsigned 1)"),
+        "{}",
+        run.stdout
+    );
+    let mut sync = m.command();
+    sync.args(["sync", "--repo-url", &url, "--metrics-dir"])
+        .arg(&metrics)
+        .arg("--trigger-state-dir")
+        .arg(&trigger_state);
+    Run::of(&mut sync).expect(0);
+    let prom = std::fs::read_to_string(metrics.join("gitops.prom")).unwrap();
+    for want in [
+        "gitops_trigger_accepted_total 1",
+        "gitops_trigger_refused_total{reason=\"unsigned\"} 1",
+        "gitops_trigger_last_request_info{forge=\"gitea\",source=\"127.0.0.1\",answer=\"started\"} 1",
+    ] {
+        assert!(prom.lines().any(|l| l == want), "{want} not in\n{prom}");
+    }
+    assert!(!prom.contains(SECRET) && !run.stdout.contains(SECRET));
+}

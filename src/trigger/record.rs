@@ -98,6 +98,71 @@ pub struct Last {
     pub answer: String,
 }
 
+/// The largest stats file read for a report: ours stays far below it.
+const MAX_STATS_FILE: u64 = 64 * 1024;
+
+/// The trigger's counters as status and the metrics show them, or None when the trigger has
+/// never run. The file is written by the trigger's unprivileged user and read here by root:
+/// opened without following a link, bounded, and every string in it checked for what it can
+/// only be (a known forge and answer, an address, a time), so a compromised trigger cannot put
+/// words into status or labels into the metrics.
+pub fn read_for_report(dir: &Path) -> Option<Stats> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(dir.join(super::options::STATS))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATS_FILE).read_to_end(&mut bytes).ok()?;
+    let mut stats: Stats = serde_json::from_slice(&bytes).ok()?;
+    stats
+        .refused
+        .retain(|reason, _| REASONS.contains(&reason.as_str()));
+    stats.last = stats.last.filter(|last| {
+        FORGES.contains(&last.forge.as_str())
+            && ANSWERS.contains(&last.answer.as_str())
+            && last.source.parse::<std::net::IpAddr>().is_ok()
+            && time::OffsetDateTime::parse(
+                &last.time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .is_ok()
+    });
+    Some(stats)
+}
+
+/// Every reason a request is refused for (the `reason` label's values).
+pub const REASONS: [&str; 14] = [
+    "address",
+    "busy",
+    "closed",
+    "deadline",
+    "head-size",
+    "length",
+    "malformed",
+    "method",
+    "path",
+    "replay",
+    "signature",
+    "size",
+    "timestamp",
+    "unsigned",
+];
+const FORGES: [&str; 6] = [
+    "github",
+    "gitea",
+    "forgejo",
+    "gitlab",
+    "gitlab-signed",
+    "gitops",
+];
+const ANSWERS: [&str; 4] = ["started", "coalesced", "ignored", "pong"];
+
 impl Stats {
     pub fn load(path: &Path) -> Stats {
         std::fs::read(path)
@@ -222,5 +287,31 @@ mod tests {
         assert!(again.admit(&k("a"), 1000 + REPLAY_WINDOW_SECS));
         std::fs::write(&path, b"{not json").unwrap();
         assert!(Seen::load(&path).admit(&k("a"), 5000));
+    }
+
+    #[test]
+    fn a_report_reads_only_what_the_trigger_can_have_written() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_for_report(dir.path()), None);
+        let stats = dir.path().join(super::super::options::STATS);
+        std::fs::write(
+            &stats,
+            r#"{"accepted":3,"refused":{"signature":2,"evil\"} 1\nx":9},
+               "last":{"time":"2026-12-03T07:00:00Z","source":"192.0.2.1","forge":"github","answer":"started"}}"#,
+        )
+        .unwrap();
+        let read = read_for_report(dir.path()).unwrap();
+        assert_eq!(read.accepted, 3);
+        assert_eq!(read.refused.keys().collect::<Vec<_>>(), ["signature"]);
+        assert_eq!(read.last.unwrap().forge, "github");
+        std::fs::write(
+            &stats,
+            r#"{"last":{"time":"2026-12-03T07:00:00Z","source":"not an address","forge":"github","answer":"started"}}"#,
+        )
+        .unwrap();
+        assert_eq!(read_for_report(dir.path()).unwrap().last, None);
+        std::fs::remove_file(&stats).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &stats).unwrap();
+        assert_eq!(read_for_report(dir.path()), None, "a link is not followed");
     }
 }
