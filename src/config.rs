@@ -93,6 +93,9 @@ pub struct Options {
     /// Write gitops.prom into this directory after every pass, for node_exporter's textfile collector (Debian: /var/lib/prometheus/node-exporter)
     #[arg(long, env = "GITOPS_METRICS_DIR", value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub trigger: crate::trigger::options::StatsDir,
 }
 
 /// Where the passes keep their state: the pass writes it, `status` reads it.
@@ -137,6 +140,8 @@ pub struct Settings {
     pub notifier: crate::report::notify::options::Notifier,
     pub reboot: crate::reboot::act::RebootOptions,
     pub metrics_dir: Option<PathBuf>,
+    /// The trigger's state directory: its counters go into the metrics.
+    pub trigger_state_dir: PathBuf,
     /// Which commits may run; None when no signers are given.
     pub trust: Option<crate::git::trust::Trust>,
     /// A tip committed longer ago than this is reported stale.
@@ -276,6 +281,7 @@ impl Settings {
             notifier: opts.notify.resolve()?,
             reboot: opts.reboot.clone(),
             metrics_dir,
+            trigger_state_dir: opts.trigger.trigger_state_dir.clone(),
             trust: opts.trust.resolve()?,
             max_commit_age: opts.trust.max_commit_age(),
             transport,

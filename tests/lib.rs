@@ -31,5 +31,6 @@ mod sync_pass;
 mod transport_trust;
 mod transports;
 mod tree_write;
+mod trigger;
 mod trust;
 mod trust_attacks;

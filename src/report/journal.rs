@@ -1,5 +1,5 @@
 //! The journal's priorities: when stderr is the journal, gitops' own lines carry sd-daemon
-//! prefixes (`<3>` error, `<4>` warning, `<6>` info), so `journalctl -p err -u gitops` lists the
+//! prefixes (`<3>` error, `<4>` warning, `<5>` a request the trigger refused, `<6>` info), so `journalctl -p err -u gitops` lists the
 //! failures. The entry point's output (on stdout) never passes through here and stays as it is.
 
 use std::io::Write as _;
@@ -18,10 +18,19 @@ pub fn line(text: &str) {
 
 /// The sd-daemon priority of a line of ours, by how it starts.
 pub fn priority(text: &str) -> u8 {
-    if text.starts_with("gitops: error:") || text.starts_with("gitops: internal error") {
+    let Some(rest) = text
+        .strip_prefix("gitops: ")
+        .or_else(|| text.strip_prefix("gitops trigger: "))
+    else {
+        return 6;
+    };
+    if rest.starts_with("error:") || rest.starts_with("internal error") {
         3
-    } else if text.starts_with("gitops: warning:") {
+    } else if rest.starts_with("warning:") {
         4
+    } else if rest.starts_with("refused ") {
+        // A request the trigger turned away: worth finding (-p notice), not an error of ours.
+        5
     } else {
         6
     }
@@ -92,6 +101,18 @@ mod tests {
             ("Usage: gitops\n  sync", "<6>Usage: gitops\n<6>  sync\n"),
             ("gitops: error: a\nb", "<3>gitops: error: a\n<3>b\n"),
             ("gitops: errors", "<6>gitops: errors\n"),
+            (
+                "gitops trigger: error: could not start a pass",
+                "<3>gitops trigger: error: could not start a pass\n",
+            ),
+            (
+                "gitops trigger: refused a request from 192.0.2.1: signature (401)",
+                "<5>gitops trigger: refused a request from 192.0.2.1: signature (401)\n",
+            ),
+            (
+                "gitops trigger: started: github request from 192.0.2.1",
+                "<6>gitops trigger: started: github request from 192.0.2.1\n",
+            ),
         ];
         for (text, want) in table {
             assert_eq!(prefixed(text), want, "{text:?}");

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::config::Settings;
 use crate::pass::state::{self, Layout, Outcome, State};
+use crate::trigger::record::Stats;
 
 /// The file node_exporter's textfile collector reads (it reads `*.prom` only, so the temporary
 /// file beside it, named otherwise, is never half read).
@@ -22,7 +23,7 @@ pub const FILE_NAME: &str = "gitops.prom";
 /// no timestamps (node_exporter stamps them when it scrapes). A value state.json does not have
 /// yet (no successful pass, nothing applied) leaves its family out rather than inventing a 0
 /// an alert would read as 1970.
-pub fn render(state: &State, outbox_events: usize) -> String {
+pub fn render(state: &State, outbox_events: usize, trigger: Option<&Stats>) -> String {
     let mut out = Families::default();
     out.gauge(
         "gitops_build_info",
@@ -170,7 +171,76 @@ pub fn render(state: &State, outbox_events: usize) -> String {
                 .to_string(),
         )],
     );
+    if let Some(trigger) = trigger {
+        trigger_families(&mut out, trigger);
+    }
     out.0
+}
+
+/// The trigger's counters, when it has run on this machine. `refused` lists every reason,
+/// 0 included, so a rate over it never starts from a missing series.
+fn trigger_families(out: &mut Families, trigger: &Stats) {
+    for (name, help, value) in [
+        (
+            "gitops_trigger_accepted_total",
+            "Webhook requests the trigger authenticated, whatever they asked for.",
+            trigger.accepted,
+        ),
+        (
+            "gitops_trigger_started_total",
+            "Passes the trigger started.",
+            trigger.started,
+        ),
+        (
+            "gitops_trigger_coalesced_total",
+            "Authenticated requests folded into a pass already started within --trigger-min-interval.",
+            trigger.coalesced,
+        ),
+        (
+            "gitops_trigger_ignored_total",
+            "Authenticated requests for another branch or event, and pings.",
+            trigger.ignored,
+        ),
+    ] {
+        out.counter(name, help, &[(&[], value.to_string())]);
+    }
+    let refused: Vec<([(&str, &str); 1], String)> = crate::trigger::record::REASONS
+        .iter()
+        .map(|reason| {
+            let count = trigger.refused.get(*reason).copied().unwrap_or(0);
+            ([("reason", *reason)], count.to_string())
+        })
+        .collect();
+    let refused: Vec<(&[(&str, &str)], String)> = refused
+        .iter()
+        .map(|(labels, value)| (&labels[..], value.clone()))
+        .collect();
+    out.counter(
+        "gitops_trigger_refused_total",
+        "Webhook requests the trigger refused, by reason.",
+        &refused,
+    );
+    if let Some(last) = &trigger.last {
+        if let Some(t) = unix_seconds(&last.time) {
+            out.gauge(
+                "gitops_trigger_last_request_timestamp_seconds",
+                "When the trigger last accepted a request, in seconds since the epoch.",
+                &[(&[], t.to_string())],
+            );
+        }
+        out.gauge(
+            "gitops_trigger_last_request_info",
+            "The last accepted request: the forge's form, the source address and the answer.",
+            &[(
+                &[
+                    ("forge", last.forge.as_str()),
+                    ("source", last.source.as_str()),
+                    ("answer", last.answer.as_str()),
+                ],
+                "1".into(),
+            )],
+        );
+    }
 }
 
 /// The exposition text, family by family.
@@ -250,7 +320,12 @@ pub fn after_pass(settings: &Settings, layout: &Layout, state: &State) {
     let Some(dir) = &settings.metrics_dir else {
         return;
     };
-    let text = render(state, crate::report::notify::outbox::len(layout));
+    let trigger = crate::trigger::record::read_for_report(&settings.trigger_state_dir);
+    let text = render(
+        state,
+        crate::report::notify::outbox::len(layout),
+        trigger.as_ref(),
+    );
     if let Err(e) = write(dir, &text) {
         say!(
             "gitops: warning: {}; the pass itself is recorded (make --metrics-dir writable by gitops)",
@@ -327,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_fresh_state_has_the_counters_at_zero_and_no_invented_times() {
-        let text = render(&State::default(), 0);
+        let text = render(&State::default(), 0, None);
         let version = env!("CARGO_PKG_VERSION");
         let build_info = format!("gitops_build_info{{version=\"{version}\"}} 1");
         let want = [
@@ -388,7 +463,7 @@ mod tests {
             }),
             ..State::default()
         };
-        let text = render(&state, 5);
+        let text = render(&state, 5, None);
         let samples = sample_lines(&text);
         let want = [
             "gitops_last_pass_timestamp_seconds 1795600800",
@@ -428,7 +503,7 @@ mod tests {
             }),
             ..state
         };
-        assert!(sample_lines(&render(&up, 0)).contains(&"gitops_last_pass_success 1"));
+        assert!(sample_lines(&render(&up, 0, None)).contains(&"gitops_last_pass_success 1"));
     }
 
     #[test]
@@ -448,5 +523,40 @@ mod tests {
             format!("{e:#}").contains("could not write the metrics"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn the_trigger_s_counters_are_families_of_their_own() {
+        use crate::trigger::record::{Last, Stats};
+        let stats = Stats {
+            accepted: 4,
+            started: 2,
+            coalesced: 1,
+            ignored: 1,
+            refused: [("signature".to_string(), 3)].into_iter().collect(),
+            last: Some(Last {
+                time: "2026-11-25T10:00:00Z".into(),
+                source: "2001:db8::1".into(),
+                forge: "gitlab-signed".into(),
+                answer: "coalesced".into(),
+            }),
+            last_start_unix: Some(1),
+        };
+        let without = render(&State::default(), 0, None);
+        assert!(!without.contains("gitops_trigger_"));
+        let text = render(&State::default(), 0, Some(&stats));
+        let samples = sample_lines(&text);
+        for want in [
+            "gitops_trigger_accepted_total 4",
+            "gitops_trigger_started_total 2",
+            "gitops_trigger_coalesced_total 1",
+            "gitops_trigger_ignored_total 1",
+            "gitops_trigger_refused_total{reason=\"signature\"} 3",
+            "gitops_trigger_refused_total{reason=\"replay\"} 0",
+            "gitops_trigger_last_request_timestamp_seconds 1795600800",
+            "gitops_trigger_last_request_info{forge=\"gitlab-signed\",source=\"2001:db8::1\",answer=\"coalesced\"} 1",
+        ] {
+            assert!(samples.contains(&want), "{want} missing in\n{text}");
+        }
     }
 }

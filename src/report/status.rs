@@ -34,6 +34,8 @@ pub struct Args {
     /// Print an apply's log as it is: the last apply's, or the newest for COMMIT (4 or more hex digits of it)
     #[arg(long, value_name = "COMMIT", num_args = 0..=1, conflicts_with_all = ["json", "prometheus"])]
     pub log: Option<Option<String>>,
+    #[command(flatten)]
+    pub trigger: crate::trigger::options::StatsDir,
     /// The systemctl program asked when gitops.timer runs next [default: systemctl, on a machine booted with systemd]
     #[arg(long, env = "GITOPS_SYSTEMCTL", value_name = "PROGRAM")]
     pub systemctl: Option<String>,
@@ -61,12 +63,16 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     })?;
     let running = Lock::found(&layout, recorded.as_ref());
     let outbox_events = crate::report::notify::outbox::len(&layout);
+    let trigger = crate::trigger::record::read_for_report(&args.trigger.trigger_state_dir);
     let colour = colour_wanted();
     let Some(state) = recorded else {
         if args.json {
             out!("{}", serde_json::to_string_pretty(&State::default())?);
         } else if args.prometheus {
-            print_raw(crate::report::metrics::render(&State::default(), outbox_events).as_bytes());
+            print_raw(
+                crate::report::metrics::render(&State::default(), outbox_events, trigger.as_ref())
+                    .as_bytes(),
+            );
         } else {
             out!(
                 "no pass has run yet: gitops sync has recorded nothing in {} (is --state-dir the one gitops.service uses?)",
@@ -87,13 +93,16 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     if args.json {
         out!("{}", serde_json::to_string_pretty(&state)?);
     } else if args.prometheus {
-        print_raw(crate::report::metrics::render(&state, outbox_events).as_bytes());
+        print_raw(
+            crate::report::metrics::render(&state, outbox_events, trigger.as_ref()).as_bytes(),
+        );
     } else {
         let seen = Seen {
             next_pass: systemctl_program(args.systemctl.as_deref())
                 .and_then(|program| ask_next_elapse(&program))
                 .and_then(|text| parse_next_elapse(&text, now, monotonic_now())),
             outbox_events,
+            trigger,
         };
         let mut lines = summary(&state, running == Lock::Pass, now, &seen);
         lines.extend(
@@ -572,6 +581,8 @@ pub struct Seen {
     /// When gitops.timer runs next, as systemd says; None where it cannot tell.
     pub next_pass: Option<OffsetDateTime>,
     pub outbox_events: usize,
+    /// The trigger's counters, when it has run here.
+    pub trigger: Option<crate::trigger::record::Stats>,
 }
 
 /// How a line's text is coloured on a terminal.
@@ -749,7 +760,45 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
     }
     out.extend(notify_lines(state, now, seen));
     out.extend(reboot_line(state, now));
+    out.extend(trigger_line(seen.trigger.as_ref(), now));
     out
+}
+
+/// The trigger's last request and its counters; nothing where it has never run.
+fn trigger_line(
+    trigger: Option<&crate::trigger::record::Stats>,
+    now: OffsetDateTime,
+) -> Option<Line> {
+    let t = trigger?;
+    let last = match &t.last {
+        Some(last) => format!(
+            "last {} request from {} {}: {}",
+            last.forge,
+            last.source,
+            age(&last.time, now),
+            last.answer
+        ),
+        None => "no request accepted yet".to_string(),
+    };
+    let refused: u64 = t.refused.values().sum();
+    let reasons: Vec<String> = t
+        .refused
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    let reasons = match reasons.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", reasons.join(", ")),
+    };
+    Some(Line::new(
+        "trigger",
+        Tone::Plain,
+        format!(
+            "{last}; {} accepted, {} started a pass, {} coalesced, {} ignored, {refused} refused{reasons}",
+            t.accepted, t.started, t.coalesced, t.ignored
+        ),
+    ))
 }
 
 /// The reboot plan as the last pass saw it; nothing while no reboot is requested.
@@ -1209,6 +1258,7 @@ mod tests {
             let seen = Seen {
                 next_pass: None,
                 outbox_events: events,
+                trigger: None,
             };
             render(state, false, now, &seen)
         };
@@ -1250,12 +1300,52 @@ mod tests {
     }
 
     #[test]
+    fn the_trigger_s_last_request_and_counters_are_shown_once_it_ran() {
+        use crate::trigger::record::{Last, Stats};
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        let state = passed(Outcome::Applied, "2026-11-25T09:55:00Z");
+        let with = |trigger: Option<Stats>| {
+            let seen = Seen {
+                next_pass: None,
+                outbox_events: 0,
+                trigger,
+            };
+            render(&state, false, now, &seen)
+        };
+        assert!(!with(None).contains("trigger:"));
+        let stats = Stats {
+            accepted: 5,
+            started: 3,
+            coalesced: 1,
+            ignored: 1,
+            refused: [("signature".to_string(), 2), ("path".to_string(), 0)]
+                .into_iter()
+                .collect(),
+            last: Some(Last {
+                time: "2026-11-25T09:58:00Z".into(),
+                source: "192.0.2.1".into(),
+                forge: "github".into(),
+                answer: "started".into(),
+            }),
+            last_start_unix: None,
+        };
+        let text = with(Some(stats));
+        assert!(
+            text.contains("trigger:      last github request from 192.0.2.1 2min ago (2026-11-25T09:58:00Z): started; 5 accepted, 3 started a pass, 1 coalesced, 1 ignored, 2 refused (signature 2)\n"),
+            "{text}"
+        );
+        assert!(with(Some(Stats::default()))
+            .contains("trigger:      no request accepted yet; 0 accepted"));
+    }
+
+    #[test]
     fn the_next_pass_is_shown_with_how_soon() {
         let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
         let state = passed(Outcome::UpToDate, "2026-11-25T09:55:00Z");
         let seen = Seen {
             next_pass: Some(time::macros::datetime!(2026-11-25 10:03:10 UTC)),
             outbox_events: 0,
+            trigger: None,
         };
         let text = render(&state, false, now, &seen);
         assert!(

@@ -52,6 +52,19 @@ pub struct Args {
     pub branch: Option<String>,
 }
 
+/// Where status and the metrics find the trigger's counters.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatsDir {
+    /// The trigger's state directory, whose counters status and the metrics show (gitops-trigger.service's StateDirectory=)
+    #[arg(
+        long = "trigger-state-dir",
+        env = "GITOPS_TRIGGER_STATE_DIR",
+        value_name = "DIR",
+        default_value = DEFAULT_STATE_DIR
+    )]
+    pub trigger_state_dir: PathBuf,
+}
+
 impl Args {
     pub fn state_dir(&self) -> PathBuf {
         self.trigger_state_dir
