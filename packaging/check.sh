@@ -19,6 +19,10 @@ for want in \
     '-rwxr-xr-x .* ./usr/bin/gitops$' \
     '-rw-r--r-- .* ./lib/systemd/system/gitops.service$' \
     '-rw-r--r-- .* ./lib/systemd/system/gitops.timer$' \
+    '-rw-r--r-- .* ./lib/systemd/system/gitops-trigger.socket$' \
+    '-rw-r--r-- .* ./lib/systemd/system/gitops-trigger.service$' \
+    '-rw-r--r-- .* ./lib/systemd/system/gitops-trigger.path$' \
+    '-rw-r--r-- .* ./usr/share/man/man1/gitops-trigger.1.gz$' \
     '-rw-r--r-- .* ./usr/share/doc/gitops/README.md$' \
     '-rw-r--r-- .* ./usr/share/man/man1/gitops.1.gz$' \
     '-rw-r--r-- .* ./usr/share/man/man1/gitops-sync.1.gz$' \
@@ -35,18 +39,28 @@ for script in postinst prerm postrm; do
     sh -n "$control/$script" || fail "the .deb's $script is not valid sh"
 done
 grep -q 'systemctl enable gitops.timer' "$control/postinst" || fail "postinst does not enable the timer"
-cmp -s units/gitops.service <(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./lib/systemd/system/gitops.service) ||
-    fail "the .deb's gitops.service differs from units/gitops.service"
+# The trigger opens a port: opt-in (install-units --trigger), never enabled by the package.
+! grep -q 'gitops-trigger' "$control/postinst" || fail "postinst touches the trigger, which is opt-in"
+grep -q 'disable .*gitops-trigger.socket' "$control/prerm" || fail "prerm leaves the trigger enabled"
+for unit in gitops.service gitops-trigger.socket gitops-trigger.service gitops-trigger.path; do
+    cmp -s "units/$unit" <(dpkg-deb --fsys-tarfile "$deb" | tar -xO "./lib/systemd/system/$unit") ||
+        fail "the .deb's $unit differs from units/$unit"
+done
 
 # --- .rpm ------------------------------------------------------------------------------------
 if command -v rpm >/dev/null 2>&1; then
     files=$(rpm -qlp "$rpm" 2>/dev/null)
     echo "$files"
     for want in /usr/bin/gitops /usr/lib/systemd/system/gitops.service /usr/lib/systemd/system/gitops.timer \
+        /usr/lib/systemd/system/gitops-trigger.socket /usr/lib/systemd/system/gitops-trigger.service \
+        /usr/lib/systemd/system/gitops-trigger.path /usr/share/man/man1/gitops-trigger.1.gz \
         /usr/share/man/man1/gitops.1.gz /usr/share/bash-completion/completions/gitops; do
         grep -qx "$want" <<<"$files" || fail "the .rpm lacks $want"
     done
-    rpm -qp --scripts "$rpm" 2>/dev/null | grep -q 'systemctl enable gitops.timer' || fail "the .rpm's %post does not enable the timer"
+    scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
+    grep -q 'systemctl enable gitops.timer' <<<"$scripts" || fail "the .rpm's %post does not enable the timer"
+    ! grep -q 'enable .*gitops-trigger' <<<"$scripts" || fail "the .rpm enables the trigger, which is opt-in"
+    grep -q 'disable .*gitops-trigger.socket' <<<"$scripts" || fail "the .rpm's %preun leaves the trigger enabled"
 else
     echo "packaging: rpm not installed, .rpm contents not listed"
 fi
