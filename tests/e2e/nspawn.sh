@@ -107,7 +107,8 @@ run trigger-install gitops install-units --now --repo-url file:///srv/config.git
 say "trigger socket" "$(systemctl is-enabled gitops-trigger.socket 2>&1) $(systemctl is-active gitops-trigger.socket 2>&1)"
 say "trigger path" "$(systemctl is-enabled gitops-trigger.path 2>&1) $(systemctl is-active gitops-trigger.path 2>&1)"
 say "trigger listen" "$(systemctl show -P Listen gitops-trigger.socket 2>&1)"
-say "trigger allow" "$(systemctl show -P IPAddressAllow gitops-trigger.socket 2>&1)"
+# In no particular order (systemd keeps a set).
+say "trigger allow" "$(systemctl show -P IPAddressAllow gitops-trigger.socket 2>&1 | tr ' ' '\n' | sort | paste -sd ' ')"
 say "trigger secret" "$(stat -c '%a %U %s' /etc/gitops/e2e-trigger.secret 2>&1)"
 say "trigger env mode" "$(stat -c %a /etc/gitops/trigger.env 2>&1)"
 say "trigger credential" "$(systemctl cat gitops-trigger.service 2>&1 | grep '^LoadCredential=' | tail -n 1)"
