@@ -537,6 +537,31 @@ fn packaged_trigger_units_are_enabled_not_copied() {
             run.stdout
         );
     }
+    // Merged /usr (Debian since 12): both directories hold the units. The links follow the one
+    // the package's own `systemctl enable gitops.timer` chose.
+    let r = Root::new();
+    std::fs::create_dir_all(r.path("usr/lib/systemd/system")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", r.path("lib")).unwrap();
+    for unit in [
+        "gitops.service",
+        "gitops.timer",
+        "gitops-trigger.socket",
+        "gitops-trigger.service",
+        "gitops-trigger.path",
+    ] {
+        std::fs::write(r.path("usr/lib/systemd/system").join(unit), shipped(unit)).unwrap();
+    }
+    std::fs::create_dir_all(r.path("etc/systemd/system/timers.target.wants")).unwrap();
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/gitops.timer",
+        r.path("etc/systemd/system/timers.target.wants/gitops.timer"),
+    )
+    .unwrap();
+    r.install(&["--trigger"]).expect(0);
+    assert_eq!(
+        std::fs::read_link(r.path(SOCKET_WANTS)).unwrap(),
+        Path::new("/lib/systemd/system/gitops-trigger.socket")
+    );
 }
 
 #[test]

@@ -357,7 +357,8 @@ fn secret_in_dropin(root: &Path) -> Option<PathBuf> {
 }
 
 /// The enable links' targets when the package installed all three trigger units under the
-/// root: the ones the existing link names first (on a merged-/usr system both are the same).
+/// root. On a merged-/usr system both directories hold them: the one the existing link names,
+/// else the one the timer's link names (the package's own `systemctl enable` chose it).
 fn packaged(root: &Path) -> Option<(&'static str, &'static str)> {
     let complete = |dir: &str| {
         [
@@ -373,9 +374,15 @@ fn packaged(root: &Path) -> Option<(&'static str, &'static str)> {
         .filter(|(dir, ..)| complete(dir))
         .collect();
     let existing = fs::read_link(root.join(SOCKET_WANTS)).ok();
+    let timer = fs::read_link(root.join(super::units::WANTS)).ok();
     present
         .iter()
         .find(|(_, socket, _)| existing.as_deref() == Some(Path::new(socket)))
+        .or_else(|| {
+            present
+                .iter()
+                .find(|(dir, ..)| timer.as_deref().and_then(Path::parent) == Some(Path::new(dir)))
+        })
         .or(present.first())
         .map(|(_, socket, path_unit)| (*socket, *path_unit))
 }

@@ -26,7 +26,7 @@ const BINARY: &str = "usr/bin/gitops";
 const TIMEOUT_DROPIN: &str = "etc/systemd/system/gitops.service.d/timeout.conf";
 const ETC_SERVICE: &str = "etc/systemd/system/gitops.service";
 const ETC_TIMER: &str = "etc/systemd/system/gitops.timer";
-const WANTS: &str = "etc/systemd/system/timers.target.wants/gitops.timer";
+pub(super) const WANTS: &str = "etc/systemd/system/timers.target.wants/gitops.timer";
 /// Directories install-units may have created for its own files; `--uninstall` removes them
 /// when nothing else is left in them.
 const OWN_DIRS: [&str; 2] = [
