@@ -137,7 +137,7 @@ fn install_units_environment() -> clap_mangen::roff::Roff {
     let mut roff = Roff::new();
     roff.control("SH", ["ENVIRONMENT"]);
     roff.text([roman(
-        "install-units reads no env file and no GITOPS_* setting: the settings given as flags are what it writes into the env file, one GITOPS_* variable each (see gitops-sync(1)).",
+        "install-units reads no env file and no GITOPS_* setting: the settings given as flags are what it writes into the env file, one GITOPS_* variable each (see gitops-sync(1)); with --trigger, the trigger's go into /etc/gitops/trigger.env (see gitops-trigger(1)).",
     )]);
     roff.control("TP", [])
         .text([bold("GITOPS_SYSTEMCTL")])
