@@ -2,7 +2,12 @@
 //! delivery, by a flood, and by a compromised trigger writing its own state files for root's
 //! `gitops status` to read. The real binary on a socket passed as systemd passes it.
 
-use crate::trigger::{base64, hex, mac, now_unix, Trigger, SECRET};
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+
+use crate::trigger::{base64, hex, mac, now_unix, push_body, read_answer, signed, Trigger, SECRET};
 
 /// Send `head` and `body`, read the answer to the end: (status, body).
 fn post_raw(t: &Trigger, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
@@ -70,4 +75,66 @@ fn a_mac_captured_from_a_timestamped_form_does_not_verify_as_a_bare_body_mac() {
         assert_eq!(post_raw(&t, &github, body), (202, "started".into()));
     }
     assert_eq!(t.calls(), 3);
+}
+
+/// A connection to the trigger from `source` (any 127.x address is this machine's).
+fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    use nix::libc;
+    let address = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns, with addresses that live
+    // across each call; std's TcpStream cannot choose its source address.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let from = address(source, 0);
+        let to = address([127, 0, 0, 1], port);
+        let ok = libc::bind(fd, (&raw const from).cast(), size) == 0
+            && libc::connect(fd, (&raw const to).cast(), size) == 0;
+        assert!(ok, "{}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+#[test]
+fn one_host_holding_idle_connections_does_not_turn_away_the_forge() {
+    let t = Trigger::start(&["--trigger-min-interval", "0s"]);
+    // One host opens as many connections as the trigger serves at once, and sends nothing.
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| connect_from([127, 0, 0, 1], t.port))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The forge, from another address, within the 10 s those would hold their slots.
+    let body = push_body("main", 1);
+    let mut request = format!(
+        "POST /trigger HTTP/1.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed("github", SECRET, &body, "forge-1") {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    let mut forge = connect_from([127, 0, 0, 2], t.port);
+    forge
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    forge.write_all(request.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut forge), (202, "started".into()));
+    assert_eq!(t.calls(), 1);
+    // The host's connections beyond its share were answered at once, not held.
+    assert!(
+        t.stats()["refused"]["busy"].as_u64().unwrap_or(0) >= 16,
+        "{}",
+        t.stats()
+    );
+    drop(idle);
 }
