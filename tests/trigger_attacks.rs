@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-use crate::trigger::{base64, hex, mac, now_unix, push_body, read_answer, signed, Trigger, SECRET};
+use crate::trigger::{
+    base64, hex, mac, now_unix, push_body, read_answer, signed, wait_until, Trigger, SECRET,
+};
 
 /// Send `head` and `body`, read the answer to the end: (status, body).
 fn post_raw(t: &Trigger, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
@@ -137,4 +139,56 @@ fn one_host_holding_idle_connections_does_not_turn_away_the_forge() {
         t.stats()
     );
     drop(idle);
+}
+
+#[test]
+fn refused_requests_cost_no_disk_flush() {
+    let strace = std::process::Command::new("strace").arg("-V").output();
+    if !strace.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let t = Trigger::start(&[]);
+    let pid = t.child.as_ref().unwrap().id();
+    let log = t.dir.path().join("strace");
+    let mut tracer = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range,syncfs,sync",
+        ])
+        .arg("-o")
+        .arg(&log)
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let traced = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+    };
+    if !wait_until(Duration::from_secs(5), traced) {
+        let _ = tracer.kill();
+        let _ = tracer.wait();
+        eprintln!("skipped: strace could not attach (ptrace not allowed here)");
+        return;
+    }
+    // Anyone can send these, as fast as they can connect: each is counted in stats.json.
+    for n in 0..20 {
+        let (status, _) = post_raw(&t, &[("X-N", n.to_string())], b"{}");
+        assert_eq!(status, 401);
+    }
+    assert_eq!(t.stats()["refused"]["unsigned"], 20, "still counted");
+    // SAFETY: a signal to the tracer this test started; it detaches and flushes its log.
+    unsafe { nix::libc::kill(tracer.id() as i32, nix::libc::SIGINT) };
+    let _ = tracer.wait();
+    let flushes = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        flushes.lines().filter(|l| l.contains("sync")).count(),
+        0,
+        "a flush per unauthenticated request:\n{flushes}"
+    );
 }
