@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
+use crate::harness::Run;
+
 use crate::trigger::{
     base64, hex, mac, now_unix, push_body, read_answer, signed, wait_until, Trigger, SECRET,
 };
@@ -191,4 +193,48 @@ fn refused_requests_cost_no_disk_flush() {
         0,
         "a flush per unauthenticated request:\n{flushes}"
     );
+}
+
+#[test]
+fn what_a_compromised_trigger_writes_cannot_crash_or_fill_root_s_status() {
+    let (_up, _daemon, m, _url) = crate::harness::applied_machine();
+    // The trigger's own directory: its user, compromised, writes what it likes there.
+    let trigger_state = m.dir.path().join("trigger-state");
+    std::fs::create_dir(&trigger_state).unwrap();
+    let max = u64::MAX;
+    let long_time = format!("2026-12-03T07:00:00.{}Z", "0".repeat(20_000));
+    let cases = [
+        // Refusals that cannot be added up: status adds them up.
+        format!(
+            r#"{{"accepted":{max},"refused":{{"signature":{max},"unsigned":1}},
+               "last":{{"time":"2026-12-03T07:00:00Z","source":"192.0.2.1","forge":"github","answer":"started"}}}}"#
+        ),
+        // A valid RFC 3339 time, 20 000 digits long.
+        format!(
+            r#"{{"accepted":1,"last":{{"time":"{long_time}","source":"192.0.2.1","forge":"github","answer":"started"}}}}"#
+        ),
+    ];
+    for stats in cases {
+        std::fs::write(trigger_state.join("stats.json"), &stats).unwrap();
+        for extra in [&[][..], &["--prometheus"][..]] {
+            let mut status = m.command();
+            status
+                .arg("status")
+                .args(extra)
+                .arg("--trigger-state-dir")
+                .arg(&trigger_state);
+            let run = Run::of(&mut status);
+            assert!(
+                !run.stderr.contains("panicked") && !run.stderr.contains("internal error"),
+                "{extra:?}: {}",
+                run.stderr
+            );
+            let run = run.expect(0);
+            assert!(
+                run.stdout.lines().all(|l| l.len() < 400),
+                "{extra:?}: {}",
+                &run.stdout[..run.stdout.len().min(2000)]
+            );
+        }
+    }
 }

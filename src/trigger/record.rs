@@ -123,10 +123,17 @@ pub fn read_for_report(dir: &Path) -> Option<Stats> {
     stats
         .refused
         .retain(|reason, _| REASONS.contains(&reason.as_str()));
+    // Status adds the refusals up: counts whose sum does not fit were never counted.
+    stats
+        .refused
+        .values()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n))?;
     stats.last = stats.last.filter(|last| {
         FORGES.contains(&last.forge.as_str())
             && ANSWERS.contains(&last.answer.as_str())
             && last.source.parse::<std::net::IpAddr>().is_ok()
+            // Ours are 30 characters at most; RFC 3339 allows any number of fraction digits.
+            && last.time.len() <= 40
             && time::OffsetDateTime::parse(
                 &last.time,
                 &time::format_description::well_known::Rfc3339,
