@@ -238,3 +238,83 @@ fn what_a_compromised_trigger_writes_cannot_crash_or_fill_root_s_status() {
         }
     }
 }
+
+#[test]
+fn sockets_passed_beyond_the_first_do_not_leak_into_the_command() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    crate::harness::chmod(&secret, 0o600);
+    let fds = dir.path().join("fds");
+    let command = dir.path().join("start-pass");
+    std::fs::write(
+        &command,
+        format!("#!/bin/sh\nls -l /proc/$$/fd > '{}'\n", fds.display()),
+    )
+    .unwrap();
+    crate::harness::chmod(&command, 0o755);
+    // Two ListenStream= lines: systemd passes fd 3 and fd 4.
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = first.local_addr().unwrap().port();
+    let (a, b) = (first.as_raw_fd(), second.as_raw_fd());
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=2 exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_gitops"))
+        .arg("trigger")
+        .arg("--trigger-secret-file")
+        .arg(&secret)
+        .arg("--trigger-state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--trigger-command")
+        .arg(&command)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Moved out of the way first, so the second dup2 cannot close the first.
+            let moved = |fd| nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 10);
+            let (a2, b2) = (moved(a), moved(b));
+            if a2 < 0 || b2 < 0 || nix::libc::dup2(a2, 3) < 0 || nix::libc::dup2(b2, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let body = push_body("main", 1);
+    let mut request = format!(
+        "POST /trigger HTTP/1.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed("github", SECRET, &body, "two") {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let answer = read_answer(&mut stream);
+    let _ = child.kill();
+    let run = Run::within(child, Duration::from_secs(10));
+    assert_eq!(answer, (202, "started".into()), "{}", run.stderr);
+    let open = std::fs::read_to_string(&fds).unwrap();
+    assert!(
+        !open.contains("socket:"),
+        "the command holds a socket:\n{open}"
+    );
+    assert!(
+        run.stderr.contains("only the first is served"),
+        "{}",
+        run.stderr
+    );
+}
