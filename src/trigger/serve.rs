@@ -24,7 +24,9 @@ const MAX_CONNECTIONS: usize = 32;
 /// opens connections and sends nothing would otherwise hold every slot, and turn the forge
 /// away, for as long as it reopens them every 10 s. A forge's deliveries take milliseconds,
 /// and of several at once one pass is all that is needed. Filling every slot then takes
-/// MAX_CONNECTIONS / MAX_PER_SOURCE hosts, which `--trigger-allow` is for.
+/// MAX_CONNECTIONS / MAX_PER_SOURCE hosts, which `--trigger-allow` is for. Behind a proxy
+/// every request is the proxy's: it must read whole requests before passing them on (nginx
+/// does by default) and hold its own clients to their share.
 const MAX_PER_SOURCE: usize = 4;
 
 /// How a pass is started.
