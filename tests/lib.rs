@@ -32,5 +32,6 @@ mod transport_trust;
 mod transports;
 mod tree_write;
 mod trigger;
+mod trigger_attacks;
 mod trust;
 mod trust_attacks;

@@ -12,24 +12,24 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{chmod, Run};
 
-const SECRET: &str = "6a1f0c9e3b7d4a2f8e5c1b0d9a7f3e2c";
+pub(crate) const SECRET: &str = "6a1f0c9e3b7d4a2f8e5c1b0d9a7f3e2c";
 
-struct Trigger {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
+pub(crate) struct Trigger {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) child: Option<Child>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(crate) fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
     ring::hmac::sign(&key, data).as_ref().to_vec()
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -48,7 +48,7 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -56,12 +56,12 @@ fn now_unix() -> i64 {
 }
 
 /// A push to `branch`, unique by `n`.
-fn push_body(branch: &str, n: usize) -> String {
+pub(crate) fn push_body(branch: &str, n: usize) -> String {
     format!(r#"{{"ref":"refs/heads/{branch}","after":"{n:040x}"}}"#)
 }
 
 /// The headers each forge sends for `body`, signed with `secret`.
-fn signed(forge: &str, secret: &str, body: &str, id: &str) -> Vec<(String, String)> {
+pub(crate) fn signed(forge: &str, secret: &str, body: &str, id: &str) -> Vec<(String, String)> {
     let s = |a: &str, b: String| (a.to_string(), b);
     let key = secret.as_bytes();
     match forge {
@@ -119,7 +119,7 @@ fn signed(forge: &str, secret: &str, body: &str, id: &str) -> Vec<(String, Strin
 
 impl Trigger {
     /// The trigger on a fresh socket, passed as systemd passes it.
-    fn start(extra: &[&str]) -> Trigger {
+    pub(crate) fn start(extra: &[&str]) -> Trigger {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
@@ -158,18 +158,18 @@ impl Trigger {
         }
     }
 
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("calls"))
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
 
-    fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         let text = std::fs::read_to_string(self.dir.path().join("state/stats.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
-    fn post(&self, headers: &[(String, String)], body: &str) -> (u16, String) {
+    pub(crate) fn post(&self, headers: &[(String, String)], body: &str) -> (u16, String) {
         let mut head = format!(
             "POST /trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
@@ -181,7 +181,7 @@ impl Trigger {
     }
 
     /// Send bytes, read the answer to the end: (status, body).
-    fn raw(&self, bytes: &[u8]) -> (u16, String) {
+    pub(crate) fn raw(&self, bytes: &[u8]) -> (u16, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -191,7 +191,7 @@ impl Trigger {
     }
 
     /// Stop it and return what it printed.
-    fn stop(mut self) -> Run {
+    pub(crate) fn stop(mut self) -> Run {
         let mut child = self.child.take().unwrap();
         let _ = child.kill();
         Run::within(child, Duration::from_secs(10))
@@ -207,7 +207,7 @@ impl Drop for Trigger {
     }
 }
 
-fn read_answer(stream: &mut TcpStream) -> (u16, String) {
+pub(crate) fn read_answer(stream: &mut TcpStream) -> (u16, String) {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer).into_owned();
@@ -260,7 +260,7 @@ fn passed_socket(listener: &TcpListener, args: &[String]) -> Command {
     cmd
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
         if done() {

@@ -141,6 +141,7 @@ pub fn authenticate(
         let mac = value
             .strip_prefix("sha256=")
             .and_then(hex_decode)
+            .filter(|_| forge_body(body))
             .ok_or(Refusal::Malformed)?;
         hmac::verify(&secret.raw, body, &mac).map_err(|_| Refusal::Signature)?;
         return authentic(Forge::GitHub, one(headers, "x-github-delivery")?, &mac);
@@ -150,7 +151,9 @@ pub fn authenticate(
         ("x-gitea-signature", Forge::Gitea, "x-gitea-delivery"),
     ] {
         if let Some(value) = one(headers, header)? {
-            let mac = hex_decode(value).ok_or(Refusal::Malformed)?;
+            let mac = hex_decode(value)
+                .filter(|_| forge_body(body))
+                .ok_or(Refusal::Malformed)?;
             hmac::verify(&secret.raw, body, &mac).map_err(|_| Refusal::Signature)?;
             return authentic(forge, one(headers, id)?, &mac);
         }
@@ -160,7 +163,8 @@ pub fn authenticate(
         let timestamp = one(headers, "webhook-timestamp")?.ok_or(Refusal::Malformed)?;
         let stamp = parse_unix(timestamp).ok_or(Refusal::Malformed)?;
         let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
-        let expected = base64(hmac::sign(&secret.standard, &signed).as_ref());
+        let tag = hmac::sign(&secret.standard, &signed);
+        let expected = base64(tag.as_ref());
         // Several `v1,<base64>` entries (a secret being rotated): one match is enough.
         let matched = value
             .split(' ')
@@ -170,7 +174,9 @@ pub fn authenticate(
             return Err(Refusal::Signature);
         }
         in_window(stamp, now_unix)?;
-        return authentic(Forge::GitLabSigned, Some(id), expected.as_bytes());
+        // The MAC's bytes, as the other forms key theirs: one MAC, one key, whatever form
+        // it arrives in.
+        return authentic(Forge::GitLabSigned, Some(id), tag.as_ref());
     }
     if let Some(value) = one(headers, "x-gitops-signature")? {
         let timestamp = one(headers, "x-gitops-timestamp")?.ok_or(Refusal::Malformed)?;
@@ -197,6 +203,16 @@ pub fn authenticate(
         return authentic(Forge::GitLab, delivery, body_digest.as_ref());
     }
     Err(Refusal::Unsigned)
+}
+
+/// What the forms that sign the body alone (GitHub, Gitea, Forgejo) may sign: a JSON object,
+/// GitHub's form encoding (`payload=`), or nothing. Every form shares the one secret, so a MAC
+/// of `timestamp.body` (ours) or `id.timestamp.body` (Standard Webhooks) is also a MAC of some
+/// body: sent as that body under a bare-body header, a captured timestamped request would
+/// outlive its window and lose its branch. Those frames start with digits or the forge's id,
+/// never with `{` or `payload=`.
+fn forge_body(body: &[u8]) -> bool {
+    body.is_empty() || body.trim_ascii_start().starts_with(b"{") || body.starts_with(b"payload=")
 }
 
 /// The delivery ids of Gitea and Forgejo are the same counter (Forgejo sends both headers).

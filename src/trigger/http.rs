@@ -136,10 +136,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The request line and the headers. Obsolete line folding, a bare LF, a name that is not a
-/// token and conflicting lengths are refused, as a proxy in front might read them otherwise.
+/// The request line and the headers. Obsolete line folding, a bare LF or CR, control
+/// characters, a name that is not a token and conflicting lengths are refused, as a proxy in
+/// front might read them otherwise (RFC 9112 2.2, 5.1).
 pub fn parse_head(bytes: &[u8]) -> Result<Head, Unreadable> {
     let text = std::str::from_utf8(bytes).map_err(|_| Unreadable::Malformed)?;
+    // Lines end in CRLF, split below; any other control character but a tab is refused.
+    let control = |c: char| c.is_ascii_control() && c != '\t';
+    if text.split("\r\n").any(|line| line.contains(control)) {
+        return Err(Unreadable::Malformed);
+    }
     let mut lines = text.split("\r\n");
     let request = lines.next().ok_or(Unreadable::Malformed)?;
     let mut words = request.split(' ');
@@ -166,7 +172,9 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, Unreadable> {
         if name.is_empty() || !name.bytes().all(token) {
             return Err(Unreadable::Malformed);
         }
-        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+        // Optional whitespace is spaces and tabs (RFC 9110 5.6.3), not what Unicode calls one.
+        let value = value.trim_matches([' ', '\t']);
+        headers.push((name.to_ascii_lowercase(), value.to_string()));
     }
     let mut content_length = None;
     for (_, value) in headers.iter().filter(|(n, _)| n == "content-length") {
@@ -265,5 +273,30 @@ mod tests {
             parse_head(b"POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue")
                 .unwrap();
         assert!(head.chunked && head.expect_continue);
+    }
+
+    #[test]
+    fn control_characters_and_other_spaces_are_refused_where_a_proxy_could_read_them_otherwise() {
+        for bad in [
+            // A bare CR ends a line for some proxies: a header of theirs, part of a value here.
+            "POST /t HTTP/1.1\r\nX-A: x\rContent-Length: 0",
+            "POST /t HTTP/1.1\r\nX-A: x\0y",
+            "POST /t HTTP/1.1\r\nX-A: x\x7f",
+            "POST /t\x1b[2J HTTP/1.1",
+            "POST /t\0 HTTP/1.1",
+            // Only spaces and tabs surround a value: these lengths are not numbers to a proxy.
+            "POST /t HTTP/1.1\r\nContent-Length: \u{3000}5",
+            "POST /t HTTP/1.1\r\nContent-Length: 5\u{a0}",
+        ] {
+            assert_eq!(
+                parse_head(bad.as_bytes()).err(),
+                Some(Unreadable::Malformed),
+                "{bad:?}"
+            );
+        }
+        let head =
+            parse_head(b"POST /t HTTP/1.1\r\nX-A: \t a\tb \t\r\nContent-Length: 5 ").unwrap();
+        assert_eq!(head.headers[0], ("x-a".into(), "a\tb".into()));
+        assert_eq!(head.content_length, Some(5));
     }
 }

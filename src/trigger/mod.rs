@@ -180,6 +180,21 @@ fn listener_from_systemd() -> Result<TcpListener> {
         ));
     }
     let _ = fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    if count > 1 {
+        // Sockets of more ListenStream= lines: not served, and not handed on to the command
+        // either (systemd passes them inheritable).
+        for fd in
+            SD_LISTEN_FDS_START + 1..SD_LISTEN_FDS_START.saturating_add(count.min(1024) as i32)
+        {
+            // SAFETY: fds systemd passed to this process, which nothing else in it uses; only
+            // their close-on-exec flag is set, on those that are open.
+            let extra = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = fcntl(extra, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
+        say!(
+            "gitops trigger: warning: systemd passed {count} sockets and only the first is served: give gitops-trigger.socket one ListenStream="
+        );
+    }
     // SAFETY: as above; from here on the listener owns fd 3 and closes it.
     let owned = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
     let listener = TcpListener::from(owned);

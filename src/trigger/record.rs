@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pass::state::write_atomic;
+use crate::pass::state::{create_new, random_suffix, write_atomic};
 
 /// A delivery is refused when seen within this long.
 pub const REPLAY_WINDOW_SECS: i64 = 60 * 60;
@@ -123,10 +123,17 @@ pub fn read_for_report(dir: &Path) -> Option<Stats> {
     stats
         .refused
         .retain(|reason, _| REASONS.contains(&reason.as_str()));
+    // Status adds the refusals up: counts whose sum does not fit were never counted.
+    stats
+        .refused
+        .values()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n))?;
     stats.last = stats.last.filter(|last| {
         FORGES.contains(&last.forge.as_str())
             && ANSWERS.contains(&last.answer.as_str())
             && last.source.parse::<std::net::IpAddr>().is_ok()
+            // Ours are 30 characters at most; RFC 3339 allows any number of fraction digits.
+            && last.time.len() <= 40
             && time::OffsetDateTime::parse(
                 &last.time,
                 &time::format_description::well_known::Rfc3339,
@@ -171,15 +178,34 @@ impl Stats {
             .unwrap_or_default()
     }
 
+    /// Written whole and renamed into place, so no reader sees half of it, but not flushed:
+    /// anyone can make the trigger count a refusal, as fast as they can connect, and a flush
+    /// each would hand them the machine's disk. A power cut loses only recent counts (a file
+    /// it leaves empty reads as none).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec_pretty(self).unwrap_or_default();
         json.push(b'\n');
-        write_atomic(path, &json, false)
+        replace(path, &json)
     }
 
     pub fn refuse(&mut self, reason: &str) {
         *self.refused.entry(reason.to_string()).or_default() += 1;
     }
+}
+
+/// `path` replaced by a new file holding `contents`, through a private temporary file.
+fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", random_suffix()?));
+    let result = create_new(&tmp)
+        .and_then(|mut file| file.write_all(contents))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// At most one pass per interval: the first valid request starts one at once, the ones within

@@ -2,10 +2,10 @@
 //! body, signature, replay, then what the request asks for. Each connection has its own
 //! thread (a client that sends nothing holds only its own), and the process leaves when idle.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,14 @@ use super::record::{Last, Pace, Pacer, Seen, Stats};
 pub const READ_DEADLINE: Duration = Duration::from_secs(10);
 /// Connections served at once; more are answered 503 and closed at once.
 const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once from one source (an IPv4 address, an IPv6 /64): one host that
+/// opens connections and sends nothing would otherwise hold every slot, and turn the forge
+/// away, for as long as it reopens them every 10 s. A forge's deliveries take milliseconds,
+/// and of several at once one pass is all that is needed. Filling every slot then takes
+/// MAX_CONNECTIONS / MAX_PER_SOURCE hosts, which `--trigger-allow` is for. Behind a proxy
+/// every request is the proxy's: it must read whole requests before passing them on (nginx
+/// does by default) and hold its own clients to their share.
+const MAX_PER_SOURCE: usize = 4;
 
 /// How a pass is started.
 pub enum Start {
@@ -48,7 +56,7 @@ pub struct Shared {
 
 pub fn serve(server: Arc<Server>, listener: TcpListener) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots::default());
     let mut last_activity = Instant::now();
     loop {
         let now = Instant::now();
@@ -63,7 +71,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> anyhow::Result<()> {
         let idle_left = server
             .idle_exit
             .saturating_sub(now.saturating_duration_since(last_activity));
-        if idle_left.is_zero() && active.load(Ordering::SeqCst) == 0 && due.is_none() {
+        if idle_left.is_zero() && slots.in_use() == 0 && due.is_none() {
             return Ok(());
         }
         // Woken by a connection, the coalesced pass falling due, or the idle limit (checked
@@ -95,22 +103,84 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> anyhow::Result<()> {
             };
             last_activity = Instant::now();
             let _ = stream.set_nonblocking(false);
-            if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            let Some(slot) = Slots::take(&slots, peer.ip()) else {
                 server.count_refused("busy");
                 http::respond(&stream, 503, "busy", &[("Retry-After", "10")]);
                 continue;
-            }
-            active.fetch_add(1, Ordering::SeqCst);
+            };
             let server = Arc::clone(&server);
-            let done = Arc::clone(&active);
-            let spawned = std::thread::Builder::new().spawn(move || {
+            // The slot goes with the thread, and is given back when it ends however it ends;
+            // if it cannot start, at once.
+            let _ = std::thread::Builder::new().spawn(move || {
                 server.handle(&stream, peer.ip());
-                done.fetch_sub(1, Ordering::SeqCst);
+                drop(slot);
             });
-            if spawned.is_err() {
-                active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The connections being served, by source.
+#[derive(Default)]
+struct Slots(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in `Slots`, given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    source: IpAddr,
+}
+
+impl Slots {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn in_use(&self) -> usize {
+        self.counts().values().sum()
+    }
+
+    /// A slot for a connection from `peer`, unless all are taken or its source has its share.
+    fn take(slots: &Arc<Slots>, peer: IpAddr) -> Option<Slot> {
+        let source = source_of(peer);
+        let mut counts = slots.counts();
+        let total: usize = counts.values().sum();
+        let mine = counts.entry(source).or_default();
+        if total >= MAX_CONNECTIONS || *mine >= MAX_PER_SOURCE {
+            if *mine == 0 {
+                counts.remove(&source);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(Slot {
+            slots: Arc::clone(slots),
+            source,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.counts();
+        if let Some(n) = counts.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.source);
             }
         }
+    }
+}
+
+/// What one host is: its IPv4 address (also when mapped into IPv6), or its IPv6 /64, the
+/// smallest network a host is usually given.
+fn source_of(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        },
+        v4 => v4,
     }
 }
 
@@ -375,4 +445,32 @@ fn run_command(program: &std::path::Path) -> std::io::Result<()> {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_out_by_source_and_given_back() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        let slots = Arc::new(Slots::default());
+        // One /64 is one host, whichever of its addresses it uses.
+        let held: Vec<Slot> = (1..=MAX_PER_SOURCE)
+            .map(|n| Slots::take(&slots, ip(&format!("2001:db8::{n}"))).unwrap())
+            .collect();
+        assert!(Slots::take(&slots, ip("2001:db8::ffff")).is_none());
+        assert!(Slots::take(&slots, ip("2001:db8:0:1::1")).is_some());
+        let others: Vec<Slot> = (0..MAX_CONNECTIONS - MAX_PER_SOURCE)
+            .map(|n| Slots::take(&slots, ip(&format!("10.0.{n}.1"))).unwrap())
+            .collect();
+        assert_eq!(slots.in_use(), MAX_CONNECTIONS);
+        assert!(Slots::take(&slots, ip("192.0.2.1")).is_none(), "all taken");
+        drop(held);
+        drop(others);
+        assert_eq!(slots.in_use(), 0);
+        assert!(slots.counts().is_empty(), "no source is remembered");
+    }
 }
