@@ -292,6 +292,19 @@ fn an_existing_secret_is_kept_and_never_shown() {
     );
     assert_eq!(mode(&l.r.path(SECRET)), 0o644);
 
+    // Too short for the trigger: said, without a character of it.
+    let short = Live::new();
+    std::fs::create_dir_all(short.r.path("etc/gitops")).unwrap();
+    std::fs::write(short.r.path(SECRET), "hunter2\n").unwrap();
+    std::fs::set_permissions(short.r.path(SECRET), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = short.install(&["--trigger"]).expect(0);
+    assert!(
+        run.stderr.contains("shorter than 16 characters"),
+        "{}",
+        run.stderr
+    );
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains("hunter2"));
+
     // A directory where the secret should be is refused, and nothing is written.
     let other = Live::new();
     std::fs::create_dir_all(other.r.path(SECRET)).unwrap();
@@ -301,6 +314,7 @@ fn an_existing_secret_is_kept_and_never_shown() {
         "{}",
         run.stderr
     );
+    assert!(!exists(&other.r.path(SOCKET)) && !exists(&other.r.path(MANIFEST)));
 }
 
 #[test]

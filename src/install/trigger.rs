@@ -70,6 +70,9 @@ const PACKAGED: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// The shortest secret `gitops trigger` accepts.
+const MIN_SECRET: usize = 16;
+
 /// gitops.service may start 5 times in 10 s (systemd's default StartLimitBurst=): pulses closer
 /// together than this could reach it, and the path unit would then fail and start nothing more.
 const MIN_INTERVAL_FLOOR: Duration = Duration::from_secs(3);
@@ -411,6 +414,21 @@ fn in_root(root: &Path, secret: &Path) -> PathBuf {
     root.join(secret.strip_prefix("/").unwrap_or(secret))
 }
 
+/// Refuse, before anything is written, a secret path that holds something else than a file.
+pub(super) fn check_secret(req: &Request, secret: &Path) -> Result<()> {
+    let full = in_root(&req.root, secret);
+    match fs::symlink_metadata(&full) {
+        Ok(meta) if !meta.is_file() => Err(fail(
+            Exit::Usage,
+            format!(
+                "{} is not a regular file: the trigger's secret must be one (32+ random bytes, mode 0600)",
+                full.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Write the secret when it is missing on the running system; an existing one is kept as it
 /// is. Returns whether one was written. Its text is never shown but this once, on a terminal.
 pub(super) fn ensure_secret(req: &Request, secret: &Path) -> Result<bool> {
@@ -429,6 +447,14 @@ pub(super) fn ensure_secret(req: &Request, secret: &Path) -> Result<bool> {
             if meta.permissions().mode() & 0o077 != 0 {
                 say!(
                     "gitops: warning: the trigger secret {} is readable by group or others: chmod 600 it",
+                    full.display()
+                );
+            }
+            // The trigger's own floor (it refuses to start below it); the text is never shown.
+            let short = fs::read(&full).is_ok_and(|b| b.trim_ascii().len() < MIN_SECRET);
+            if short {
+                say!(
+                    "gitops: warning: the trigger secret {} is shorter than {MIN_SECRET} characters, which the trigger refuses: write a random one (openssl rand -hex 32)",
                     full.display()
                 );
             }

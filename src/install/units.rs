@@ -221,6 +221,9 @@ pub fn run(req: &Request) -> Result<()> {
         .map(|item| inspect(&req.root, item, &manifest))
         .collect::<Result<_>>()?;
     refuse_edits(req, &items, &found)?;
+    if let Some(secret) = &secret {
+        trigger::check_secret(req, secret)?;
+    }
     note_packaged(req, &items);
     trigger::note_packaged(req, &items);
     if req.dry_run {
