@@ -711,3 +711,22 @@ fn status_and_the_metrics_show_the_last_trigger_and_its_counters() {
     }
     assert!(!prom.contains(SECRET) && !run.stdout.contains(SECRET));
 }
+
+#[test]
+fn a_pass_that_cannot_be_asked_for_is_answered_as_a_failure_not_as_started() {
+    let t = Trigger::start(&["--trigger-min-interval", "0s"]);
+    std::fs::write(t.dir.path().join("start-pass"), "#!/bin/sh\nexit 3\n").unwrap();
+    let body = push_body("main", 1);
+    let (status, text) = t.post(&signed("github", SECRET, &body, "f1"), &body);
+    assert_eq!((status, text.as_str()), (503, "failed"));
+    let stats = t.stats();
+    assert_eq!(stats["started"], 0);
+    assert_eq!(stats["start_failed"], 1);
+    let run = t.stop();
+    assert!(
+        run.stderr
+            .contains("gitops trigger: error: could not start a pass for a push:"),
+        "{}",
+        run.stderr
+    );
+}

@@ -192,6 +192,11 @@ fn trigger_families(out: &mut Families, trigger: &Stats) {
             trigger.started,
         ),
         (
+            "gitops_trigger_start_failed_total",
+            "Passes the trigger could not ask for (its pulse file or command failed); the request was answered 503.",
+            trigger.start_failed,
+        ),
+        (
             "gitops_trigger_coalesced_total",
             "Authenticated requests folded into a pass already started within --trigger-min-interval.",
             trigger.coalesced,
@@ -541,6 +546,7 @@ mod tests {
                 answer: "coalesced".into(),
             }),
             last_start_unix: Some(1),
+            start_failed: 1,
         };
         let without = render(&State::default(), 0, None);
         assert!(!without.contains("gitops_trigger_"));
@@ -551,6 +557,7 @@ mod tests {
             "gitops_trigger_started_total 2",
             "gitops_trigger_coalesced_total 1",
             "gitops_trigger_ignored_total 1",
+            "gitops_trigger_start_failed_total 1",
             "gitops_trigger_refused_total{reason=\"signature\"} 3",
             "gitops_trigger_refused_total{reason=\"replay\"} 0",
             "gitops_trigger_last_request_timestamp_seconds 1795600800",

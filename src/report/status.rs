@@ -791,11 +791,15 @@ fn trigger_line(
         true => String::new(),
         false => format!(" ({})", reasons.join(", ")),
     };
+    let failed = match t.start_failed {
+        0 => String::new(),
+        n => format!(", {n} could not start one (see journalctl -u gitops-trigger)"),
+    };
     Some(Line::new(
         "trigger",
-        Tone::Plain,
+        if t.start_failed > 0 { Tone::Bad } else { Tone::Plain },
         format!(
-            "{last}; {} accepted, {} started a pass, {} coalesced, {} ignored, {refused} refused{reasons}",
+            "{last}; {} accepted, {} started a pass{failed}, {} coalesced, {} ignored, {refused} refused{reasons}",
             t.accepted, t.started, t.coalesced, t.ignored
         ),
     ))
@@ -1328,6 +1332,7 @@ mod tests {
                 answer: "started".into(),
             }),
             last_start_unix: None,
+            start_failed: 0,
         };
         let text = with(Some(stats));
         assert!(

@@ -75,6 +75,8 @@ pub struct Stats {
     pub accepted: u64,
     /// Accepted requests that started a pass, at once or at the end of the interval.
     pub started: u64,
+    /// Passes that could not be asked for (the pulse file or the command failed).
+    pub start_failed: u64,
     /// Accepted requests folded into a pass already started or due.
     pub coalesced: u64,
     /// Accepted requests for another branch or event (and pings).
@@ -168,7 +170,7 @@ const FORGES: [&str; 6] = [
     "gitlab-signed",
     "gitops",
 ];
-const ANSWERS: [&str; 4] = ["started", "coalesced", "ignored", "pong"];
+const ANSWERS: [&str; 5] = ["started", "coalesced", "ignored", "pong", "failed"];
 
 impl Stats {
     pub fn load(path: &Path) -> Stats {

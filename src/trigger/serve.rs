@@ -318,10 +318,11 @@ impl Server {
                 (202, "ignored")
             }
             Action::Start => match shared.pacer.request(Instant::now()) {
-                Pace::StartNow => {
-                    self.start_pass(&mut shared, "a push");
-                    (202, "started")
-                }
+                Pace::StartNow => match self.start_pass(&mut shared, "a push") {
+                    true => (202, "started"),
+                    // The forge shows the delivery failed; the timer still runs the pass.
+                    false => (503, "failed"),
+                },
                 Pace::Coalesced => {
                     shared.stats.coalesced += 1;
                     (202, "coalesced")
@@ -354,16 +355,25 @@ impl Server {
     }
 
     /// The one action: ask for a pass. Nothing of the request goes into it.
-    fn start_pass(&self, shared: &mut Shared, why: &str) {
-        shared.stats.started += 1;
+    /// False when the pass could not be asked for: the request is then not answered
+    /// "started", and the counters say so.
+    fn start_pass(&self, shared: &mut Shared, why: &str) -> bool {
         shared.stats.last_start_unix = Some(OffsetDateTime::now_utc().unix_timestamp());
         let result = match &self.start {
             Start::Pulse(path) => pulse(path),
             Start::Command(program) => run_command(program),
         };
         match result {
-            Ok(()) => say!("gitops trigger: starting a pass for {why}"),
-            Err(e) => say!("gitops trigger: error: could not start a pass for {why}: {e}"),
+            Ok(()) => {
+                shared.stats.started += 1;
+                say!("gitops trigger: starting a pass for {why}");
+                true
+            }
+            Err(e) => {
+                shared.stats.start_failed += 1;
+                say!("gitops trigger: error: could not start a pass for {why}: {e}");
+                false
+            }
         }
     }
 }
