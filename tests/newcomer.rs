@@ -91,6 +91,24 @@ fn each_subcommand_lists_its_own_options_only() {
             "--prometheus",
             "--state-dir",
             "--systemctl",
+            "--trigger-state-dir",
+            "--version"
+        ]
+    );
+    // The process that reads the internet takes no option of a pass.
+    assert_eq!(
+        options_in_help(&m, "trigger"),
+        [
+            "--branch",
+            "--config",
+            "--help",
+            "--trigger-allow",
+            "--trigger-command",
+            "--trigger-idle-exit",
+            "--trigger-min-interval",
+            "--trigger-path",
+            "--trigger-secret-file",
+            "--trigger-state-dir",
             "--version"
         ]
     );
