@@ -56,7 +56,7 @@ const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
 /// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
-const KNOWN_KEYS: [&str; 35] = [
+const KNOWN_KEYS: [&str; 36] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -92,6 +92,7 @@ const KNOWN_KEYS: [&str; 35] = [
     "GITOPS_TRIGGER_PATH",
     "GITOPS_TRIGGER_MIN_INTERVAL",
     "GITOPS_TRIGGER_ALLOW",
+    "GITOPS_TRIGGER_STATE_DIR",
 ];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.
