@@ -730,3 +730,56 @@ fn a_pass_that_cannot_be_asked_for_is_answered_as_a_failure_not_as_started() {
         run.stderr
     );
 }
+
+#[test]
+fn without_a_command_the_pass_is_asked_for_through_the_pulse_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    chmod(&secret, 0o600);
+    let state = dir.path().join("state");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let args: Vec<String> = [
+        "trigger",
+        "--trigger-secret-file",
+        &secret.display().to_string(),
+        "--trigger-state-dir",
+        &state.display().to_string(),
+        "--trigger-min-interval",
+        "1s",
+        "--trigger-idle-exit",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let child = passed_socket(&listener, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(listener);
+    let t = Trigger {
+        dir,
+        port,
+        child: Some(child),
+    };
+    let pulse = state.join("pulse");
+    assert!(!pulse.exists());
+    let body = push_body("main", 1);
+    assert_eq!(t.post(&signed("github", SECRET, &body, "p1"), &body).0, 202);
+    let first = std::fs::read_to_string(&pulse).unwrap();
+    assert!(
+        first.starts_with("20") && first.ends_with("Z\n"),
+        "{first:?}"
+    );
+    let mut t = t;
+    let run = Run::within(t.child.take().unwrap(), Duration::from_secs(10)).expect(0);
+    assert!(
+        run.stderr
+            .contains("gitops trigger: warning: --trigger-min-interval is below 3s"),
+        "{}",
+        run.stderr
+    );
+}

@@ -23,6 +23,9 @@ use serve::{Server, Shared, Start};
 
 /// The first socket systemd passes (sd_listen_fds(3)).
 const SD_LISTEN_FDS_START: i32 = 3;
+/// Pulses closer than this could take gitops.service past its start limit (install-units
+/// refuses less).
+const MIN_PULSE_INTERVAL: Duration = Duration::from_secs(3);
 /// Secrets shorter than this are refused: a forge's form takes any length, a guess should not.
 const MIN_SECRET: usize = 16;
 
@@ -41,6 +44,12 @@ pub fn run(args: &Args) -> Result<Exit> {
             .then(|| Instant::now().checked_sub(ago))
             .flatten()
     });
+    if args.trigger_command.is_none() && args.trigger_min_interval < MIN_PULSE_INTERVAL {
+        say!(
+            "gitops trigger: warning: --trigger-min-interval is below {}s: pulses that close could start gitops.service past its start limit (5 in 10 s), and gitops-trigger.path would then stop starting passes until reset; use 3s or more",
+            MIN_PULSE_INTERVAL.as_secs()
+        );
+    }
     let start = match &args.trigger_command {
         Some(program) => Start::Command(program.clone()),
         None => Start::Pulse(state_dir.join(options::PULSE)),
