@@ -246,7 +246,13 @@ fn pass(
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Staged<Outcome> {
     let fetch_failed = |e| (Outcome::FetchFailed, e);
-    let fetched = git::fetch(&layout.repo(), settings).map_err(fetch_failed)?;
+    let in_state = state
+        .applied
+        .as_ref()
+        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
+    // state.json's commit goes with the fetch: a store rebuilt because it was damaged records
+    // it again, so a rewind is refused after a heal as before it.
+    let fetched = git::fetch(&layout.repo(), settings, in_state).map_err(fetch_failed)?;
     let tip = fetched.tip.to_string();
     *remote_commit = Some(tip.clone());
     state.branch = Some(fetched.branch.clone());
@@ -257,10 +263,6 @@ fn pass(
         git::open_store(&layout.repo(), settings).map_err(fetch_failed)
     };
 
-    let in_state = state
-        .applied
-        .as_ref()
-        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     // The commit the tip must descend from: state.json's, or the store's record when state.json
     // lost it or is an older copy.
     let recorded = match git::recorded_applied(&layout.repo()) {

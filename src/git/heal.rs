@@ -1,0 +1,574 @@
+//! A store that heals itself: what is found wrong with the local object store (a lock a killed
+//! pass left, a truncated pack, an emptied loose object, a store gix cannot open) is told apart
+//! from a failure of the remote, said in one warning, and mended in the same pass. The choice of
+//! remedy is `remedy`, a pure function; looking and mending are at the edges.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use gix::ObjectId;
+
+use crate::config::Settings;
+
+use super::fetch::{fetch_into, Fetched};
+use super::store::APPLIED_REF;
+
+/// What a look at the store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Lock files, relative to the store. We hold the pass lock, so whoever made them is gone.
+    pub locks: Vec<String>,
+    /// What makes the store unusable (objects damaged, a file gix needs missing or garbage).
+    pub damage: Option<String>,
+    /// How the fetch into the store failed, when it did.
+    pub fetch: Option<Failure>,
+}
+
+/// How a fetch failed, as far as healing is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The network, the server, credentials, a full disk: a new store would not help, and a
+    /// re-clone must never be what a network outage costs.
+    Elsewhere,
+    /// The store itself, as a closer look after the failure showed.
+    Store(String),
+}
+
+/// What to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    Nothing,
+    RemoveLocks(Vec<String>),
+    /// Fetch a fresh store beside it and swap it in; the words say what was wrong.
+    Rebuild(String),
+}
+
+/// The decision, from what was seen. Damage wins over locks (they go with the old store); a
+/// failure elsewhere never rebuilds, whatever else is true, unless the store is damaged itself.
+pub fn remedy(seen: &Seen) -> Remedy {
+    if let Some(what) = &seen.damage {
+        return Remedy::Rebuild(what.clone());
+    }
+    match &seen.fetch {
+        Some(Failure::Store(what)) => return Remedy::Rebuild(what.clone()),
+        Some(Failure::Elsewhere) => return Remedy::Nothing,
+        None => {}
+    }
+    if seen.locks.is_empty() {
+        Remedy::Nothing
+    } else {
+        Remedy::RemoveLocks(seen.locks.clone())
+    }
+}
+
+/// Fetch the followed branch into the store, healing it first or after a failure when it is
+/// damaged. `applied` is state.json's applied commit: when the store is rebuilt and its own
+/// record of the applied commit is lost with it, this is what is recorded in the new one, so
+/// that a rewind is still refused.
+pub fn fetch(store: &Path, settings: &Settings, applied: Option<ObjectId>) -> Result<Fetched> {
+    sweep_leftovers(store);
+    let mut seen = look(store, false);
+    match remedy(&seen) {
+        Remedy::Nothing => {}
+        Remedy::RemoveLocks(locks) => {
+            for lock in &locks {
+                let _ = std::fs::remove_file(store.join(lock));
+            }
+            say!(
+                "gitops: warning: the object store held lock files a killed pass left ({}): removed them",
+                locks.join(", ")
+            );
+        }
+        Remedy::Rebuild(what) => return rebuild(store, settings, applied, &what),
+    }
+    match fetch_into(store, settings) {
+        Ok(fetched) => Ok(fetched),
+        Err(e) => {
+            // Only now the closer look (every pack read whole, the store opened): the failure
+            // path can afford it, and it is what tells a damaged store from a server that is down.
+            let closer = look(store, true);
+            seen.fetch = Some(match closer.damage {
+                Some(what) if !disk_full(&e) => Failure::Store(what),
+                _ => Failure::Elsewhere,
+            });
+            seen.damage = None;
+            match remedy(&seen) {
+                Remedy::Rebuild(what) => rebuild(store, settings, applied, &what),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// A full disk is not mended by fetching everything again.
+fn disk_full(e: &anyhow::Error) -> bool {
+    let words = format!("{e:#}");
+    words.contains("No space left on device") || words.contains("os error 28")
+}
+
+/// Fetch into a new store beside the old one, carry the applied record over, then swap the
+/// two in one rename. A kill at any point leaves either store in place, whole, and a leftover
+/// directory the next pass removes.
+fn rebuild(
+    store: &Path,
+    settings: &Settings,
+    applied: Option<ObjectId>,
+    what: &str,
+) -> Result<Fetched> {
+    let fresh = beside(store, "new")?;
+    let done = fetch_into(&fresh, settings)
+        .and_then(|fetched| {
+            carry_record(store, &fresh, applied)?;
+            swap(store, &fresh)?;
+            Ok(fetched)
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&fresh);
+        })?;
+    // The old store, now under the fresh one's name.
+    let _ = std::fs::remove_dir_all(&fresh);
+    say!("gitops: warning: the object store was damaged ({what}): fetched it again into a fresh store");
+    Ok(done)
+}
+
+/// A new directory `repo.git.<kind>-<random>` beside the store, created empty by us.
+fn beside(store: &Path, kind: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let name = store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo.git".into());
+    let parent = store.parent().unwrap_or(Path::new("."));
+    let mut last = None;
+    for attempt in 0u32..16 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let path = parent.join(format!(
+            "{name}.{kind}-{:x}{:08x}",
+            std::process::id(),
+            nanos ^ attempt
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {
+                gix::init_bare(&path).with_context(|| {
+                    format!("could not create a fresh object store {}", path.display())
+                })?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "could not create a fresh object store {}: check that the state directory is writable",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
+    Err(anyhow::anyhow!(
+        "could not create a fresh object store beside {}: {}",
+        store.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// The record of the applied commit, into the fresh store: the old store's own when it can be
+/// read (it may be newer than state.json), else state.json's. A record that exists but cannot
+/// be read, with nothing in state.json to replace it, is copied as it is: unreadable is never
+/// turned into "no record".
+fn carry_record(old: &Path, fresh: &Path, applied: Option<ObjectId>) -> Result<()> {
+    let bytes = match (super::store::recorded_applied(old), applied) {
+        (Ok(Some(id)), _) => format!("{id}\n").into_bytes(),
+        (_, Some(id)) => format!("{id}\n").into_bytes(),
+        (Ok(None), None) => return Ok(()),
+        (Err(_), None) => match std::fs::read(old.join(APPLIED_REF)) {
+            Ok(bytes) => bytes,
+            Err(_) => b"unreadable in the damaged store\n".to_vec(),
+        },
+    };
+    let path = fresh.join(APPLIED_REF);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    std::fs::write(&path, bytes)
+        .with_context(|| format!("could not record the applied commit in {}", path.display()))
+}
+
+/// Put `fresh` where `store` is, in one step: an exchange where the kernel offers it (the old
+/// store ends up under the fresh one's name), else two renames, the old store moved aside
+/// first. Either way a reader sees a whole store or, between the two renames, none, which the
+/// next pass fetches again from the record it keeps in state.json.
+fn swap(store: &Path, fresh: &Path) -> Result<()> {
+    sync_tree(fresh);
+    let exists = std::fs::symlink_metadata(store).is_ok();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if exists {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        match renameat2(AT_FDCWD, fresh, AT_FDCWD, store, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => return Ok(()),
+            // EINVAL: a filesystem without the exchange; the two renames below.
+            Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("could not put the fresh object store in place of {}", store.display())
+                })
+            }
+        }
+    }
+    if exists {
+        let aside = fresh.with_file_name(format!(
+            "{}.old-{}",
+            store
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::rename(store, &aside)
+            .with_context(|| format!("could not move the damaged store {} aside", store.display()))?;
+        std::fs::rename(fresh, store)
+            .with_context(|| format!("could not move the fresh store to {}", store.display()))?;
+        let _ = std::fs::remove_dir_all(&aside);
+        return Ok(());
+    }
+    std::fs::rename(fresh, store)
+        .with_context(|| format!("could not move the fresh store to {}", store.display()))
+}
+
+/// gix writes packs without fsync: what is swapped in must be on disk first, or a power cut
+/// could leave an empty pack under the only store there is.
+fn sync_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            sync_tree(&path);
+        } else if let Ok(file) = std::fs::File::open(&path) {
+            let _ = file.sync_all();
+        }
+    }
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Fresh or old stores a killed heal left beside the store. We hold the pass lock: nobody is
+/// writing them.
+fn sweep_leftovers(store: &Path) {
+    let (Some(parent), Some(name)) = (store.parent(), store.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let found = entry.file_name();
+        let found = found.to_string_lossy();
+        if is_leftover(&name, &found) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn is_leftover(store: &str, name: &str) -> bool {
+    name.strip_prefix(store)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|rest| rest.starts_with("new-") || rest.starts_with("old-"))
+}
+
+/// Look at the store: its lock files, and anything that makes it unusable. The quick look is
+/// what every pass pays (a few small reads per pack, a stat per loose object); the `closer` one,
+/// after a failed fetch only, reads every pack whole and opens the store as gix does.
+pub fn look(store: &Path, closer: bool) -> Seen {
+    let mut seen = Seen::default();
+    match std::fs::symlink_metadata(store) {
+        // A first pass: the fetch creates it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return seen,
+        // Not a directory: the state directory's guard has refused it before this.
+        Ok(meta) if !meta.is_dir() => return seen,
+        _ => {}
+    }
+    seen.locks = locks(store);
+    seen.damage = structure(store)
+        .or_else(|| packs(store, closer))
+        .or_else(|| loose_objects(store))
+        .or_else(|| closer.then(|| opened(store)).flatten());
+    seen
+}
+
+/// Lock files at the top of the store and under refs/.
+fn locks(store: &Path) -> Vec<String> {
+    fn walk(store: &Path, dir: &Path, found: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && dir != store {
+                walk(store, &path, found);
+            } else if !is_dir && path.extension().is_some_and(|e| e == "lock") {
+                if let Ok(relative) = path.strip_prefix(store) {
+                    found.push(relative.display().to_string());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(store, store, &mut found);
+    walk(store, &store.join("refs"), &mut found);
+    found.sort();
+    found
+}
+
+/// The files and directories without which gix does not open a store.
+fn structure(store: &Path) -> Option<String> {
+    let head = store.join("HEAD");
+    match std::fs::symlink_metadata(&head) {
+        Ok(meta) if meta.is_file() => {
+            let text = std::fs::read(&head).unwrap_or_default();
+            let text = text.strip_suffix(b"\n").unwrap_or(&text);
+            if !(text.starts_with(b"ref: refs/") || ObjectId::from_hex(text).is_ok()) {
+                return Some("HEAD is not a reference".into());
+            }
+        }
+        _ => return Some("HEAD is missing".into()),
+    }
+    for dir in ["objects", "refs"] {
+        if !std::fs::symlink_metadata(store.join(dir)).is_ok_and(|m| m.is_dir()) {
+            return Some(format!("{dir}/ is missing"));
+        }
+    }
+    None
+}
+
+/// Each pack against its index: the index ends with the checksum of its pack, the pack with
+/// its own. A truncated or overwritten pack no longer ends with what its index says; the closer
+/// look also hashes the whole pack.
+fn packs(store: &Path, closer: bool) -> Option<String> {
+    let dir = store.join("objects/pack");
+    let entries = std::fs::read_dir(&dir).ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(stem) = name.strip_suffix(".idx") else {
+            continue;
+        };
+        let pack = dir.join(format!("{stem}.pack"));
+        if let Err(why) = pack_matches_index(&pack, &entry.path(), closer) {
+            return Some(format!("objects/pack/{stem}.pack {why}"));
+        }
+    }
+    None
+}
+
+const HASH_LEN: u64 = 20;
+
+fn pack_matches_index(pack: &Path, index: &Path, closer: bool) -> std::result::Result<(), String> {
+    let tail = |path: &Path, from_end: u64| -> std::io::Result<(u64, [u8; 20])> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut bytes = [0u8; 20];
+        if len < from_end + 12 {
+            return Ok((len, bytes));
+        }
+        file.seek(SeekFrom::Start(len - from_end))?;
+        file.read_exact(&mut bytes)?;
+        Ok((len, bytes))
+    };
+    let (_, expected) = tail(index, 2 * HASH_LEN).map_err(|e| format!("has an unreadable index ({e})"))?;
+    let (len, trailer) = match tail(pack, HASH_LEN) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("is missing though its index is there".into())
+        }
+        Err(e) => return Err(format!("cannot be read ({e})")),
+    };
+    if trailer != expected {
+        return Err(format!("is truncated or overwritten ({len} bytes)"));
+    }
+    if closer {
+        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+        let mut file = std::fs::File::open(pack).map_err(|e| format!("cannot be read ({e})"))?;
+        let mut left = len - HASH_LEN;
+        let mut buf = vec![0u8; 64 << 10];
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..want])
+                .map_err(|e| format!("cannot be read ({e})"))?;
+            hasher.update(&buf[..want]);
+            left -= want as u64;
+        }
+        let sum = hasher.try_finalize().map_err(|e| format!("cannot be hashed ({e})"))?;
+        if sum.as_slice() != expected {
+            return Err("does not match its checksum".into());
+        }
+    }
+    Ok(())
+}
+
+/// A loose object is zlib data: never empty. An emptied one (a disk that filled up while it was
+/// written, a crash before its data reached the disk) makes every read of it fail.
+fn loose_objects(store: &Path) -> Option<String> {
+    let objects = store.join("objects");
+    let entries = std::fs::read_dir(&objects).ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Ok(inner) = std::fs::read_dir(entry.path()) else {
+            continue;
+        };
+        for object in inner.flatten() {
+            if object.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+                return Some(format!(
+                    "the loose object {name}{} is empty",
+                    object.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Open it as the pass does, and resolve every ref to an object that is there.
+fn opened(store: &Path) -> Option<String> {
+    let options = gix::open::Options::isolated().strict_config(false);
+    let repo = match gix::open_opts(store, options) {
+        Ok(repo) => repo,
+        Err(e) => return Some(format!("gix cannot open it: {e}")),
+    };
+    let platform = match repo.references() {
+        Ok(platform) => platform,
+        Err(e) => return Some(format!("its refs cannot be read: {e}")),
+    };
+    let all = match platform.all() {
+        Ok(all) => all,
+        Err(e) => return Some(format!("its refs cannot be read: {e}")),
+    };
+    for reference in all {
+        let reference = match reference {
+            Ok(reference) => reference,
+            Err(e) => return Some(format!("a ref cannot be read: {e}")),
+        };
+        let name = reference.name().as_bstr().to_string();
+        if let Some(id) = reference.target().try_id() {
+            if name != APPLIED_REF && !repo.has_object(id) {
+                return Some(format!("{name} points at a missing object"));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(locks: &[&str], damage: Option<&str>, fetch: Option<Failure>) -> Seen {
+        Seen {
+            locks: locks.iter().map(|l| l.to_string()).collect(),
+            damage: damage.map(str::to_string),
+            fetch,
+        }
+    }
+
+    #[test]
+    fn what_is_wrong_decides_what_is_done() {
+        let rebuild = |w: &str| Remedy::Rebuild(w.to_string());
+        let table = [
+            (seen(&[], None, None), Remedy::Nothing),
+            (
+                seen(&["packed-refs.lock"], None, None),
+                Remedy::RemoveLocks(vec!["packed-refs.lock".into()]),
+            ),
+            (seen(&[], Some("truncated"), None), rebuild("truncated")),
+            // The locks go with the old store.
+            (seen(&["HEAD.lock"], Some("truncated"), None), rebuild("truncated")),
+            // A server that is down never costs a re-clone.
+            (seen(&[], None, Some(Failure::Elsewhere)), Remedy::Nothing),
+            (
+                seen(&["HEAD.lock"], None, Some(Failure::Elsewhere)),
+                Remedy::Nothing,
+            ),
+            (
+                seen(&[], None, Some(Failure::Store("gix cannot open it".into()))),
+                rebuild("gix cannot open it"),
+            ),
+        ];
+        for (seen, remedy) in table {
+            assert_eq!(super::remedy(&seen), remedy, "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn only_our_own_leftovers_are_swept() {
+        let table = [
+            ("repo.git.new-1a2b", true),
+            ("repo.git.old-77", true),
+            ("repo.git", false),
+            ("repo.git.tmp", false),
+            ("repo.gitnew-1", false),
+            ("trees", false),
+            ("other.git.new-1", false),
+        ];
+        for (name, leftover) in table {
+            assert_eq!(is_leftover("repo.git", name), leftover, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_healthy_store_shows_nothing_and_each_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("repo.git");
+        gix::init_bare(&store).unwrap();
+        assert_eq!(look(&store, true), Seen::default());
+        assert_eq!(look(&dir.path().join("absent"), true), Seen::default());
+
+        std::fs::write(store.join("packed-refs.lock"), "").unwrap();
+        std::fs::create_dir_all(store.join("refs/gitops")).unwrap();
+        std::fs::write(store.join("refs/gitops/applied.lock"), "").unwrap();
+        assert_eq!(
+            look(&store, false).locks,
+            vec!["packed-refs.lock", "refs/gitops/applied.lock"]
+        );
+
+        std::fs::create_dir_all(store.join("objects/ab")).unwrap();
+        std::fs::write(store.join("objects/ab/cdef"), "").unwrap();
+        assert!(look(&store, false)
+            .damage
+            .is_some_and(|d| d.contains("abcdef is empty")));
+        std::fs::remove_dir_all(store.join("objects/ab")).unwrap();
+
+        std::fs::write(store.join("objects/pack/pack-1.idx"), [0u8; 1100]).unwrap();
+        assert!(look(&store, false)
+            .damage
+            .is_some_and(|d| d.contains("pack-1.pack is missing")));
+        std::fs::write(store.join("objects/pack/pack-1.pack"), [1u8; 1100]).unwrap();
+        assert!(look(&store, false)
+            .damage
+            .is_some_and(|d| d.contains("truncated")));
+        std::fs::remove_dir_all(store.join("objects/pack")).unwrap();
+
+        std::fs::write(store.join("HEAD"), "garbage").unwrap();
+        assert_eq!(
+            look(&store, false).damage.as_deref(),
+            Some("HEAD is not a reference")
+        );
+        std::fs::remove_file(store.join("HEAD")).unwrap();
+        assert_eq!(
+            look(&store, false).damage.as_deref(),
+            Some("HEAD is missing")
+        );
+    }
+}
