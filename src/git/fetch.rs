@@ -16,9 +16,7 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 
-use super::store::{
-    alloc_limit, open_store, remove_pack_leftovers, ssh_log, tofu_known_hosts,
-};
+use super::store::{alloc_limit, open_store, remove_pack_leftovers, ssh_log, tofu_known_hosts};
 
 /// The remote tip of the followed branch after a fetch.
 #[derive(Debug, Clone)]

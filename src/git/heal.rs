@@ -66,9 +66,16 @@ pub fn remedy(seen: &Seen) -> Remedy {
 /// damaged. `applied` is state.json's applied commit: when the store is rebuilt and its own
 /// record of the applied commit is lost with it, this is what is recorded in the new one, so
 /// that a rewind is still refused.
-pub fn fetch(store: &Path, settings: &Settings, applied: Option<ObjectId>) -> Result<Fetched> {
+/// `suspect`: the last pass failed in a way damage could explain, so the store gets the closer
+/// look at once.
+pub fn fetch(
+    store: &Path,
+    settings: &Settings,
+    applied: Option<ObjectId>,
+    suspect: bool,
+) -> Result<Fetched> {
     sweep_leftovers(store);
-    let mut seen = look(store, false);
+    let mut seen = look(store, suspect);
     match remedy(&seen) {
         Remedy::Nothing => {}
         Remedy::RemoveLocks(locks) => {
@@ -209,13 +216,22 @@ fn swap(store: &Path, fresh: &Path) -> Result<()> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if exists {
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        match renameat2(AT_FDCWD, fresh, AT_FDCWD, store, RenameFlags::RENAME_EXCHANGE) {
+        match renameat2(
+            AT_FDCWD,
+            fresh,
+            AT_FDCWD,
+            store,
+            RenameFlags::RENAME_EXCHANGE,
+        ) {
             Ok(()) => return Ok(()),
             // EINVAL: a filesystem without the exchange; the two renames below.
             Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("could not put the fresh object store in place of {}", store.display())
+                    format!(
+                        "could not put the fresh object store in place of {}",
+                        store.display()
+                    )
                 })
             }
         }
@@ -229,8 +245,9 @@ fn swap(store: &Path, fresh: &Path) -> Result<()> {
                 .unwrap_or_default(),
             std::process::id()
         ));
-        std::fs::rename(store, &aside)
-            .with_context(|| format!("could not move the damaged store {} aside", store.display()))?;
+        std::fs::rename(store, &aside).with_context(|| {
+            format!("could not move the damaged store {} aside", store.display())
+        })?;
         std::fs::rename(fresh, store)
             .with_context(|| format!("could not move the fresh store to {}", store.display()))?;
         let _ = std::fs::remove_dir_all(&aside);
@@ -384,7 +401,8 @@ fn pack_matches_index(pack: &Path, index: &Path, closer: bool) -> std::result::R
         file.read_exact(&mut bytes)?;
         Ok((len, bytes))
     };
-    let (_, expected) = tail(index, 2 * HASH_LEN).map_err(|e| format!("has an unreadable index ({e})"))?;
+    let (_, expected) =
+        tail(index, 2 * HASH_LEN).map_err(|e| format!("has an unreadable index ({e})"))?;
     let (len, trailer) = match tail(pack, HASH_LEN) {
         Ok(found) => found,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -407,7 +425,9 @@ fn pack_matches_index(pack: &Path, index: &Path, closer: bool) -> std::result::R
             hasher.update(&buf[..want]);
             left -= want as u64;
         }
-        let sum = hasher.try_finalize().map_err(|e| format!("cannot be hashed ({e})"))?;
+        let sum = hasher
+            .try_finalize()
+            .map_err(|e| format!("cannot be hashed ({e})"))?;
         if sum.as_slice() != expected {
             return Err("does not match its checksum".into());
         }
@@ -494,7 +514,10 @@ mod tests {
             ),
             (seen(&[], Some("truncated"), None), rebuild("truncated")),
             // The locks go with the old store.
-            (seen(&["HEAD.lock"], Some("truncated"), None), rebuild("truncated")),
+            (
+                seen(&["HEAD.lock"], Some("truncated"), None),
+                rebuild("truncated"),
+            ),
             // A server that is down never costs a re-clone.
             (seen(&[], None, Some(Failure::Elsewhere)), Remedy::Nothing),
             (

@@ -252,7 +252,18 @@ fn pass(
         .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     // state.json's commit goes with the fetch: a store rebuilt because it was damaged records
     // it again, so a rewind is refused after a heal as before it.
-    let fetched = git::fetch(&layout.repo(), settings, in_state).map_err(fetch_failed)?;
+    // After a pass that failed on the store's side of things (its fetch, or writing a tree out
+    // of it), the store gets the closer look (every pack hashed whole): damage the quick look
+    // every pass pays for cannot see would otherwise fail every pass from then on.
+    let suspect = state
+        .last_pass
+        .as_ref()
+        .is_some_and(|p| p.outcome == Outcome::FetchFailed)
+        || state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.last_error.contains("could not write the tree"));
+    let fetched = git::fetch(&layout.repo(), settings, in_state, suspect).map_err(fetch_failed)?;
     let tip = fetched.tip.to_string();
     *remote_commit = Some(tip.clone());
     state.branch = Some(fetched.branch.clone());
