@@ -313,3 +313,53 @@ fn store_heal_a_pack_damaged_inside_is_found_by_hashing_it_whole() {
     assert_eq!(m.runs().len(), 2, "{said}");
     assert_plain_up_to_date(&m, &url, "damaged inside");
 }
+
+#[test]
+fn store_heal_kill_9_at_any_moment_of_a_heal_leaves_a_store_the_next_pass_uses() {
+    let up = crate::support::Upstream::new();
+    let mut files: Vec<(String, String)> = (0..1500)
+        .map(|i| {
+            (
+                format!("d{}/f{i}", i % 13),
+                format!("content {i}\n").repeat(30),
+            )
+        })
+        .collect();
+    files.push(("run.sh".into(), crate::harness::RECORDING_RUN_SH.into()));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let applied = up.commit(&files, "big");
+    let daemon = crate::support::GitDaemon::serve(&up.srv());
+    let url = daemon.url("config.git");
+    for delay_ms in [0u64, 5, 10, 20, 35, 50, 80, 120, 200, 300] {
+        let m = Machine::new();
+        m.sync(&url, &[]).expect(0);
+        truncate_pack(&m);
+        let mut cmd = m.command();
+        cmd.args(["sync", "--repo-url", &url])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let next = m.sync(&url, &[]).expect(0);
+        assert!(!next.stderr.contains("panicked"), "{}", next.stderr);
+        assert_eq!(
+            m.applied().as_deref(),
+            Some(applied.as_str()),
+            "kill at {delay_ms} ms"
+        );
+        assert_eq!(
+            m.runs().len(),
+            1,
+            "nothing ran again after kill at {delay_ms} ms"
+        );
+        assert_eq!(record(&m), applied, "kill at {delay_ms} ms");
+        assert_eq!(leftovers(&m), Vec::<String>::new(), "kill at {delay_ms} ms");
+        assert_plain_up_to_date(&m, &url, &format!("kill at {delay_ms} ms"));
+    }
+}
