@@ -369,10 +369,19 @@ fn structure(store: &Path) -> Option<String> {
 
 /// Each pack against its index: the index ends with the checksum of its pack, the pack with
 /// its own. A truncated or overwritten pack no longer ends with what its index says; the closer
-/// look also hashes the whole pack.
+/// look also hashes the whole pack. A pack whose size and time are those it had when it last
+/// passed (kept in `CHECKED`) is not read again: the usual pass pays one stat per pack, as the
+/// state directory's guard does, not three reads.
 fn packs(store: &Path, closer: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
     let dir = store.join("objects/pack");
     let entries = std::fs::read_dir(&dir).ok()?;
+    let known = match closer {
+        true => String::new(),
+        false => std::fs::read_to_string(store.join(CHECKED)).unwrap_or_default(),
+    };
+    let known: std::collections::HashSet<&str> = known.lines().collect();
+    let mut passed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -380,11 +389,53 @@ fn packs(store: &Path, closer: bool) -> Option<String> {
             continue;
         };
         let pack = dir.join(format!("{stem}.pack"));
-        if let Err(why) = pack_matches_index(&pack, &entry.path(), closer) {
-            return Some(format!("objects/pack/{stem}.pack {why}"));
+        let line = match std::fs::symlink_metadata(&pack) {
+            Ok(meta) => format!(
+                "{stem} {} {}.{}",
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!(
+                    "objects/pack/{stem}.pack is missing though its index is there"
+                ))
+            }
+            Err(e) => return Some(format!("objects/pack/{stem}.pack cannot be read ({e})")),
+        };
+        if !known.contains(line.as_str()) {
+            if let Err(why) = pack_matches_index(&pack, &entry.path(), closer) {
+                return Some(format!("objects/pack/{stem}.pack {why}"));
+            }
         }
+        passed.push(line);
+    }
+    passed.sort();
+    let mut now: Vec<&str> = known.into_iter().collect();
+    now.sort();
+    if passed != now {
+        remember(&store.join(CHECKED), &passed);
     }
     None
+}
+
+/// The packs that passed the quick look, with their size and time.
+const CHECKED: &str = "gitops-packs-checked";
+
+/// Written whole under a new name and renamed over the old: a pass killed meanwhile leaves the
+/// old list or none, and either only costs a read of each pack.
+fn remember(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let written = crate::pass::state::create_new(&tmp).and_then(|mut file| {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        file.write_all(text.as_bytes())
+    });
+    if written.is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 const HASH_LEN: u64 = 20;
