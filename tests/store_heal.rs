@@ -31,9 +31,8 @@ fn truncate_pack(m: &Machine) {
     file.set_len(len / 2).unwrap();
 }
 
-/// The store's packs unpacked into loose objects (as `git gc` would leave unreachable ones),
-/// then one of them emptied, as a crash before its data reached the disk leaves it.
-fn empty_a_loose_object(m: &Machine) {
+/// The store's packs unpacked into loose objects, as `git unpack-objects` leaves them.
+fn unpack(m: &Machine) -> Vec<PathBuf> {
     let home = m.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let aside = m.dir.path().join("packs-aside");
@@ -58,7 +57,12 @@ fn empty_a_loose_object(m: &Machine) {
         }
     }
     assert!(loose.len() >= 3, "loose objects: {loose:?}");
-    std::fs::write(&loose[0], "").unwrap();
+    loose
+}
+
+/// One loose object emptied, as a crash before its data reached the disk leaves it.
+fn empty_a_loose_object(m: &Machine) {
+    std::fs::write(&unpack(m)[0], "").unwrap();
 }
 
 fn delete_refs(m: &Machine) {
@@ -361,5 +365,56 @@ fn store_heal_kill_9_at_any_moment_of_a_heal_leaves_a_store_the_next_pass_uses()
         assert_eq!(record(&m), applied, "kill at {delay_ms} ms");
         assert_eq!(leftovers(&m), Vec::<String>::new(), "kill at {delay_ms} ms");
         assert_plain_up_to_date(&m, &url, &format!("kill at {delay_ms} ms"));
+    }
+}
+
+/// Garbage where the zlib data of every loose object of `kind` should be: only reading it shows.
+fn garble_loose(m: &Machine, kind: &str) {
+    let home = m.dir.path().join("home");
+    let objects = store(m).join("objects");
+    for dir in names(&objects).into_iter().filter(|n| n.len() == 2) {
+        for name in names(&objects.join(&dir)) {
+            let is = crate::support::output(git(&home).arg("-C").arg(store(m)).args([
+                "cat-file",
+                "-t",
+                &format!("{dir}{name}"),
+            ]));
+            if String::from_utf8_lossy(&is.stdout).trim() == kind {
+                std::fs::write(objects.join(&dir).join(name), "garbage, not zlib").unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn store_heal_a_garbled_loose_object_is_found_once_something_reads_it() {
+    // A commit is read by the fetch's negotiation: healed in that pass. A blob only by the
+    // checkout of the next commit, which fails: the pass after it looks closer and heals.
+    for kind in ["commit", "blob"] {
+        let (up, _daemon, m, url) = applied_machine();
+        unpack(&m);
+        garble_loose(&m, kind);
+        let second = up.commit(&[("second", "2")], "second");
+        let mut said = String::new();
+        for _ in 0..3 {
+            let run = m.sync(&url, &[]);
+            assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+            assert!(!run.stderr.contains("check --repo-url"), "{}", run.stderr);
+            said.push_str(&run.stderr);
+            if run.code == 0 {
+                break;
+            }
+        }
+        assert!(
+            said.contains(HEALED) && said.contains("cannot be read"),
+            "{kind}: {said}"
+        );
+        assert_eq!(
+            m.applied().as_deref(),
+            Some(second.as_str()),
+            "{kind}: {said}"
+        );
+        assert_eq!(m.runs().len(), 2, "{kind}: {said}");
+        assert_plain_up_to_date(&m, &url, kind);
     }
 }
