@@ -231,6 +231,14 @@ fn store_heal_a_network_failure_is_exit_3_and_never_a_re_clone() {
     let failed = m.sync(&url, &[]).expect(3);
     let line = failed.error_line();
     assert!(line.contains("check the host and port"), "{line}");
+    assert!(
+        failed
+            .stderr
+            .contains("gitops: warning: the object store is damaged (objects/pack/")
+            && failed.stderr.contains("a fresh one could not be fetched"),
+        "{}",
+        failed.stderr
+    );
     assert_eq!(std::fs::metadata(store(&m)).unwrap().ino(), inode);
     assert_eq!(leftovers(&m), Vec::<String>::new());
     assert_eq!(m.runs().len(), 1);

@@ -132,6 +132,9 @@ fn rebuild(
         })
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&fresh);
+            // The error that follows names its own cause (the network, say); that the store
+            // needs mending is said too, or it would only show once the server is back.
+            say!("gitops: warning: the object store is damaged ({what}): a fresh one could not be fetched, the next pass tries again");
         })?;
     // The old store, now under the fresh one's name.
     let _ = std::fs::remove_dir_all(&fresh);
