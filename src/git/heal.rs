@@ -670,4 +670,47 @@ mod tests {
             Some("HEAD is missing")
         );
     }
+
+    #[test]
+    fn the_applied_record_survives_a_rebuild_and_unreadable_stays_unreadable() {
+        const OLD: &str = "0123456789abcdef0123456789abcdef01234567";
+        const STATE: &str = "89abcdef0123456789abcdef0123456789abcdef";
+        let state = ObjectId::from_hex(STATE.as_bytes()).ok();
+        let table: [(Option<&[u8]>, Option<ObjectId>, Option<&str>); 6] = [
+            // The old store's own record wins: it may be newer than state.json.
+            (
+                Some(b"0123456789abcdef0123456789abcdef01234567\n"),
+                state,
+                Some(OLD),
+            ),
+            (
+                Some(b"0123456789abcdef0123456789abcdef01234567\n"),
+                None,
+                Some(OLD),
+            ),
+            // Lost or unreadable with the store: state.json's commit is recorded again.
+            (None, state, Some(STATE)),
+            (Some(b"garbage\n"), state, Some(STATE)),
+            (None, None, None),
+            // Unreadable and nothing else knows: copied, still unreadable, never "no record".
+            (Some(b"garbage\n"), None, Some("garbage")),
+        ];
+        for (old_record, applied, written) in table {
+            let dir = tempfile::tempdir().unwrap();
+            let (old, fresh) = (dir.path().join("old"), dir.path().join("fresh"));
+            std::fs::create_dir_all(old.join("refs/gitops")).unwrap();
+            std::fs::create_dir_all(&fresh).unwrap();
+            if let Some(bytes) = old_record {
+                std::fs::write(old.join(APPLIED_REF), bytes).unwrap();
+            }
+            carry_record(&old, &fresh, applied).unwrap();
+            let got = std::fs::read_to_string(fresh.join(APPLIED_REF)).ok();
+            assert_eq!(
+                got.as_deref().map(str::trim),
+                written,
+                "{:?} {applied:?}",
+                old_record.map(String::from_utf8_lossy)
+            );
+        }
+    }
 }
