@@ -676,7 +676,9 @@ mod tests {
         const OLD: &str = "0123456789abcdef0123456789abcdef01234567";
         const STATE: &str = "89abcdef0123456789abcdef0123456789abcdef";
         let state = ObjectId::from_hex(STATE.as_bytes()).ok();
-        let table: [(Option<&[u8]>, Option<ObjectId>, Option<&str>); 6] = [
+        /// The old store's record file, state.json's commit, what the fresh store records.
+        type Row<'a> = (Option<&'a [u8]>, Option<ObjectId>, Option<&'a str>);
+        let table: [Row; 6] = [
             // The old store's own record wins: it may be newer than state.json.
             (
                 Some(b"0123456789abcdef0123456789abcdef01234567\n"),
