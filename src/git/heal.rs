@@ -91,6 +91,8 @@ pub fn fetch(
     }
     match fetch_into(store, settings) {
         Ok(fetched) => Ok(fetched),
+        // A pass asked to stop stops: no closer look, no second fetch.
+        Err(e) if crate::signals::received().is_some() => Err(e),
         Err(e) => {
             // Only now the closer look (every pack read whole, the store opened): the failure
             // path can afford it, and it is what tells a damaged store from a server that is down.
@@ -305,8 +307,10 @@ fn is_leftover(store: &str, name: &str) -> bool {
 }
 
 /// Look at the store: its lock files, and anything that makes it unusable. The quick look is
-/// what every pass pays (a few small reads per pack, a stat per loose object); the `closer` one,
-/// after a failed fetch only, reads every pack whole and opens the store as gix does.
+/// what every pass pays (a stat per pack and per loose object, three small reads for a pack
+/// that changed); the `closer` one, after a failed fetch or when the last pass failed, hashes
+/// every pack whole and opens the store as gix does, reading every ref's object and every
+/// loose object.
 pub fn look(store: &Path, closer: bool) -> Seen {
     let mut seen = Seen::default();
     match std::fs::symlink_metadata(store) {
