@@ -110,6 +110,28 @@ pub fn fetch(
     }
 }
 
+/// After a read out of the store failed past the fetch (a tree that could not be written out
+/// of it): the closer look and, when it finds damage, the store fetched again and swapped in,
+/// so that the caller can read again in the same pass. Ok(None): the store is sound, the
+/// failure was something else's.
+pub fn after_read_failure(
+    store: &Path,
+    settings: &Settings,
+    applied: Option<ObjectId>,
+) -> Result<Option<Fetched>> {
+    if crate::signals::received().is_some() {
+        return Ok(None);
+    }
+    let seen = look(store, true);
+    match remedy(&Seen {
+        locks: Vec::new(),
+        ..seen
+    }) {
+        Remedy::Rebuild(what) => rebuild(store, settings, applied, &what).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// A full disk is not mended by fetching everything again.
 fn disk_full(e: &anyhow::Error) -> bool {
     let words = format!("{e:#}");

@@ -9,7 +9,7 @@ mod store;
 pub mod tree;
 pub mod trust;
 
-pub use heal::fetch;
+pub use heal::{after_read_failure, fetch};
 pub use store::{
     commit_time, open_store, record_applied, recorded_applied, relation, subject, Relation,
     APPLIED_REF,

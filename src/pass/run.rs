@@ -262,7 +262,7 @@ fn pass(
         || state
             .pending
             .as_ref()
-            .is_some_and(|p| p.last_error.contains("could not write the tree"));
+            .is_some_and(|p| p.last_error.contains(TREE_WRITE_FAILED));
     let fetched = git::fetch(&layout.repo(), settings, in_state, suspect).map_err(fetch_failed)?;
     let tip = fetched.tip.to_string();
     *remote_commit = Some(tip.clone());
@@ -435,6 +435,7 @@ fn pass(
                 .or_exit(Exit::ApplyFailed, || {
                     format!("could not start applying {short}")
                 });
+            let mut healed = None;
             let (log, result) = match prepared {
                 Ok(log) => {
                     let target = Target {
@@ -445,8 +446,27 @@ fn pass(
                         lock_fd,
                     };
                     let mut apply_ms = None;
-                    let result =
+                    let mut result =
                         apply_commit(settings, layout, state, repo, &target, &mut apply_ms);
+                    // A tree the store could not give whole: when the store is damaged, it is
+                    // fetched again and the tree written from the fresh one, in this pass. The
+                    // entry point has not run: the write comes before it.
+                    if result
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().starts_with(TREE_WRITE_FAILED))
+                    {
+                        if let Some(again) = heal_store(settings, layout, in_state, fetched.tip) {
+                            let again = healed.insert(again);
+                            result = apply_commit(
+                                settings,
+                                layout,
+                                state,
+                                again,
+                                &target,
+                                &mut apply_ms,
+                            );
+                        }
+                    }
                     if apply_ms.is_some() {
                         state.last_apply_ms = apply_ms;
                     }
@@ -454,6 +474,7 @@ fn pass(
                 }
                 Err(e) => (None, Err(e)),
             };
+            let repo = healed.as_ref().unwrap_or(repo);
             // The applied commit's log stays, however many failed retries came after it.
             let applied_log = state.applied.as_ref().and_then(|a| a.log.clone());
             let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS, applied_log.as_deref());
@@ -651,6 +672,27 @@ fn write_commit_tree(
     })
 }
 
+/// How the failure to write a commit's tree out of the store starts.
+const TREE_WRITE_FAILED: &str = "could not write the tree of";
+
+/// The store looked at closely after a read from it failed and, when damaged, fetched again:
+/// the fresh store when its tip is still `tip` (a newer one is the next pass's to apply).
+fn heal_store(
+    settings: &Settings,
+    layout: &Layout,
+    applied: Option<gix::ObjectId>,
+    tip: gix::ObjectId,
+) -> Option<gix::Repository> {
+    match git::after_read_failure(&layout.repo(), settings, applied) {
+        Ok(Some(fetched)) if fetched.tip == tip => git::open_store(&layout.repo(), settings).ok(),
+        Ok(_) => None,
+        Err(e) => {
+            say!("gitops: warning: {}", one_line(&e));
+            None
+        }
+    }
+}
+
 /// The commit being applied and where its run goes.
 struct Target<'a> {
     commit: &'a str,
@@ -674,7 +716,7 @@ fn apply_commit(
         // Whatever stopped the write (a path gix refuses, a full disk, a file too large, a signal),
         // this commit did not apply: an apply failure, retried, with the reason in its log.
         .or_exit(Exit::ApplyFailed, || {
-            format!("could not write the tree of {}", &tip[..tip.len().min(12)])
+            format!("{TREE_WRITE_FAILED} {}", &tip[..tip.len().min(12)])
         })
         .inspect_err(|e| {
             apply::note_in_log(log, &one_line(e));
