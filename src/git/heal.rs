@@ -470,21 +470,27 @@ fn remember(path: &Path, lines: &[String]) {
 const HASH_LEN: u64 = 20;
 
 fn pack_matches_index(pack: &Path, index: &Path, closer: bool) -> std::result::Result<(), String> {
-    let tail = |path: &Path, from_end: u64| -> std::io::Result<(u64, [u8; 20])> {
+    // The 20 bytes `from_end` before the end; None for a file too short to hold a header and
+    // them, which no index or pack is.
+    let tail = |path: &Path, from_end: u64| -> std::io::Result<(u64, Option<[u8; 20]>)> {
         let mut file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
-        let mut bytes = [0u8; 20];
         if len < from_end + 12 {
-            return Ok((len, bytes));
+            return Ok((len, None));
         }
+        let mut bytes = [0u8; 20];
         file.seek(SeekFrom::Start(len - from_end))?;
         file.read_exact(&mut bytes)?;
-        Ok((len, bytes))
+        Ok((len, Some(bytes)))
     };
-    let (_, expected) =
-        tail(index, 2 * HASH_LEN).map_err(|e| format!("has an unreadable index ({e})"))?;
+    let expected = match tail(index, 2 * HASH_LEN) {
+        Ok((_, Some(expected))) => expected,
+        Ok((len, None)) => return Err(format!("has an index of {len} bytes, too short to be one")),
+        Err(e) => return Err(format!("has an unreadable index ({e})")),
+    };
     let (len, trailer) = match tail(pack, HASH_LEN) {
-        Ok(found) => found,
+        Ok((len, Some(trailer))) => (len, trailer),
+        Ok((len, None)) => return Err(format!("is truncated ({len} bytes)")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err("is missing though its index is there".into())
         }
@@ -679,6 +685,15 @@ mod tests {
         assert!(look(&store, false)
             .damage
             .is_some_and(|d| d.contains("pack-1.pack is missing")));
+        std::fs::write(store.join("objects/pack/pack-1.pack"), [0u8; 10]).unwrap();
+        assert!(look(&store, true)
+            .damage
+            .is_some_and(|d| d.contains("is truncated (10 bytes)")));
+        std::fs::write(store.join("objects/pack/pack-1.idx"), [0u8; 10]).unwrap();
+        assert!(look(&store, true)
+            .damage
+            .is_some_and(|d| d.contains("too short")));
+        std::fs::write(store.join("objects/pack/pack-1.idx"), [0u8; 1100]).unwrap();
         std::fs::write(store.join("objects/pack/pack-1.pack"), [1u8; 1100]).unwrap();
         assert!(look(&store, false)
             .damage
@@ -739,6 +754,33 @@ mod tests {
                 "{:?} {applied:?}",
                 old_record.map(String::from_utf8_lossy)
             );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever bytes a pack, its index, HEAD or a loose object hold, looking never panics.
+        #[test]
+        fn looking_at_any_bytes_never_panics(
+            pack in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            index in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60),
+            loose in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("repo.git");
+            gix::init_bare(&store).unwrap();
+            std::fs::write(store.join("objects/pack/pack-1.pack"), &pack).unwrap();
+            std::fs::write(store.join("objects/pack/pack-1.idx"), &index).unwrap();
+            std::fs::create_dir_all(store.join("objects/ab")).unwrap();
+            std::fs::write(store.join("objects/ab/cdef0123456789abcdef0123456789abcdef01"), &loose).unwrap();
+            let _ = look(&store, false);
+            let _ = look(&store, true);
+            // Without the pack, the closer look reaches the loose object and reads it.
+            std::fs::remove_file(store.join("objects/pack/pack-1.idx")).unwrap();
+            let _ = look(&store, true);
+            std::fs::write(store.join("HEAD"), &head).unwrap();
+            let _ = look(&store, true);
         }
     }
 }
