@@ -410,3 +410,27 @@ fn store_heal_a_garbled_loose_object_is_found_once_something_reads_it() {
         assert_plain_up_to_date(&m, &url, kind);
     }
 }
+
+#[test]
+fn store_heal_the_applied_tree_written_again_out_of_a_damaged_store_heals_it() {
+    let (_up, _daemon, m, url) = applied_machine();
+    let first = m.applied().unwrap();
+    unpack(&m);
+    garble_loose(&m, "blob");
+    // Nothing new upstream: only writing the applied tree again reads a blob.
+    std::fs::remove_dir_all(m.state.join("trees").join(&first)).unwrap();
+    let healed = m.sync(&url, &[]).expect(0);
+    assert!(!healed.stderr.contains("panicked"), "{}", healed.stderr);
+    assert!(
+        healed.stderr.contains(HEALED) && healed.stderr.contains("cannot be read"),
+        "{}",
+        healed.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("run.sh")).unwrap(),
+        crate::harness::RECORDING_RUN_SH
+    );
+    assert_eq!(m.runs().len(), 1, "nothing ran again");
+    assert_eq!(m.applied().as_deref(), Some(first.as_str()));
+    assert_plain_up_to_date(&m, &url, "applied tree");
+}

@@ -255,14 +255,15 @@ fn pass(
     // After a pass that failed on the store's side of things (its fetch, or writing a tree out
     // of it), the store gets the closer look (every pack hashed whole): damage the quick look
     // every pass pays for cannot see would otherwise fail every pass from then on.
-    let suspect = state
-        .last_pass
+    let suspect = state.last_pass.as_ref().is_some_and(|p| {
+        p.outcome == Outcome::FetchFailed
+            || p.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(APPLIED_TREE_WRITE_FAILED))
+    }) || state
+        .pending
         .as_ref()
-        .is_some_and(|p| p.outcome == Outcome::FetchFailed)
-        || state
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.last_error.contains(TREE_WRITE_FAILED));
+        .is_some_and(|p| p.last_error.contains(TREE_WRITE_FAILED));
     let fetched = git::fetch(&layout.repo(), settings, in_state, suspect).map_err(fetch_failed)?;
     let tip = fetched.tip.to_string();
     *remote_commit = Some(tip.clone());
@@ -357,7 +358,17 @@ fn pass(
         Action::UpToDate => {
             state.pending = None;
             say!("gitops: up to date at {short} ({})", fetched.branch);
-            repair_checkout(settings, layout, &tip, entry_umask).map_err(|e| {
+            let mut repaired = repair_checkout(settings, layout, &tip, entry_umask);
+            // The applied tree, written again, could not be read out of a damaged store.
+            if repaired
+                .as_ref()
+                .is_err_and(|e| e.to_string().starts_with(APPLIED_TREE_WRITE_FAILED))
+                && heal_store(settings, layout, in_state, fetched.tip).is_some()
+            {
+                store = None;
+                repaired = repair_checkout(settings, layout, &tip, entry_umask);
+            }
+            repaired.map_err(|e| {
                 let outcome = match crate::exit::code_of(&e) {
                     Exit::Usage => Outcome::ConfigError,
                     _ => Outcome::ApplyFailed,
@@ -629,7 +640,7 @@ fn repair_checkout(
         let repo = git::open_store(&layout.repo(), settings)?;
         write_commit_tree(settings, layout, &repo, applied, umask)
             .or_exit(Exit::ApplyFailed, || {
-                format!("could not write the applied tree {} again", tree.display())
+                format!("{APPLIED_TREE_WRITE_FAILED} {} again", tree.display())
             })?;
         say!(
             "gitops: the applied tree {} was missing or not gitops's own; wrote it again",
@@ -674,6 +685,8 @@ fn write_commit_tree(
 
 /// How the failure to write a commit's tree out of the store starts.
 const TREE_WRITE_FAILED: &str = "could not write the tree of";
+/// The same for the applied tree, written again on a pass with nothing to apply.
+const APPLIED_TREE_WRITE_FAILED: &str = "could not write the applied tree";
 
 /// The store looked at closely after a read from it failed and, when damaged, fetched again:
 /// the fresh store when its tip is still `tip` (a newer one is the next pass's to apply).
