@@ -27,6 +27,7 @@ mod records;
 mod state_dir;
 mod status_report;
 mod status_truth;
+mod store_heal;
 mod sync_pass;
 mod transport_trust;
 mod transports;

@@ -16,9 +16,7 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
 
-use super::store::{
-    alloc_limit, clear_stale_locks, open_store, remove_pack_leftovers, ssh_log, tofu_known_hosts,
-};
+use super::store::{alloc_limit, open_store, remove_pack_leftovers, ssh_log, tofu_known_hosts};
 
 /// The remote tip of the followed branch after a fetch.
 #[derive(Debug, Clone)]
@@ -29,7 +27,7 @@ pub struct Fetched {
 
 /// Fetch only the followed branch (the remote's HEAD branch when none is configured), bounded
 /// by `--fetch-timeout`. Every failure here exits 3.
-pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
+pub(super) fn fetch_into(store: &Path, settings: &Settings) -> Result<Fetched> {
     let shown = &settings.repo_url.redacted;
     let what = match &settings.branch {
         Some(b) => format!("branch {b} of {shown}"),
@@ -49,7 +47,6 @@ pub fn fetch(store: &Path, settings: &Settings) -> Result<Fetched> {
     if settings.transport.ssh_accept_new && settings.repo_url.scheme == gix::url::Scheme::Ssh {
         prepare_tofu_file(&tofu_known_hosts(&settings.state_dir))?;
     }
-    clear_stale_locks(store);
     remove_pack_leftovers(store);
     let log = ssh_log(store);
     // Made afresh by us (O_EXCL, O_NOFOLLOW): ssh, the shell around it and upload-pack only

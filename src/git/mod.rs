@@ -2,13 +2,14 @@
 //! checkout link that points at it.
 
 mod fetch;
+mod heal;
 pub mod options;
 mod repo_size;
 mod store;
 pub mod tree;
 pub mod trust;
 
-pub use fetch::fetch;
+pub use heal::{after_read_failure, fetch};
 pub use store::{
     commit_time, open_store, record_applied, recorded_applied, relation, subject, Relation,
     APPLIED_REF,

@@ -40,33 +40,6 @@ pub fn open_store(path: &Path, settings: &Settings) -> Result<gix::Repository> {
     })
 }
 
-/// A pass killed during a fetch leaves `*.lock` files behind, and gix then refuses to update
-/// those refs. We hold the pass lock, so nobody else can be writing here: they are stale.
-pub(super) fn clear_stale_locks(store: &Path) {
-    fn walk(dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(&path);
-            } else if path.extension().is_some_and(|e| e == "lock") {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-    walk(&store.join("refs/remotes"));
-    for file in [
-        "HEAD.lock",
-        "packed-refs.lock",
-        "config.lock",
-        "shallow.lock",
-    ] {
-        let _ = std::fs::remove_file(store.join(file));
-    }
-}
-
 /// Below this, --max-file-size is enforced at checkout only: trees and commits share gix's
 /// allocation limit with blobs, and a large directory's tree must still be readable.
 const ALLOC_FLOOR: u64 = 64 << 20;

@@ -246,7 +246,25 @@ fn pass(
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Staged<Outcome> {
     let fetch_failed = |e| (Outcome::FetchFailed, e);
-    let fetched = git::fetch(&layout.repo(), settings).map_err(fetch_failed)?;
+    let in_state = state
+        .applied
+        .as_ref()
+        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
+    // state.json's commit goes with the fetch: a store rebuilt because it was damaged records
+    // it again, so a rewind is refused after a heal as before it.
+    // After a pass that failed on the store's side of things (its fetch, or writing a tree out
+    // of it), the store gets the closer look (every pack hashed whole): damage the quick look
+    // every pass pays for cannot see would otherwise fail every pass from then on.
+    let suspect = state.last_pass.as_ref().is_some_and(|p| {
+        p.outcome == Outcome::FetchFailed
+            || p.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(APPLIED_TREE_WRITE_FAILED))
+    }) || state
+        .pending
+        .as_ref()
+        .is_some_and(|p| p.last_error.contains(TREE_WRITE_FAILED));
+    let fetched = git::fetch(&layout.repo(), settings, in_state, suspect).map_err(fetch_failed)?;
     let tip = fetched.tip.to_string();
     *remote_commit = Some(tip.clone());
     state.branch = Some(fetched.branch.clone());
@@ -257,10 +275,6 @@ fn pass(
         git::open_store(&layout.repo(), settings).map_err(fetch_failed)
     };
 
-    let in_state = state
-        .applied
-        .as_ref()
-        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     // The commit the tip must descend from: state.json's, or the store's record when state.json
     // lost it or is an older copy.
     let recorded = match git::recorded_applied(&layout.repo()) {
@@ -344,7 +358,17 @@ fn pass(
         Action::UpToDate => {
             state.pending = None;
             say!("gitops: up to date at {short} ({})", fetched.branch);
-            repair_checkout(settings, layout, &tip, entry_umask).map_err(|e| {
+            let mut repaired = repair_checkout(settings, layout, &tip, entry_umask);
+            // The applied tree, written again, could not be read out of a damaged store.
+            if repaired
+                .as_ref()
+                .is_err_and(|e| e.to_string().starts_with(APPLIED_TREE_WRITE_FAILED))
+                && heal_store(settings, layout, in_state, fetched.tip).is_some()
+            {
+                store = None;
+                repaired = repair_checkout(settings, layout, &tip, entry_umask);
+            }
+            repaired.map_err(|e| {
                 let outcome = match crate::exit::code_of(&e) {
                     Exit::Usage => Outcome::ConfigError,
                     _ => Outcome::ApplyFailed,
@@ -422,6 +446,7 @@ fn pass(
                 .or_exit(Exit::ApplyFailed, || {
                     format!("could not start applying {short}")
                 });
+            let mut healed = None;
             let (log, result) = match prepared {
                 Ok(log) => {
                     let target = Target {
@@ -432,8 +457,27 @@ fn pass(
                         lock_fd,
                     };
                     let mut apply_ms = None;
-                    let result =
+                    let mut result =
                         apply_commit(settings, layout, state, repo, &target, &mut apply_ms);
+                    // A tree the store could not give whole: when the store is damaged, it is
+                    // fetched again and the tree written from the fresh one, in this pass. The
+                    // entry point has not run: the write comes before it.
+                    if result
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().starts_with(TREE_WRITE_FAILED))
+                    {
+                        if let Some(again) = heal_store(settings, layout, in_state, fetched.tip) {
+                            let again = healed.insert(again);
+                            result = apply_commit(
+                                settings,
+                                layout,
+                                state,
+                                again,
+                                &target,
+                                &mut apply_ms,
+                            );
+                        }
+                    }
                     if apply_ms.is_some() {
                         state.last_apply_ms = apply_ms;
                     }
@@ -441,6 +485,7 @@ fn pass(
                 }
                 Err(e) => (None, Err(e)),
             };
+            let repo = healed.as_ref().unwrap_or(repo);
             // The applied commit's log stays, however many failed retries came after it.
             let applied_log = state.applied.as_ref().and_then(|a| a.log.clone());
             let _ = apply::prune_logs(&layout.logs(), apply::KEEP_LOGS, applied_log.as_deref());
@@ -595,7 +640,7 @@ fn repair_checkout(
         let repo = git::open_store(&layout.repo(), settings)?;
         write_commit_tree(settings, layout, &repo, applied, umask)
             .or_exit(Exit::ApplyFailed, || {
-                format!("could not write the applied tree {} again", tree.display())
+                format!("{APPLIED_TREE_WRITE_FAILED} {} again", tree.display())
             })?;
         say!(
             "gitops: the applied tree {} was missing or not gitops's own; wrote it again",
@@ -638,6 +683,29 @@ fn write_commit_tree(
     })
 }
 
+/// How the failure to write a commit's tree out of the store starts.
+const TREE_WRITE_FAILED: &str = "could not write the tree of";
+/// The same for the applied tree, written again on a pass with nothing to apply.
+const APPLIED_TREE_WRITE_FAILED: &str = "could not write the applied tree";
+
+/// The store looked at closely after a read from it failed and, when damaged, fetched again:
+/// the fresh store when its tip is still `tip` (a newer one is the next pass's to apply).
+fn heal_store(
+    settings: &Settings,
+    layout: &Layout,
+    applied: Option<gix::ObjectId>,
+    tip: gix::ObjectId,
+) -> Option<gix::Repository> {
+    match git::after_read_failure(&layout.repo(), settings, applied) {
+        Ok(Some(fetched)) if fetched.tip == tip => git::open_store(&layout.repo(), settings).ok(),
+        Ok(_) => None,
+        Err(e) => {
+            say!("gitops: warning: {}", one_line(&e));
+            None
+        }
+    }
+}
+
 /// The commit being applied and where its run goes.
 struct Target<'a> {
     commit: &'a str,
@@ -661,7 +729,7 @@ fn apply_commit(
         // Whatever stopped the write (a path gix refuses, a full disk, a file too large, a signal),
         // this commit did not apply: an apply failure, retried, with the reason in its log.
         .or_exit(Exit::ApplyFailed, || {
-            format!("could not write the tree of {}", &tip[..tip.len().min(12)])
+            format!("{TREE_WRITE_FAILED} {}", &tip[..tip.len().min(12)])
         })
         .inspect_err(|e| {
             apply::note_in_log(log, &one_line(e));
