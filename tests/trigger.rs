@@ -117,34 +117,62 @@ pub(crate) fn signed(forge: &str, secret: &str, body: &str, id: &str) -> Vec<(St
     }
 }
 
+/// A directory with the secret (0600) and the recorder, which appends a line to `calls`.
+fn prepared() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    chmod(&secret, 0o600);
+    let recorder = dir.path().join("start-pass");
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        &recorder,
+        format!("#!/bin/sh\necho called >> '{}'\n", calls.display()),
+    )
+    .unwrap();
+    chmod(&recorder, 0o755);
+    dir
+}
+
 impl Trigger {
-    /// The trigger on a fresh socket, passed as systemd passes it.
+    /// The trigger on a fresh socket, passed as systemd passes it, with the recorder as the
+    /// command that starts a pass.
     pub(crate) fn start(extra: &[&str]) -> Trigger {
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
-        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-        chmod(&secret, 0o600);
-        let calls = dir.path().join("calls");
-        let recorder = dir.path().join("start-pass");
-        std::fs::write(
-            &recorder,
-            format!("#!/bin/sh\necho called >> '{}'\n", calls.display()),
-        )
-        .unwrap();
-        chmod(&recorder, 0o755);
+        Trigger::launch(prepared(), true, extra)
+    }
+
+    /// The same without a command: the pass is asked for through the pulse file.
+    fn start_pulse(extra: &[&str]) -> Trigger {
+        Trigger::launch(prepared(), false, extra)
+    }
+
+    /// A second trigger process on the same directory (systemd starting it again).
+    fn restart(mut self, extra: &[&str]) -> Trigger {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = tempfile::TempDir::new().unwrap();
+        let dir = std::mem::replace(&mut self.dir, dir);
+        Trigger::launch(dir, true, extra)
+    }
+
+    fn launch(dir: tempfile::TempDir, command: bool, extra: &[&str]) -> Trigger {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let path = |name: &str| dir.path().join(name).display().to_string();
         let mut args: Vec<String> = vec![
             "trigger".into(),
             "--trigger-secret-file".into(),
-            secret.display().to_string(),
+            path("secret"),
             "--trigger-state-dir".into(),
-            dir.path().join("state").display().to_string(),
-            "--trigger-command".into(),
-            recorder.display().to_string(),
+            path("state"),
             "--branch".into(),
             "main".into(),
         ];
+        if command {
+            args.extend(["--trigger-command".into(), path("start-pass")]);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let child = passed_socket(&listener, &args)
             .stdout(Stdio::piped())
@@ -480,43 +508,9 @@ fn a_replayed_delivery_is_refused_even_under_a_new_id_and_after_a_restart() {
     assert_eq!(t.stats()["refused"]["replay"], 3);
     // The ids are kept on disk: a new trigger process refuses them too.
     let dir = t.dir.path().to_path_buf();
-    let again = restart_in(t);
+    let again = t.restart(&["--trigger-min-interval", "0s"]);
     assert_eq!(again.post(&headers, &body).0, 409);
     assert!(dir.exists());
-}
-
-/// A second trigger process on the same state directory (systemd starting it again).
-fn restart_in(t: Trigger) -> Trigger {
-    let mut t = t;
-    if let Some(mut child) = t.child.take() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let dir = t.dir.path();
-    let args: Vec<String> = [
-        "trigger",
-        "--trigger-secret-file",
-        &dir.join("secret").display().to_string(),
-        "--trigger-state-dir",
-        &dir.join("state").display().to_string(),
-        "--trigger-command",
-        &dir.join("start-pass").display().to_string(),
-        "--trigger-min-interval",
-        "0s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let child = passed_socket(&listener, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    t.port = port;
-    t.child = Some(child);
-    t
 }
 
 #[test]
@@ -733,38 +727,8 @@ fn a_pass_that_cannot_be_asked_for_is_answered_as_a_failure_not_as_started() {
 
 #[test]
 fn without_a_command_the_pass_is_asked_for_through_the_pulse_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    chmod(&secret, 0o600);
-    let state = dir.path().join("state");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let args: Vec<String> = [
-        "trigger",
-        "--trigger-secret-file",
-        &secret.display().to_string(),
-        "--trigger-state-dir",
-        &state.display().to_string(),
-        "--trigger-min-interval",
-        "1s",
-        "--trigger-idle-exit",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let child = passed_socket(&listener, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(listener);
-    let t = Trigger {
-        dir,
-        port,
-        child: Some(child),
-    };
+    let t = Trigger::start_pulse(&["--trigger-min-interval", "1s", "--trigger-idle-exit", "1s"]);
+    let state = t.dir.path().join("state");
     let pulse = state.join("pulse");
     assert!(!pulse.exists());
     let body = push_body("main", 1);
@@ -782,4 +746,21 @@ fn without_a_command_the_pass_is_asked_for_through_the_pulse_file() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn the_path_served_is_the_one_given() {
+    let t = Trigger::start(&["--trigger-path", "/hooks/gitops-1"]);
+    let body = push_body("main", 1);
+    assert_eq!(t.post(&signed("github", SECRET, &body, "a"), &body).0, 404);
+    let mut request = format!(
+        "POST /hooks/gitops-1 HTTP/1.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed("github", SECRET, &body, "b") {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("\r\n{body}"));
+    assert_eq!(t.raw(request.as_bytes()), (202, "started".into()));
+    assert_eq!(t.calls(), 1);
 }

@@ -392,19 +392,10 @@ fn packaged(root: &Path) -> Option<(&'static str, &'static str)> {
 
 /// Say that the package's units are the ones enabled, as for the timer.
 pub(super) fn note_packaged(req: &Request, items: &[Item]) {
-    let packaged = items.iter().find_map(|item| match item {
-        Item::Link { path, target } if *path == SOCKET_WANTS && !target.starts_with("/etc/") => {
-            Some(target)
-        }
-        _ => None,
-    });
-    if let Some(socket) = packaged {
-        let dir = Path::new(socket).parent().unwrap_or(Path::new("/"));
+    if let Some(dir) = super::units::packaged_dir(items, SOCKET_WANTS) {
         out!(
             "gitops-trigger.socket, .service and .path come from the package in {}: enabling those",
-            req.root
-                .join(dir.strip_prefix("/").unwrap_or(dir))
-                .display()
+            in_root(&req.root, dir).display()
         );
     }
 }

@@ -327,16 +327,20 @@ fn refuse_edits(req: &Request, items: &[Item], found: &[Found]) -> Result<()> {
     ))
 }
 
-/// Say why no unit files are written when a package already installed them.
-fn note_packaged(req: &Request, items: &[Item]) {
-    let packaged = items.iter().find_map(|item| match item {
-        Item::Link { path, target } if *path == WANTS && !target.starts_with("/etc/") => {
-            Some(target)
+/// The directory of the package's units when the enable link at `wants` names them (not a
+/// copy in /etc).
+pub(super) fn packaged_dir(items: &[Item], wants: &str) -> Option<&'static Path> {
+    items.iter().find_map(|item| match item {
+        Item::Link { path, target } if *path == wants && !target.starts_with("/etc/") => {
+            Path::new(*target).parent()
         }
         _ => None,
-    });
-    if let Some(timer) = packaged {
-        let dir = Path::new(timer).parent().unwrap_or(Path::new("/"));
+    })
+}
+
+/// Say why no unit files are written when a package already installed them.
+fn note_packaged(req: &Request, items: &[Item]) {
+    if let Some(dir) = packaged_dir(items, WANTS) {
         out!(
             "gitops.service and gitops.timer come from the package in {}: enabling those, with no copies in {} that would hide the package's updates",
             req.root.join(dir.strip_prefix("/").unwrap_or(dir)).display(),
