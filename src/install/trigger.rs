@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::units::{env_text, is_live, make_dir, systemctl, Item, Request};
+use super::envfile::env_text;
+use super::units::{is_live, make_dir, systemctl, Item, Request};
 use crate::exit::{fail, Exit, ResultExt};
 use crate::trigger::options;
 

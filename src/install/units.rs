@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use super::cron::{cron_entry, existing_cron_minute, random_minute, OPENRC_SCRIPT};
+use super::envfile::{env_file, shown};
+use super::manifest::{fingerprint, fingerprint_item, read_manifest, write_manifest};
 use super::textdiff;
 use super::trigger;
 use crate::exit::{fail, Exit, ResultExt};
@@ -19,9 +22,9 @@ pub const SERVICE: &str = include_str!("../../units/gitops.service");
 pub const TIMER: &str = include_str!("../../units/gitops.timer");
 
 /// Where the record of what install-units wrote lives, inside the root.
-const MANIFEST: &str = "etc/gitops/install-units.manifest";
-const ENV_FILE: &str = "etc/gitops/gitops.env";
-const CRON_FILE: &str = "etc/cron.d/gitops";
+pub(super) const MANIFEST: &str = "etc/gitops/install-units.manifest";
+pub(super) const ENV_FILE: &str = "etc/gitops/gitops.env";
+pub(super) const CRON_FILE: &str = "etc/cron.d/gitops";
 const BINARY: &str = "usr/bin/gitops";
 const TIMEOUT_DROPIN: &str = "etc/systemd/system/gitops.service.d/timeout.conf";
 const ETC_SERVICE: &str = "etc/systemd/system/gitops.service";
@@ -51,49 +54,6 @@ const PACKAGED: [(&str, &str); 2] = [
 /// `--root` naming it, with systemd running there, makes `--now` and `--uninstall` run
 /// systemctl; tests point it at a temporary root and `GITOPS_SYSTEMCTL` at a recorder.
 const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
-
-/// The settings gitops itself reads from the env file. Showing a file masks the value of any
-/// other key entirely (a proxy password, a token for the entry point): we cannot know which
-/// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
-/// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
-const KNOWN_KEYS: [&str; 36] = [
-    "GITOPS_REPO_URL",
-    "REPO_URL",
-    "GITOPS_BRANCH",
-    "GITOPS_STATE_DIR",
-    "GITOPS_CHECKOUT",
-    "GITOPS_ENTRYPOINT",
-    "GITOPS_APPLY",
-    "GITOPS_APPLY_TIMEOUT",
-    "GITOPS_FETCH_TIMEOUT",
-    "GITOPS_ALLOW_REWIND",
-    "GITOPS_SSH_KEY",
-    "GITOPS_KNOWN_HOSTS",
-    "GITOPS_LOCK_TIMEOUT",
-    "GITOPS_MAX_FILE_SIZE",
-    "GITOPS_NOTIFY_URL_FILE",
-    "GITOPS_NOTIFY_FORMAT",
-    "GITOPS_NOTIFY_SECRET_FILE",
-    "GITOPS_METRICS_DIR",
-    "GITOPS_REBOOT_FILE",
-    "GITOPS_REBOOT_COMMAND",
-    "GITOPS_REBOOT_MIN_UPTIME",
-    "GITOPS_REBOOT_REQUIRE_CLOCK_SYNC",
-    "GITOPS_MACHINE_ID_FILE",
-    "GITOPS_ALLOWED_SIGNERS",
-    "GITOPS_GPG_KEYRING",
-    "GITOPS_VERIFY",
-    "GITOPS_VERIFY_FIRST_PARENT",
-    "GITOPS_MAX_COMMIT_AGE",
-    "GITOPS_SSH_ACCEPT_NEW",
-    "GITOPS_HTTP_TOKEN_FILE",
-    "GITOPS_HTTP_AUTH",
-    "GITOPS_MAX_REPO_SIZE",
-    "GITOPS_TRIGGER_PATH",
-    "GITOPS_TRIGGER_MIN_INTERVAL",
-    "GITOPS_TRIGGER_ALLOW",
-    "GITOPS_TRIGGER_STATE_DIR",
-];
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.
 const UNIT_START_LIMIT: u64 = 40 * 60;
@@ -554,170 +514,6 @@ fn packaged_timer(root: &Path) -> Option<&'static str> {
         .copied()
 }
 
-/// A file as it may be shown (a diff, --dry-run): credentials in URLs masked everywhere, and
-/// in the env file the whole value of any key gitops does not know.
-fn shown(path: &str, text: &str) -> String {
-    let mut out = String::new();
-    // In the env file, a value that goes on over lines (a trailing backslash, or a quote not
-    // closed on its line) is masked on every following line until it ends.
-    let mut open: Option<char> = None;
-    for line in text.lines() {
-        let shown = if path != ENV_FILE && path != trigger::ENV_FILE {
-            crate::redact::mask_urls(line)
-        } else if let Some(end) = open {
-            let done = match end {
-                '\\' => !line.ends_with('\\'),
-                quote => line.trim_end().ends_with(quote),
-            };
-            if done {
-                open = None;
-            }
-            "***".to_string()
-        } else {
-            let (shown, goes_on) = shown_env_line(line);
-            open = goes_on;
-            shown
-        };
-        out.push_str(&shown);
-        out.push('\n');
-    }
-    out
-}
-
-/// One env-file line as it may be shown, and what ends its value when it goes on over the
-/// next lines (a backslash, or the quote it opened). Quotes are taken off before looking at
-/// the value (and put back), so a quoted URL is redacted too.
-fn shown_env_line(line: &str) -> (String, Option<char>) {
-    let trimmed = line.trim_start();
-    let commented = trimmed
-        .strip_prefix('#')
-        .or_else(|| trimmed.strip_prefix(';'));
-    let assignment = commented.map(str::trim_start).unwrap_or(line);
-    let Some((key, value)) = assignment.split_once('=') else {
-        return (crate::redact::mask_urls(line), None);
-    };
-    let name = key.trim().trim_start_matches("export ").trim();
-    let is_name = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit());
-    if commented.is_some() && !is_name {
-        // Prose that happens to hold an '=': nothing to mask but URLs.
-        return (crate::redact::mask_urls(line), None);
-    }
-    // A comment does not go on over lines; a value does.
-    let goes_on = |value: &str| -> Option<char> {
-        if commented.is_some() {
-            return None;
-        }
-        let value = value.trim();
-        let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'');
-        match quote {
-            Some(q) if value.len() < 2 || !value.ends_with(q) => Some(q),
-            _ if value.ends_with('\\') => Some('\\'),
-            _ => None,
-        }
-    };
-    let prefix = &line[..line.len() - assignment.len()];
-    // A value split over lines cannot be redacted piecemeal (half a password is still a
-    // secret): masked whole, like every value gitops does not know.
-    if !KNOWN_KEYS.contains(&name) || goes_on(value).is_some() {
-        return (format!("{prefix}{key}=***"), goes_on(value));
-    }
-    let trimmed_value = value.trim();
-    let quote = trimmed_value.chars().next().filter(|q| {
-        (*q == '"' || *q == '\'') && trimmed_value.len() >= 2 && trimmed_value.ends_with(*q)
-    });
-    let shown = match quote {
-        Some(q) => format!(
-            "{q}{}{q}",
-            crate::redact::mask_urls(&trimmed_value[1..trimmed_value.len() - 1])
-        ),
-        None => crate::redact::mask_urls(trimmed_value),
-    };
-    (format!("{prefix}{key}={shown}"), goes_on(value))
-}
-
-/// The env file from the settings given: the syntax `parse_env_file` and systemd both read.
-pub fn env_file(env: &[(String, String)]) -> String {
-    env_text(
-        "# Written by `gitops install-units`. gitops.service reads it (EnvironmentFile=) and so does\n# `gitops sync` run by hand: both see the same settings. KEY=VALUE, as systemd reads it.\n",
-        env,
-    )
-}
-
-/// KEY=VALUE lines under a header, quoted where systemd and `parse_env_file` need it.
-pub(super) fn env_text(header: &str, env: &[(String, String)]) -> String {
-    let mut out = String::from(header);
-    for (key, value) in env {
-        let plain = !value.is_empty()
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./:@+,=%~".contains(c));
-        if plain {
-            out.push_str(&format!("{key}={value}\n"));
-        } else {
-            out.push_str(&format!(
-                "{key}=\"{}\"\n",
-                value.replace('\\', "\\\\").replace('"', "\\\"")
-            ));
-        }
-    }
-    out
-}
-
-/// The cron entry: every 5 minutes at a per-machine minute offset, one pass at a time.
-pub fn cron_entry(minute: u8) -> String {
-    format!(
-        "# Written by `gitops install-units --init cron`: a gitops pass every 5 minutes, starting at\n\
-         # minute {minute} so that machines installed apart do not all fetch in the same minute.\n\
-         # flock -n skips a tick while a long apply still runs; -o closes flock's lock before gitops\n\
-         # starts, so a daemon the entry point leaves does not hold it and stop every later tick\n\
-         # (gitops holds its own pass lock). gitops records every outcome itself (gitops status),\n\
-         # so its output only goes to syslog.\n\
-         SHELL=/bin/sh\n\
-         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
-         {minute}-59/5 * * * * root flock -n -o /run/gitops.cron.lock /usr/bin/gitops sync 2>&1 | logger -t gitops\n"
-    )
-}
-
-/// OpenRC: a pass once the network is up at boot; the cron entry does the periodic ones.
-pub const OPENRC_SCRIPT: &str = r#"#!/sbin/openrc-run
-# Written by `gitops install-units --init openrc`: one gitops pass at boot, once the network is
-# up. The periodic passes come from /etc/cron.d/gitops.
-description="gitops pass: apply the configuration repository's new commits"
-
-depend() {
-	need net
-	after firewall
-}
-
-start() {
-	# In the background: a long apply must not hold up the rest of the boot.
-	ebegin "Starting a gitops pass"
-	( /usr/bin/gitops sync 2>&1 | logger -t gitops ) &
-	eend 0
-}
-"#;
-
-fn existing_cron_minute(root: &Path, manifest: &BTreeMap<String, String>) -> Option<u8> {
-    let text = fs::read_to_string(root.join(CRON_FILE)).ok()?;
-    if manifest.get(CRON_FILE) != Some(&fingerprint(text.as_bytes())) {
-        return None;
-    }
-    let line = text.lines().find(|l| l.contains("/usr/bin/gitops sync"))?;
-    line.split('-').next()?.parse().ok().filter(|m| *m < 5)
-}
-
-fn random_minute() -> u8 {
-    let mut byte = [0u8; 1];
-    let random = fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut byte));
-    match random {
-        Ok(()) => byte[0] % 5,
-        Err(_) => (std::process::id() % 5) as u8,
-    }
-}
-
 fn inspect(root: &Path, item: &Item, manifest: &BTreeMap<String, String>) -> Result<Found> {
     let full = root.join(item.path());
     match item {
@@ -740,7 +536,7 @@ fn inspect(root: &Path, item: &Item, manifest: &BTreeMap<String, String>) -> Res
     }
 }
 
-fn write(root: &Path, item: &Item) -> Result<()> {
+pub(super) fn write(root: &Path, item: &Item) -> Result<()> {
     let full = root.join(item.path());
     let parent = full.parent().expect("items live in directories");
     // /etc/gitops holds the deploy key and the env file: nobody but root looks inside.
@@ -977,44 +773,6 @@ pub(super) fn make_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     }
 }
 
-/// A file's fingerprint: its Git blob id, which gix already computes for us.
-fn fingerprint(bytes: &[u8]) -> String {
-    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)
-        .map(|id| id.to_string())
-        .unwrap_or_default()
-}
-
-fn fingerprint_item(item: &Item) -> String {
-    match item {
-        Item::File { text, .. } => fingerprint(text.as_bytes()),
-        Item::Link { target, .. } => format!("link:{target}"),
-    }
-}
-
-fn read_manifest(root: &Path) -> BTreeMap<String, String> {
-    let text = fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(print, path)| (path.to_string(), print.to_string()))
-        .collect()
-}
-
-fn write_manifest(root: &Path, manifest: &BTreeMap<String, String>) -> Result<()> {
-    let mut text = String::from("# What `gitops install-units` wrote here, so it can tell its files from an admin's edits.\n");
-    for (path, print) in manifest {
-        text.push_str(&format!("{print} {path}\n"));
-    }
-    write(
-        root,
-        &Item::File {
-            path: MANIFEST,
-            text,
-            mode: 0o600,
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     proptest::proptest! {
@@ -1052,68 +810,4 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn shown_env_files_carry_no_secret() {
-        let table = [
-            ("GITOPS_BRANCH=main", "GITOPS_BRANCH=main"),
-            (
-                "GITOPS_REPO_URL=\"https://tok:pw@h/x\"",
-                "GITOPS_REPO_URL=\"https://***@h/x\"",
-            ),
-            ("HTTPS_PROXY=http://u:pw@proxy", "HTTPS_PROXY=***"),
-            ("#TOKEN=abc", "#TOKEN=***"),
-            ("  # API_KEY = abc", "  # API_KEY =***"),
-            (
-                "#GITOPS_REPO_URL=https://u:pw@h/x",
-                "#GITOPS_REPO_URL=https://***@h/x",
-            ),
-            (
-                "# written by install-units (EnvironmentFile=) for you",
-                "# written by install-units (EnvironmentFile=) for you",
-            ),
-            (
-                "GITOPS_REPO_URL=https://u:se\\\ncret@h/x\nGITOPS_BRANCH=main",
-                "GITOPS_REPO_URL=***\n***\nGITOPS_BRANCH=main",
-            ),
-            (
-                "TOKEN=\"first\nsecond\nthird\"\nGITOPS_BRANCH=main",
-                "TOKEN=***\n***\n***\nGITOPS_BRANCH=main",
-            ),
-        ];
-        for (text, want) in table {
-            assert_eq!(shown(ENV_FILE, text).trim_end(), want, "{text}");
-        }
-    }
-
-    #[test]
-    fn env_file_round_trips_through_our_parser() {
-        let env = vec![
-            (
-                "GITOPS_REPO_URL".to_string(),
-                "git@host:org/cfg.git".to_string(),
-            ),
-            ("GITOPS_BRANCH".to_string(), "prod".to_string()),
-            (
-                "GITOPS_ENTRYPOINT".to_string(),
-                "deploy/run me.sh".to_string(),
-            ),
-            ("GITOPS_X".to_string(), "a \"quoted\" \\ value".to_string()),
-        ];
-        let text = env_file(&env);
-        let parsed = crate::config::parse_env_file(&text).unwrap();
-        assert_eq!(parsed, env);
-    }
-
-    #[test]
-    fn cron_entry_has_five_fields_a_user_and_the_command() {
-        for minute in 0..5 {
-            let text = cron_entry(minute);
-            let line = text.lines().find(|l| l.contains("gitops sync")).unwrap();
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(fields[0], format!("{minute}-59/5"));
-            assert_eq!(&fields[1..5], ["*", "*", "*", "*"]);
-            assert_eq!(fields[5], "root");
-        }
-    }
 }
