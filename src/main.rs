@@ -20,6 +20,7 @@ macro_rules! say {
 mod config;
 mod docs;
 mod exit;
+mod files;
 mod git;
 mod http;
 mod install;

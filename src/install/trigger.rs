@@ -527,7 +527,7 @@ fn write_secret(full: &Path, hex: &str) -> Result<()> {
     ));
     let _ = fs::remove_file(&tmp);
     let written = (|| -> std::io::Result<()> {
-        let mut file = crate::pass::state::create_new(&tmp)?;
+        let mut file = crate::files::create_new(&tmp)?;
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(hex.as_bytes())?;
         file.sync_all()?;

@@ -550,7 +550,7 @@ pub(super) fn write(root: &Path, item: &Item) -> Result<()> {
     })?;
     match item {
         Item::File { text, mode, .. } => {
-            crate::pass::state::write_atomic(&full, text.as_bytes(), true)
+            crate::files::write_atomic(&full, text.as_bytes(), true)
                 .or_exit(Exit::Usage, || {
                     format!("cannot write {}: is the root writable?", full.display())
                 })?;

@@ -169,7 +169,7 @@ pub fn write_marker(layout: &Layout, state: &State) -> Result<()> {
         return Ok(());
     };
     let path = marker(layout);
-    crate::pass::state::write_atomic(&path, &serde_json::to_vec(asked)?, true)
+    crate::files::write_atomic(&path, &serde_json::to_vec(asked)?, true)
         .map_err(|e| anyhow::anyhow!("could not write {}: {e}", path.display()))
 }
 

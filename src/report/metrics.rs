@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
 use crate::config::Settings;
-use crate::pass::state::{self, Layout, Outcome, State};
+use crate::pass::state::{Layout, Outcome, State};
 use crate::trigger::record::Stats;
 
 /// The file node_exporter's textfile collector reads (it reads `*.prom` only, so the temporary
@@ -347,7 +347,7 @@ pub fn write(dir: &Path, text: &str) -> Result<()> {
     let failed = || format!("could not write the metrics {}", target.display());
     let tmp: PathBuf = dir.join(format!(
         ".{FILE_NAME}.tmp-{}",
-        state::random_suffix().with_context(failed)?
+        crate::files::random_suffix().with_context(failed)?
     ));
     let written = (|| -> std::io::Result<()> {
         let mut file = OpenOptions::new()

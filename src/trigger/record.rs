@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pass::state::{create_new, random_suffix, write_atomic};
+use crate::files::{create_new, random_suffix, write_atomic};
 
 /// A delivery is refused when seen within this long.
 pub const REPLAY_WINDOW_SECS: i64 = 60 * 60;

@@ -279,7 +279,7 @@ pub fn deliver(
 
 /// A new event id: 32 hex digits from the kernel's random source.
 pub fn event_id() -> std::io::Result<String> {
-    let random = crate::pass::state::random_suffix;
+    let random = crate::files::random_suffix;
     Ok(format!("{}{}", random()?, random()?))
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::event::Event;
-use crate::pass::state::{self, Layout};
+use crate::pass::state::Layout;
 
 /// The most events that wait; a machine whose receiver has been gone for weeks must not fill
 /// its disk with them.
@@ -84,7 +84,7 @@ pub fn queue(layout: &Layout, queued: &Queued, at: OffsetDateTime) -> Result<Pat
 pub fn write(path: &Path, queued: &Queued) -> Result<()> {
     let mut json = serde_json::to_vec(queued).context("could not serialize an event")?;
     json.push(b'\n');
-    state::write_atomic(path, &json, true)
+    crate::files::write_atomic(path, &json, true)
         .with_context(|| format!("could not write {}", path.display()))
 }
 

@@ -199,7 +199,7 @@ fn read_tail(path: &Path, limit: usize) -> Option<Vec<u8>> {
 /// 32 random hex digits (the kernel's), or the clock's nanoseconds when it cannot be read: a
 /// multipart boundary only has to be unlikely to appear in the log.
 fn random_hex() -> String {
-    let random = || crate::pass::state::random_suffix().ok();
+    let random = || crate::files::random_suffix().ok();
     match (random(), random()) {
         (Some(a), Some(b)) => format!("{a}{b}"),
         _ => format!("{:032x}", OffsetDateTime::now_utc().unix_timestamp_nanos()),
