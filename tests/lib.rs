@@ -8,6 +8,7 @@ mod bad_input;
 mod config_attacks;
 mod config_file;
 mod crash;
+mod depth;
 mod env_fds_checkout;
 mod fleetlock_server;
 mod hostile_content;

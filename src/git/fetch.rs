@@ -26,8 +26,70 @@ pub struct Fetched {
 }
 
 /// Fetch only the followed branch (the remote's HEAD branch when none is configured), bounded
-/// by `--fetch-timeout`. Every failure here exits 3.
-pub(super) fn fetch_into(store: &Path, settings: &Settings) -> Result<Fetched> {
+/// by `--fetch-timeout`. Every failure here exits 3. In a shallow store (--depth), a new tip
+/// that the history at hand does not show descending from `applied` (or the store's record of
+/// it) is fetched again with the whole history, so that a rewind is told from a descendant by
+/// proof, never by what a shallow boundary happens to hide.
+pub(super) fn fetch_into(
+    store: &Path,
+    settings: &Settings,
+    applied: Option<ObjectId>,
+) -> Result<Fetched> {
+    let fetched = fetch_once(store, settings, History::AsConfigured)?;
+    if !store.join("shallow").exists() {
+        return Ok(fetched);
+    }
+    let mut applied: Vec<ObjectId> = applied
+        .into_iter()
+        .chain(super::store::recorded_applied(store).ok().flatten())
+        .filter(|a| *a != fetched.tip)
+        .collect();
+    applied.dedup();
+    let Some(unproven) = unproven_descent(store, settings, &applied, fetched.tip)? else {
+        return Ok(fetched);
+    };
+    say!(
+        "gitops: the shallow history does not show {} descending from the applied commit {}: fetching the whole history to know",
+        short(&fetched.tip),
+        short(&unproven)
+    );
+    fetch_once(store, settings, History::Whole)
+}
+
+fn short(id: &ObjectId) -> String {
+    id.to_hex_with_len(12).to_string()
+}
+
+/// The first of `applied` that the store's history does not show `tip` descending from.
+fn unproven_descent(
+    store: &Path,
+    settings: &Settings,
+    applied: &[ObjectId],
+    tip: ObjectId,
+) -> Result<Option<ObjectId>> {
+    if applied.is_empty() {
+        return Ok(None);
+    }
+    let repo = open_store(store, settings)?;
+    Ok(applied.iter().copied().find(|&a| {
+        // An error (a parent beyond the boundary, the tip itself not sent) proves nothing either.
+        !matches!(
+            super::store::relation(&repo, Some(a), tip),
+            Ok(super::store::Relation::Descends)
+        )
+    }))
+}
+
+/// How much history a fetch asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// --depth commits into a new store, then what the branch adds.
+    AsConfigured,
+    /// All of it: the shallow boundary removed.
+    Whole,
+}
+
+fn fetch_once(store: &Path, settings: &Settings, history: History) -> Result<Fetched> {
     let shown = &settings.repo_url.redacted;
     let what = match &settings.branch {
         Some(b) => format!("branch {b} of {shown}"),
@@ -66,9 +128,9 @@ pub(super) fn fetch_into(store: &Path, settings: &Settings) -> Result<Fetched> {
     // a thread that we stop waiting for at the deadline. A signal also reaches gix's own work
     // after the last read (indexing the pack, resolving deltas) through the signal flag.
     let outcome = if settings.repo_url.scheme == gix::url::Scheme::Git {
-        Some(fetch_here(store, settings, deadline, None))
+        Some(fetch_here(store, settings, deadline, None, history))
     } else {
-        fetch_on_thread(store, settings, deadline)?
+        fetch_on_thread(store, settings, deadline, history)?
     };
     let result = match outcome {
         Some(Ok(fetched)) => Ok(fetched),
@@ -274,6 +336,7 @@ fn fetch_here(
     settings: &Settings,
     deadline: Instant,
     interrupt: Option<Arc<AtomicBool>>,
+    history: History,
 ) -> Result<Fetched> {
     let repo = open_store(store, settings)?;
     let url = settings.repo_url.raw.as_str();
@@ -286,6 +349,8 @@ fn fetch_here(
         Limits {
             interrupt,
             max_repo_size: settings.transport.max_repo_size,
+            depth: settings.transport.depth,
+            history,
         },
         credentials,
     )
@@ -296,6 +361,9 @@ struct Limits {
     /// Set by the caller to stop the fetch (a signal reaches it without this).
     interrupt: Option<Arc<AtomicBool>>,
     max_repo_size: u64,
+    /// How many commits a new store receives (--depth).
+    depth: Option<std::num::NonZeroU32>,
+    history: History,
 }
 
 /// Run the fetch on its own thread; `None` when it did not finish by the deadline.
@@ -303,6 +371,7 @@ fn fetch_on_thread(
     store: &Path,
     settings: &Settings,
     deadline: Instant,
+    history: History,
 ) -> Result<Option<Result<Fetched>>> {
     let interrupt = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
@@ -311,7 +380,7 @@ fn fetch_on_thread(
         .name("fetch".into())
         .spawn(move || {
             // A gix::Repository is not Send without gix's "parallel" feature: it is opened here.
-            let _ = tx.send(fetch_here(&store, &settings, deadline, Some(flag)));
+            let _ = tx.send(fetch_here(&store, &settings, deadline, Some(flag), history));
         })
         .context("could not start the fetch thread")?;
     // In slices, so that a SIGTERM ends the wait as well as the deadline does.
@@ -559,7 +628,17 @@ fn fetch_inner(
     let known = local
         .and_then(|name| repo.try_find_reference(name.as_bstr()).ok().flatten())
         .and_then(|r| r.target().try_id().map(ToOwned::to_owned));
-    if known != Some(tip) {
+    let shallow = match (limits.history, limits.depth, known) {
+        (History::Whole, _, _) => gix::remote::fetch::Shallow::undo(),
+        // Only a store that has never fetched the branch: the boundary of one that has moves
+        // only as new commits arrive, or goes when the whole history is asked for.
+        (History::AsConfigured, Some(depth), None) => {
+            gix::remote::fetch::Shallow::DepthAtRemote(depth)
+        }
+        _ => gix::remote::fetch::Shallow::NoChange,
+    };
+    let prepare = prepare.with_shallow(shallow);
+    if known != Some(tip) || limits.history == History::Whole {
         let budget = limits
             .max_repo_size
             .saturating_sub(super::repo_size::packs_size(repo.path()));

@@ -89,7 +89,7 @@ pub fn fetch(
         }
         Remedy::Rebuild(what) => return rebuild(store, settings, applied, &what),
     }
-    match fetch_into(store, settings) {
+    match fetch_into(store, settings, applied) {
         Ok(fetched) => Ok(fetched),
         // A pass asked to stop stops: no closer look, no second fetch.
         Err(e) if crate::signals::received().is_some() => Err(e),
@@ -148,7 +148,7 @@ fn rebuild(
     what: &str,
 ) -> Result<Fetched> {
     let fresh = beside(store, "new")?;
-    let done = fetch_into(&fresh, settings)
+    let done = fetch_into(&fresh, settings, applied)
         .and_then(|fetched| {
             carry_record(store, &fresh, applied)?;
             swap(store, &fresh)?;

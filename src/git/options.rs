@@ -32,6 +32,10 @@ pub struct TransportOptions {
     /// Refuse a repository whose packed objects grow larger than this while fetching (512M, 1G, 4GiB)
     #[arg(long, env = "GITOPS_MAX_REPO_SIZE", value_name = "SIZE", default_value = "1G", value_parser = crate::config::parse_size)]
     pub max_repo_size: u64,
+
+    /// Fetch only the last N commits of the branch into a new store, as `git clone --depth N` does; later fetches add the new commits, and fetch the whole history when that is what it takes to prove a new tip descends from the applied commit. Default: the whole history
+    #[arg(long, env = "GITOPS_DEPTH", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub depth: Option<u32>,
 }
 
 /// How an https token is presented to the server.
@@ -50,6 +54,8 @@ pub struct Transport {
     pub http_token: Option<Token>,
     pub http_auth: HttpAuth,
     pub max_repo_size: u64,
+    /// How many commits a new store receives; None: the whole history.
+    pub depth: Option<std::num::NonZeroU32>,
 }
 
 /// A token read from --http-token-file. Its `Debug` shows no byte of it.
@@ -104,6 +110,7 @@ impl TransportOptions {
             http_token,
             http_auth: self.http_auth,
             max_repo_size: self.max_repo_size,
+            depth: self.depth.and_then(std::num::NonZeroU32::new),
         })
     }
 }
