@@ -645,7 +645,7 @@ pub fn update_tree(
                 oid,
                 path,
                 ..
-            } => (path, Some((entry_mode, oid))),
+            } => (path, Some((entry_mode, oid, false))),
             Change::Deletion { entry_mode, path, .. } => {
                 if entry_mode.kind() == EntryKind::Commit {
                     bail!("a submodule changed");
@@ -658,12 +658,12 @@ pub fn update_tree(
                 oid,
                 path,
                 ..
-            } => (path, Some((entry_mode, oid))),
+            } => (path, Some((entry_mode, oid, true))),
         };
         if attributes(path.as_bstr()) {
             bail!("a .gitattributes changed");
         }
-        if let Some((mode, oid)) = write {
+        if let Some((mode, oid, replaces)) = write {
             let link = mode.kind() == EntryKind::Link;
             let mut components = path.split_str(b"/").peekable();
             while let Some(name) = components.next() {
@@ -678,7 +678,7 @@ pub fn update_tree(
                     if repo.find_header(oid)?.size() > max_file_size {
                         bail!("{path} is larger than --max-file-size");
                     }
-                    writes.push((path.clone(), kind, oid));
+                    writes.push((path.clone(), kind, oid, replaces));
                 }
             }
         }
@@ -691,13 +691,21 @@ pub fn update_tree(
     }
     // Sorted, a directory comes before what is in it.
     writes.sort();
-    for (path, kind, oid) in &writes {
+    for (path, kind, oid, replaces) in &writes {
         if let Some(signal) = crate::signals::received() {
             bail!("gitops received {signal} while updating the tree");
         }
         parents_are_dirs(dir, path.as_bstr(), true)?;
         let dest = join(dir, path.as_bstr());
-        remove_any(&dest)?;
+        // What is there must be what the old tree had: a file or link replaced, nothing where
+        // one is added. Anything else (a tree naming an entry twice, as only a hostile one
+        // does) is the fresh checkout's to settle.
+        match fs::symlink_metadata(&dest) {
+            Ok(meta) if *replaces && !meta.is_dir() => fs::remove_file(&dest)
+                .with_context(|| format!("could not remove {}", dest.display()))?,
+            Err(e) if !*replaces && e.kind() == ErrorKind::NotFound => {}
+            _ => bail!("{} is not as the old tree left it", dest.display()),
+        }
         let blob = repo.find_blob(*oid)?;
         if *kind == EntryKind::Link {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&blob.data), &dest)
