@@ -450,8 +450,8 @@ pub fn prune(trees: &Path, keep: &[&str]) -> Result<()> {
         if keep.iter().any(|k| name == **k) {
             continue;
         }
-        let complete = !name.as_bytes().starts_with(b".")
-            && entry.file_type().is_ok_and(|t| t.is_dir());
+        let complete =
+            !name.as_bytes().starts_with(b".") && entry.file_type().is_ok_and(|t| t.is_dir());
         let vacant = spares.is_dir() && fs::symlink_metadata(&spare).is_err();
         if complete && vacant && fs::rename(entry.path(), &spare).is_ok() {
             continue;
@@ -646,7 +646,9 @@ pub fn update_tree(
                 path,
                 ..
             } => (path, Some((entry_mode, oid, false))),
-            Change::Deletion { entry_mode, path, .. } => {
+            Change::Deletion {
+                entry_mode, path, ..
+            } => {
                 if entry_mode.kind() == EntryKind::Commit {
                     bail!("a submodule changed");
                 }
@@ -713,7 +715,11 @@ pub fn update_tree(
         } else {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            let mode = if *kind == EntryKind::BlobExecutable { 0o777 } else { 0o666 };
+            let mode = if *kind == EntryKind::BlobExecutable {
+                0o777
+            } else {
+                0o666
+            };
             fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -749,8 +755,9 @@ fn parents_are_dirs(dir: &Path, path: &BStr, create: bool) -> Result<bool> {
         match fs::symlink_metadata(&at) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => bail!("{} is not a directory", at.display()),
-            Err(e) if e.kind() == ErrorKind::NotFound && create => fs::create_dir(&at)
-                .with_context(|| format!("could not create {}", at.display()))?,
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                fs::create_dir(&at).with_context(|| format!("could not create {}", at.display()))?
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e).with_context(|| format!("could not inspect {}", at.display())),
         }
@@ -846,7 +853,15 @@ mod tests {
                 let meta = fs::symlink_metadata(&path).unwrap();
                 let exec = meta.mode() & 0o100 != 0;
                 let entry = if meta.file_type().is_symlink() {
-                    ('l', false, fs::read_link(&path).unwrap().as_os_str().as_bytes().to_vec())
+                    (
+                        'l',
+                        false,
+                        fs::read_link(&path)
+                            .unwrap()
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec(),
+                    )
                 } else if meta.is_dir() {
                     ('d', false, Vec::new())
                 } else {
@@ -936,7 +951,10 @@ mod tests {
         let changes: [Step; 6] = [
             ("a file appended to", |t| {
                 use std::io::Write;
-                let mut f = fs::OpenOptions::new().append(true).open(t.join("a")).unwrap();
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(t.join("a"))
+                    .unwrap();
                 f.write_all(b"more").unwrap();
             }),
             ("a file added below", |t| put(t, "d/extra", "x")),
@@ -1026,7 +1044,10 @@ mod tests {
         let bytes = fs::read(manifest_path(spares.path(), manifest.root_ino())).unwrap();
         let back = Manifest::parse(&bytes).unwrap();
         assert_eq!(back.entries, manifest.entries);
-        assert_eq!((back.commit(), back.flavor.as_str()), ("c0ffee", "umask 22"));
+        assert_eq!(
+            (back.commit(), back.flavor.as_str()),
+            ("c0ffee", "umask 22")
+        );
         assert!(back.matches(dir.path()));
         for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
             let parsed = Manifest::parse(&bytes[..cut]);
