@@ -3,49 +3,347 @@
 //! Every change here is a rename, so whatever moment a pass is killed at, the checkout path
 //! resolves to a complete tree.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use gix::bstr::{BStr, BString, ByteSlice};
 use gix::ObjectId;
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
 use crate::exit::{fail, Exit};
 
-/// Write the tree of `commit` fresh into `trees/<commit>`, replacing one left by an earlier
-/// attempt (whose entry point may have changed it). `write` fills an empty directory.
+/// Bring a tree to `commit` in `trees/<commit>`: the spare tree (the one linked before the last
+/// apply, kept in `spare/` beside `trees/`) brought up to date by `update` when its manifest shows
+/// it exactly as it was written, else a fresh tree written by `write` into an empty directory.
+///
+/// The tree is complete before it is renamed into place, so the link never sees it half-made. A
+/// tree already at `trees/<commit>` (an earlier attempt, whose entry point may have changed it)
+/// is exchanged out in one step and becomes the spare, checked before any reuse. `flavor` names
+/// whatever else shapes the files (the umask): a spare written under another is not reused.
 pub fn prepare(
     trees: &Path,
     commit: &str,
+    flavor: &str,
     write: impl FnOnce(&Path) -> Result<()>,
+    update: impl FnOnce(&Path, &Manifest) -> Result<Vec<BString>>,
 ) -> Result<PathBuf> {
     let dest = trees.join(commit);
-    let tmp = trees.join(format!(".new-{commit}"));
-    remove_any(&tmp)?;
-    fs::create_dir(&tmp).with_context(|| format!("could not create {}", tmp.display()))?;
-    if let Err(e) = write(&tmp) {
-        // Half a tree is of no use to anyone and may be large: the next attempt starts afresh.
-        let _ = remove_any(&tmp);
-        return Err(e);
+    let spares = spare_dir(trees);
+    let spare = spares.join(SPARE);
+    let mut ready = None;
+    if let Some(base) = usable_spare(&spares, flavor) {
+        // The mark that the spare is being changed is its manifest's absence: a pass killed
+        // from here on leaves a tree that is never linked, only written afresh.
+        if remove_any(&manifest_path(&spares, base.root_ino())).is_ok() {
+            if let Ok(touched) = update(&spare, &base) {
+                let manifest = base.updated(&spare, commit, &touched)?;
+                manifest.save(&spares)?;
+                ready = Some(spare.clone());
+            }
+        }
     }
-    if dest.exists() {
+    let ready = match ready {
+        Some(ready) => ready,
+        None => {
+            remove_any(&spare)?;
+            let tmp = trees.join(format!(".new-{commit}"));
+            remove_any(&tmp)?;
+            fs::create_dir(&tmp).with_context(|| format!("could not create {}", tmp.display()))?;
+            if let Err(e) = write(&tmp) {
+                // Half a tree is of no use to anyone and may be large: the next attempt starts afresh.
+                let _ = remove_any(&tmp);
+                return Err(e);
+            }
+            // Without its manifest a tree is only never reused: no reason to fail the apply.
+            if ensure_private_dir(&spares).is_ok() {
+                if let Ok(manifest) = Manifest::walk(&tmp, commit, flavor) {
+                    let _ = manifest.save(&spares);
+                }
+            }
+            tmp
+        }
+    };
+    if fs::symlink_metadata(&dest).is_ok() {
         // The checkout link may point at the old copy right now: exchange the two in one step
         // instead of a remove-then-rename that would leave it dangling.
         renameat2(
             AT_FDCWD,
-            &tmp,
+            &ready,
             AT_FDCWD,
             &dest,
             RenameFlags::RENAME_EXCHANGE,
         )
         .with_context(|| format!("could not swap {} into place", dest.display()))?;
-        remove_any(&tmp)?;
+        // The old copy is the spare now: its manifest says whether it may be reused.
+        if ready != spare && fs::rename(&ready, &spare).is_err() {
+            remove_any(&ready)?;
+        }
     } else {
-        fs::rename(&tmp, &dest)
+        fs::rename(&ready, &dest)
             .with_context(|| format!("could not move {} into place", dest.display()))?;
     }
     Ok(dest)
+}
+
+/// `spare/` beside `trees/`: the spare tree and every tree's manifest, kept apart from `trees/`
+/// whose entries are all commits' trees.
+fn spare_dir(trees: &Path) -> PathBuf {
+    trees.parent().unwrap_or(Path::new("/")).join("spare")
+}
+
+/// The spare tree's name in `spare/`.
+const SPARE: &str = "tree";
+
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("could not create {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A tree's manifest is named after its top directory's inode, which renames keep: moving a
+/// tree between `trees/` and `spare/` needs no second rename that a crash could separate.
+fn manifest_path(spares: &Path, ino: u64) -> PathBuf {
+    spares.join(format!("{ino}.manifest"))
+}
+
+/// The spare's manifest when the spare is exactly as that manifest says.
+fn usable_spare(spares: &Path, flavor: &str) -> Option<Manifest> {
+    let meta = fs::symlink_metadata(spares.join(SPARE)).ok()?;
+    if !meta.is_dir() {
+        return None;
+    }
+    let bytes = fs::read(manifest_path(spares, meta.ino())).ok()?;
+    let manifest = Manifest::parse(&bytes)?;
+    (manifest.flavor == flavor
+        && manifest.root_ino() == meta.ino()
+        && manifest.matches(&spares.join(SPARE)))
+    .then_some(manifest)
+}
+
+/// What lstat says of one entry: enough, as git's index has it, to notice a change made after.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stat {
+    ino: u64,
+    mode: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stat {
+    fn of(meta: &fs::Metadata) -> Self {
+        Stat {
+            ino: meta.ino(),
+            mode: meta.mode(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// Every entry of a tree on disk (the top directory under the empty path) with its stat, for
+/// the commit the tree holds.
+#[derive(Debug)]
+pub struct Manifest {
+    commit: String,
+    flavor: String,
+    entries: BTreeMap<BString, Stat>,
+}
+
+const MANIFEST_MAGIC: &[u8] = b"gitops-manifest 1\n";
+
+impl Manifest {
+    /// The commit whose tree this is.
+    pub fn commit(&self) -> &str {
+        &self.commit
+    }
+
+    /// The largest regular file's size, for a --max-file-size lowered since.
+    pub fn largest_file(&self) -> u64 {
+        self.entries
+            .values()
+            .filter(|s| s.mode & 0o170000 == 0o100000)
+            .map(|s| s.size)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Paths of the tree, the top directory as the empty path.
+    pub fn paths(&self) -> impl Iterator<Item = &BStr> {
+        self.entries.keys().map(|k| k.as_bstr())
+    }
+
+    fn root_ino(&self) -> u64 {
+        self.entries.get(b"".as_bstr()).map_or(0, |s| s.ino)
+    }
+
+    /// Read every entry below `dir` as it is now.
+    fn walk(dir: &Path, commit: &str, flavor: &str) -> Result<Manifest> {
+        let mut entries = BTreeMap::new();
+        let meta = fs::symlink_metadata(dir)
+            .with_context(|| format!("could not inspect {}", dir.display()))?;
+        entries.insert(BString::default(), Stat::of(&meta));
+        let mut pending = vec![(dir.to_path_buf(), BString::default())];
+        while let Some((abs, rel)) = pending.pop() {
+            let listing =
+                fs::read_dir(&abs).with_context(|| format!("could not list {}", abs.display()))?;
+            for entry in listing {
+                let entry = entry?;
+                // DirEntry::metadata does not follow a symlink.
+                let meta = entry.metadata()?;
+                let mut path = rel.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(entry.file_name().as_bytes());
+                if meta.is_dir() {
+                    pending.push((entry.path(), path.clone()));
+                }
+                entries.insert(path, Stat::of(&meta));
+            }
+        }
+        Ok(Manifest {
+            commit: commit.to_string(),
+            flavor: flavor.to_string(),
+            entries,
+        })
+    }
+
+    /// Whether every entry is on disk exactly as recorded. A file added anywhere changes its
+    /// directory's mtime and ctime; a change to a file, its own. The top directory's ctime is
+    /// left out: our own renames of the tree change it.
+    fn matches(&self, dir: &Path) -> bool {
+        self.entries.iter().all(|(path, want)| {
+            let Ok(meta) = fs::symlink_metadata(join(dir, path.as_bstr())) else {
+                return false;
+            };
+            let got = Stat::of(&meta);
+            if path.is_empty() {
+                Stat {
+                    ctime: want.ctime,
+                    ..got
+                } == *want
+            } else {
+                got == *want
+            }
+        })
+    }
+
+    /// This manifest after `touched` paths changed in `dir`, which now holds `commit`'s tree:
+    /// those paths and their directories read again, whatever is gone dropped with all below it.
+    fn updated(mut self, dir: &Path, commit: &str, touched: &[BString]) -> Result<Manifest> {
+        let mut again = BTreeSet::new();
+        again.insert(BString::default());
+        for path in touched {
+            again.insert(path.clone());
+            let mut end = path.len();
+            while let Some(slash) = path[..end].rfind_byte(b'/') {
+                again.insert(BString::from(&path[..slash]));
+                end = slash;
+            }
+        }
+        for path in again {
+            match fs::symlink_metadata(join(dir, path.as_bstr())) {
+                Ok(meta) => {
+                    self.entries.insert(path, Stat::of(&meta));
+                }
+                // Gone, or a directory above it is a file now.
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    let mut below = path.clone();
+                    below.push(b'/');
+                    let mut end = path.clone();
+                    end.push(b'/' + 1);
+                    let gone: Vec<BString> = self
+                        .entries
+                        .range(below..end)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in gone {
+                        self.entries.remove(&key);
+                    }
+                    self.entries.remove(&path);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not inspect {path} in the tree"))
+                }
+            }
+        }
+        self.commit = commit.to_string();
+        Ok(self)
+    }
+
+    fn save(&self, spares: &Path) -> Result<()> {
+        let mut out = Vec::with_capacity(64 * self.entries.len() + 128);
+        out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(format!("{}\n{}\n", self.commit, self.flavor).as_bytes());
+        for (path, s) in &self.entries {
+            out.extend_from_slice(
+                format!(
+                    "{} {} {} {} {} {} {} ",
+                    s.ino, s.mode, s.size, s.mtime.0, s.mtime.1, s.ctime.0, s.ctime.1
+                )
+                .as_bytes(),
+            );
+            // Git allows any byte but NUL in a name, newlines included.
+            out.extend_from_slice(path);
+            out.push(0);
+        }
+        let path = manifest_path(spares, self.root_ino());
+        crate::pass::state::write_atomic(&path, &out, false)
+            .with_context(|| format!("could not write {}", path.display()))
+    }
+
+    /// None for anything but a manifest this version wrote whole.
+    fn parse(bytes: &[u8]) -> Option<Manifest> {
+        let rest = bytes.strip_prefix(MANIFEST_MAGIC)?;
+        let (commit, rest) = rest.split_once_str(b"\n")?;
+        let (flavor, mut rest) = rest.split_once_str(b"\n")?;
+        let mut entries = BTreeMap::new();
+        while !rest.is_empty() {
+            let (record, tail) = rest.split_once_str(b"\0")?;
+            rest = tail;
+            let mut fields = record.splitn(8, |b| *b == b' ');
+            let mut num = || -> Option<i64> { fields.next()?.to_str().ok()?.parse().ok() };
+            let (ino, mode, size) = (num()?, num()?, num()?);
+            let mtime = (num()?, num()?);
+            let ctime = (num()?, num()?);
+            let path = fields.next()?;
+            let stat = Stat {
+                ino: u64::try_from(ino).ok()?,
+                mode: u32::try_from(mode).ok()?,
+                size: u64::try_from(size).ok()?,
+                mtime,
+                ctime,
+            };
+            entries.insert(BString::from(path), stat);
+        }
+        if !entries.contains_key(b"".as_bstr()) {
+            return None;
+        }
+        Some(Manifest {
+            commit: commit.to_str().ok()?.to_string(),
+            flavor: flavor.to_str().ok()?.to_string(),
+            entries,
+        })
+    }
+}
+
+fn join(dir: &Path, path: &BStr) -> PathBuf {
+    if path.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(std::ffi::OsStr::from_bytes(path))
+    }
 }
 
 /// Point the checkout symlink at `target` with a rename, which replaces the link atomically.
@@ -128,20 +426,65 @@ pub fn linked_tree_name(link: &Path) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
-/// Remove every tree except those named in `keep` (and leftovers of interrupted passes).
+/// Remove every tree except those named in `keep` (and leftovers of interrupted passes). The
+/// first complete tree let go becomes the spare when there is none, rather than being removed;
+/// manifests of trees no longer there go.
 pub fn prune(trees: &Path, keep: &[&str]) -> Result<()> {
     let entries = match fs::read_dir(trees) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("could not list {}", trees.display())),
     };
+    let spares = spare_dir(trees);
+    let spare = spares.join(SPARE);
+    // A spare without a manifest (one being updated when a pass was killed) is never reused:
+    // it frees the place for one that may be.
+    if let Ok(meta) = fs::symlink_metadata(&spare) {
+        if !manifest_path(&spares, meta.ino()).exists() {
+            remove_any(&spare)?;
+        }
+    }
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         if keep.iter().any(|k| name == **k) {
             continue;
         }
+        let complete =
+            !name.as_bytes().starts_with(b".") && entry.file_type().is_ok_and(|t| t.is_dir());
+        let vacant = spares.is_dir() && fs::symlink_metadata(&spare).is_err();
+        if complete && vacant && fs::rename(entry.path(), &spare).is_ok() {
+            continue;
+        }
         remove_any(&entry.path())?;
+    }
+    prune_manifests(trees, &spares)
+}
+
+fn prune_manifests(trees: &Path, spares: &Path) -> Result<()> {
+    let Ok(listing) = fs::read_dir(spares) else {
+        return Ok(());
+    };
+    let mut live: Vec<u64> = fs::read_dir(trees)
+        .map(|l| {
+            l.flatten()
+                .filter_map(|e| e.metadata().ok().map(|m| m.ino()))
+                .collect()
+        })
+        .unwrap_or_default();
+    live.extend(fs::symlink_metadata(spares.join(SPARE)).map(|m| m.ino()));
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kept = name == SPARE
+            || name
+                .strip_suffix(".manifest")
+                .and_then(|ino| ino.parse::<u64>().ok())
+                .is_some_and(|ino| live.contains(&ino));
+        if !kept {
+            remove_any(&entry.path())?;
+        }
     }
     Ok(())
 }
@@ -254,12 +597,465 @@ fn check_sizes(repo: &gix::Repository, index: &gix::index::State, limit: u64) ->
     Ok(())
 }
 
+/// Bring `dir`, which holds the tree of `base`'s commit, to the tree of `commit` by the tree
+/// diff between the two: changed and added files written, deleted ones removed with the
+/// directories they leave empty, type changes (file, directory, symlink) replaced. Returns the
+/// paths touched. Any error leaves `dir` half-changed: the caller writes the tree afresh.
+///
+/// Nothing it cannot do exactly as a fresh checkout would is tried: a tree with a
+/// `.gitattributes` (filters may rewrite files), a submodule, a path gix would refuse, a file
+/// over `max_file_size`, each is an error, and the fresh checkout then gives the verdict.
+pub fn update_tree(
+    repo: &gix::Repository,
+    base: &Manifest,
+    commit: ObjectId,
+    dir: &Path,
+    max_file_size: u64,
+) -> Result<Vec<BString>> {
+    let attributes = |p: &BStr| p.rsplit_str(b"/").next() == Some(b".gitattributes".as_slice());
+    if base.paths().any(attributes) {
+        bail!("the tree has a .gitattributes");
+    }
+    if base.largest_file() > max_file_size {
+        bail!("a file of the tree is larger than --max-file-size");
+    }
+    let from = ObjectId::from_hex(base.commit().as_bytes())?;
+    let old = repo.find_commit(from)?.tree()?;
+    let new = repo.find_commit(commit)?.tree()?;
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
+        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
+        &mut gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )?;
+    let validate = repo
+        .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)?
+        .validate;
+    use gix::diff::tree::recorder::Change;
+    use gix::objs::tree::EntryKind;
+    let mut removals = Vec::new();
+    let mut writes = Vec::new();
+    let mut touched = Vec::new();
+    for change in recorder.records {
+        let (path, write) = match change {
+            Change::Addition {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => (path, Some((entry_mode, oid, false))),
+            Change::Deletion {
+                entry_mode, path, ..
+            } => {
+                if entry_mode.kind() == EntryKind::Commit {
+                    bail!("a submodule changed");
+                }
+                removals.push(path.clone());
+                (path, None)
+            }
+            Change::Modification {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => (path, Some((entry_mode, oid, true))),
+        };
+        if attributes(path.as_bstr()) {
+            bail!("a .gitattributes changed");
+        }
+        if let Some((mode, oid, replaces)) = write {
+            let link = mode.kind() == EntryKind::Link;
+            let mut components = path.split_str(b"/").peekable();
+            while let Some(name) = components.next() {
+                let as_link = (link && components.peek().is_none())
+                    .then_some(gix::validate::path::component::Mode::Symlink);
+                gix::validate::path::component(name.as_bstr(), as_link, validate)?;
+            }
+            match mode.kind() {
+                EntryKind::Tree => {}
+                EntryKind::Commit => bail!("a submodule changed"),
+                kind => {
+                    if repo.find_header(oid)?.size() > max_file_size {
+                        bail!("{path} is larger than --max-file-size");
+                    }
+                    writes.push((path.clone(), kind, oid, replaces));
+                }
+            }
+        }
+        touched.push(path);
+    }
+    for path in &removals {
+        if parents_are_dirs(dir, path.as_bstr(), false)? {
+            remove_any(&join(dir, path.as_bstr()))?;
+        }
+    }
+    // Sorted, a directory comes before what is in it.
+    writes.sort();
+    for (path, kind, oid, replaces) in &writes {
+        if let Some(signal) = crate::signals::received() {
+            bail!("gitops received {signal} while updating the tree");
+        }
+        parents_are_dirs(dir, path.as_bstr(), true)?;
+        let dest = join(dir, path.as_bstr());
+        // What is there must be what the old tree had: a file or link replaced, nothing where
+        // one is added. Anything else (a tree naming an entry twice, as only a hostile one
+        // does) is the fresh checkout's to settle.
+        match fs::symlink_metadata(&dest) {
+            Ok(meta) if *replaces && !meta.is_dir() => fs::remove_file(&dest)
+                .with_context(|| format!("could not remove {}", dest.display()))?,
+            Err(e) if !*replaces && e.kind() == ErrorKind::NotFound => {}
+            _ => bail!("{} is not as the old tree left it", dest.display()),
+        }
+        let blob = repo.find_blob(*oid)?;
+        if *kind == EntryKind::Link {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&blob.data), &dest)
+                .with_context(|| format!("could not create {}", dest.display()))?;
+        } else {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mode = if *kind == EntryKind::BlobExecutable {
+                0o777
+            } else {
+                0o666
+            };
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&dest)
+                .and_then(|mut f| f.write_all(&blob.data))
+                .with_context(|| format!("could not write {}", dest.display()))?;
+        }
+    }
+    // A fresh checkout has no empty directories: those a deletion emptied go too.
+    for path in &removals {
+        let mut end = path.len();
+        while let Some(slash) = path[..end].rfind_byte(b'/') {
+            if fs::remove_dir(join(dir, path[..slash].as_bstr())).is_err() {
+                break;
+            }
+            end = slash;
+        }
+    }
+    Ok(touched)
+}
+
+/// Whether every directory above `path` in `dir` is a directory (never a symlink), creating
+/// the missing ones when `create`; false when one is missing and not created.
+fn parents_are_dirs(dir: &Path, path: &BStr, create: bool) -> Result<bool> {
+    let mut at = dir.to_path_buf();
+    let mut components = path.split_str(b"/").peekable();
+    while let Some(name) = components.next() {
+        if components.peek().is_none() {
+            break;
+        }
+        at.push(std::ffi::OsStr::from_bytes(name));
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!("{} is not a directory", at.display()),
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                fs::create_dir(&at).with_context(|| format!("could not create {}", at.display()))?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("could not inspect {}", at.display())),
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn write_marker(text: &'static str) -> impl FnOnce(&Path) -> Result<()> {
         move |dir| Ok(fs::write(dir.join("marker"), text)?)
+    }
+
+    fn no_spare(_: &Path, _: &Manifest) -> Result<Vec<BString>> {
+        bail!("no spare in this test")
+    }
+
+    fn prepare(
+        trees: &Path,
+        commit: &str,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        super::prepare(trees, commit, "", write, no_spare)
+    }
+
+    /// A work repository whose commits the tests apply, made by real git.
+    struct Work {
+        dir: tempfile::TempDir,
+    }
+
+    impl Work {
+        fn new() -> Work {
+            let work = Work {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            work.git(&["init", "-q", "-b", "main"]);
+            work
+        }
+
+        fn git(&self, args: &[&str]) -> String {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .current_dir(self.dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        }
+
+        /// Change the work tree with `change`, commit everything, return the commit.
+        fn commit(&self, change: impl FnOnce(&Path)) -> String {
+            change(self.dir.path());
+            self.git(&["add", "-A"]);
+            self.git(&["commit", "-q", "--allow-empty", "-m", "c"]);
+            self.git(&["rev-parse", "HEAD"])
+        }
+
+        fn repo(&self) -> gix::Repository {
+            gix::open(self.dir.path().join(".git")).unwrap()
+        }
+    }
+
+    /// Apply `commit` as a pass does (prepare, then prune all but it); true when by the diff.
+    fn apply(repo: &gix::Repository, trees: &Path, commit: &str) -> (PathBuf, bool) {
+        let id = ObjectId::from_hex(commit.as_bytes()).unwrap();
+        let mut fresh = false;
+        let tree = super::prepare(
+            trees,
+            commit,
+            "test",
+            |dir| {
+                fresh = true;
+                write_tree(repo, id, dir, u64::MAX)
+            },
+            |dir, base| update_tree(repo, base, id, dir, u64::MAX),
+        )
+        .unwrap();
+        prune(trees, &[commit]).unwrap();
+        (tree, !fresh)
+    }
+
+    /// Every entry below `dir`: kind, exec bit, content or link target.
+    fn snapshot(dir: &Path) -> BTreeMap<String, (char, bool, Vec<u8>)> {
+        let manifest = Manifest::walk(dir, "", "").unwrap();
+        manifest
+            .paths()
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let path = join(dir, p);
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let exec = meta.mode() & 0o100 != 0;
+                let entry = if meta.file_type().is_symlink() {
+                    (
+                        'l',
+                        false,
+                        fs::read_link(&path)
+                            .unwrap()
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec(),
+                    )
+                } else if meta.is_dir() {
+                    ('d', false, Vec::new())
+                } else {
+                    ('f', exec, fs::read(&path).unwrap())
+                };
+                (p.to_string(), entry)
+            })
+            .collect()
+    }
+
+    fn assert_exact(repo: &gix::Repository, tree: &Path, commit: &str, step: &str) {
+        let fresh = tempfile::tempdir().unwrap();
+        let id = ObjectId::from_hex(commit.as_bytes()).unwrap();
+        write_tree(repo, id, fresh.path(), u64::MAX).unwrap();
+        assert_eq!(snapshot(tree), snapshot(fresh.path()), "{step}");
+    }
+
+    fn put(root: &Path, path: &str, text: &str) {
+        let path = root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    type Step = (&'static str, fn(&Path));
+
+    #[test]
+    fn the_spare_follows_every_kind_of_change_exactly() {
+        let work = Work::new();
+        let root = tempfile::tempdir().unwrap();
+        let trees = root.path().join("trees");
+        fs::create_dir(&trees).unwrap();
+        let steps: [Step; 10] = [
+            ("first", |w| {
+                put(w, "a.txt", "a\n");
+                put(w, "d/x/deep.txt", "deep\n");
+                put(w, "d/y.txt", "y\n");
+                put(w, "f", "file becoming a dir\n");
+                std::os::unix::fs::symlink("a.txt", w.join("link")).unwrap();
+            }),
+            ("second", |w| put(w, "a.txt", "a2\n")),
+            ("add", |w| put(w, "new/dir/b.txt", "b\n")),
+            ("modify", |w| put(w, "d/y.txt", "y2\n")),
+            ("delete and empty a directory", |w| {
+                fs::remove_dir_all(w.join("d/x")).unwrap();
+            }),
+            ("mode change", |w| chmod(&w.join("a.txt"), 0o755)),
+            ("file to dir", |w| {
+                fs::remove_file(w.join("f")).unwrap();
+                put(w, "f/inside", "now a dir\n");
+            }),
+            ("dir to file", |w| {
+                fs::remove_dir_all(w.join("new")).unwrap();
+                put(w, "new", "now a file\n");
+            }),
+            ("symlink retargeted and file to symlink", |w| {
+                fs::remove_file(w.join("link")).unwrap();
+                std::os::unix::fs::symlink("d/y.txt", w.join("link")).unwrap();
+                fs::remove_file(w.join("d/y.txt")).unwrap();
+                std::os::unix::fs::symlink("../a.txt", w.join("d/y.txt")).unwrap();
+            }),
+            ("symlink to file, rename", |w| {
+                fs::remove_file(w.join("link")).unwrap();
+                put(w, "link", "plain\n");
+                fs::rename(w.join("f/inside"), w.join("f/renamed")).unwrap();
+            }),
+        ];
+        let mut by_diff = Vec::new();
+        for (name, change) in steps {
+            let commit = work.commit(change);
+            let repo = work.repo();
+            let (tree, diffed) = apply(&repo, &trees, &commit);
+            assert_exact(&repo, &tree, &commit, name);
+            by_diff.push(diffed);
+        }
+        // The first two have no spare yet; every later one comes from the spare.
+        assert_eq!(by_diff[..2], [false, false]);
+        assert!(by_diff[2..].iter().all(|d| *d), "{by_diff:?}");
+    }
+
+    #[test]
+    fn a_spare_changed_behind_our_back_is_written_afresh() {
+        let changes: [Step; 6] = [
+            ("a file appended to", |t| {
+                use std::io::Write;
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(t.join("a"))
+                    .unwrap();
+                f.write_all(b"more").unwrap();
+            }),
+            ("a file added below", |t| put(t, "d/extra", "x")),
+            ("a file added at the top", |t| put(t, "extra", "x")),
+            ("a mode changed", |t| chmod(&t.join("d/b"), 0o700)),
+            ("a file replaced by another", |t| {
+                put(t, "tmp", "b\n");
+                fs::rename(t.join("tmp"), t.join("d/b")).unwrap();
+            }),
+            ("a file rewritten with its old times", |t| {
+                let before = fs::metadata(t.join("a")).unwrap();
+                fs::write(t.join("a"), "A\n").unwrap();
+                let f = fs::File::options().write(true).open(t.join("a")).unwrap();
+                f.set_modified(before.modified().unwrap()).unwrap();
+            }),
+        ];
+        for (what, tamper) in changes {
+            let work = Work::new();
+            let root = tempfile::tempdir().unwrap();
+            let trees = root.path().join("trees");
+            fs::create_dir(&trees).unwrap();
+            let repo = || work.repo();
+            let c1 = work.commit(|w| {
+                put(w, "a", "a\n");
+                put(w, "d/b", "b\n");
+            });
+            let (linked, _) = apply(&repo(), &trees, &c1);
+            // The entry point of c1 writes into its tree, which becomes the spare next.
+            let c2 = work.commit(|w| put(w, "c", "c\n"));
+            tamper(&linked);
+            apply(&repo(), &trees, &c2);
+            let c3 = work.commit(|w| put(w, "c", "c2\n"));
+            let (tree, diffed) = apply(&repo(), &trees, &c3);
+            assert!(!diffed, "{what}: the changed spare is not reused");
+            assert_exact(&repo(), &tree, &c3, what);
+        }
+    }
+
+    #[test]
+    fn a_spare_left_mid_update_is_written_afresh() {
+        let work = Work::new();
+        let root = tempfile::tempdir().unwrap();
+        let trees = root.path().join("trees");
+        fs::create_dir(&trees).unwrap();
+        let repo = work.repo();
+        let mut commits = Vec::new();
+        for text in ["1", "2", "3"] {
+            commits.push(work.commit(|w| put(w, "a", text)));
+        }
+        apply(&work.repo(), &trees, &commits[0]);
+        apply(&work.repo(), &trees, &commits[1]);
+        // An update that stops half-way, as a pass killed in it would (the error stands in
+        // for the kill: the spare is left flagged either way).
+        let id = ObjectId::from_hex(commits[2].as_bytes()).unwrap();
+        let repo = &repo;
+        let failed = super::prepare(
+            &trees,
+            &commits[2],
+            "test",
+            |_| bail!("stop before the fresh write too"),
+            |dir, _| {
+                fs::write(dir.join("a"), "half")?;
+                bail!("killed")
+            },
+        );
+        assert!(failed.is_err());
+        let spares = spare_dir(&trees);
+        let ino = fs::symlink_metadata(spares.join(SPARE)).map(|m| m.ino());
+        assert!(
+            ino.is_err() || !manifest_path(&spares, ino.unwrap()).exists(),
+            "the half-updated spare has no manifest"
+        );
+        let (tree, diffed) = apply(repo, &trees, &commits[2]);
+        assert!(!diffed);
+        assert_exact(repo, &tree, &commits[2], "after the interrupted update");
+        let _ = id;
+    }
+
+    #[test]
+    fn a_manifest_survives_a_round_trip_and_rejects_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), "a b\nc", "x");
+        put(dir.path(), "d/e", "y");
+        let manifest = Manifest::walk(dir.path(), "c0ffee", "umask 22").unwrap();
+        let spares = tempfile::tempdir().unwrap();
+        manifest.save(spares.path()).unwrap();
+        let bytes = fs::read(manifest_path(spares.path(), manifest.root_ino())).unwrap();
+        let back = Manifest::parse(&bytes).unwrap();
+        assert_eq!(back.entries, manifest.entries);
+        assert_eq!(
+            (back.commit(), back.flavor.as_str()),
+            ("c0ffee", "umask 22")
+        );
+        assert!(back.matches(dir.path()));
+        for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            let parsed = Manifest::parse(&bytes[..cut]);
+            assert!(
+                parsed.is_none_or(|m| m.entries.len() < manifest.entries.len()),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
@@ -301,11 +1097,13 @@ mod tests {
     #[test]
     fn prune_keeps_only_named_trees() {
         let root = tempfile::tempdir().unwrap();
+        let trees = root.path().join("trees");
+        fs::create_dir(&trees).unwrap();
         for name in ["keep1", "keep2", "old", ".new-x"] {
-            fs::create_dir(root.path().join(name)).unwrap();
+            fs::create_dir(trees.join(name)).unwrap();
         }
-        prune(root.path(), &["keep1", "keep2"]).unwrap();
-        let mut names: Vec<_> = fs::read_dir(root.path())
+        prune(&trees, &["keep1", "keep2"]).unwrap();
+        let mut names: Vec<_> = fs::read_dir(&trees)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();

@@ -671,16 +671,23 @@ fn write_commit_tree(
     umask: nix::sys::stat::Mode,
 ) -> Result<std::path::PathBuf> {
     let id = gix::ObjectId::from_hex(commit.as_bytes())?;
-    checkout::prepare(&layout.trees(), commit, |dir| {
-        let ours = nix::sys::stat::umask(umask);
-        let written = git::write_tree(repo, id, dir, settings.max_file_size).and_then(|()| {
-            let mode = 0o777 & !umask.bits();
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("could not set the mode of {}", dir.display()))
-        });
-        nix::sys::stat::umask(ours);
-        written
-    })
+    let max = settings.max_file_size;
+    let ours = nix::sys::stat::umask(umask);
+    let prepared = checkout::prepare(
+        &layout.trees(),
+        commit,
+        &format!("umask {:o}", umask.bits()),
+        |dir| {
+            git::write_tree(repo, id, dir, max).and_then(|()| {
+                let mode = 0o777 & !umask.bits();
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("could not set the mode of {}", dir.display()))
+            })
+        },
+        |dir, base| checkout::update_tree(repo, base, id, dir, max),
+    );
+    nix::sys::stat::umask(ours);
+    prepared
 }
 
 /// How the failure to write a commit's tree out of the store starts.
