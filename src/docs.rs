@@ -170,7 +170,7 @@ fn facts() -> clap_mangen::roff::Roff {
         ),
         (
             "/var/lib/gitops/",
-            "the state directory: repo.git, trees/, logs/, state.json, lock",
+            "the state directory: repo.git, trees/, spare/, logs/, state.json, lock",
         ),
         (
             "/gitops",
