@@ -111,7 +111,7 @@ enum KillAt {
     TreeWrite,
     /// Once this pass's entry point said it started.
     EntryPoint,
-    /// At a moment drawn from the pass's first 400 ms.
+    /// At a moment drawn from the pass's first 250 ms.
     Anytime,
 }
 
@@ -181,7 +181,8 @@ struct Stats {
     scheduled: BTreeMap<&'static str, usize>,
     fired: BTreeMap<&'static str, usize>,
     kills: BTreeMap<String, usize>,
-    /// Kills drawn for a phase the pass never reached (no tree to write, no entry point).
+    /// Kills drawn for a phase the pass never reached (no tree to write, no entry point; a
+    /// fault failed the fetch), or that it had left by the kill's moment.
     kills_missed: BTreeMap<String, usize>,
     commits: usize,
     force_pushes: usize,
@@ -207,6 +208,8 @@ struct Soak {
     before_rewind: Option<Vec<String>>,
     /// Commits whose entry point exits 1.
     failing: BTreeSet<String>,
+    /// How long each commit's entry point pauses, in ms.
+    pauses: BTreeMap<String, f64>,
     /// Files `files/…` created so far (some since removed).
     next_file: usize,
     serial: usize,
@@ -303,6 +306,7 @@ impl Soak {
             history: vec![first],
             before_rewind: None,
             failing: BTreeSet::new(),
+            pauses: BTreeMap::new(),
             next_file: FILES,
             serial: 0,
             pass: 0,
@@ -339,7 +343,7 @@ impl Soak {
         let s = &self.stats;
         format!(
             "{} passes (exit codes {:?}); {} commits, {} force-pushes, {} pushed back, {} --allow-rewind passes; \
-             faults scheduled {:?}, took effect {:?}; kills {:?}, drawn but never reached {:?}; \
+             faults scheduled {:?}, took effect {:?}; kills {:?}, drawn but missed {:?}; \
              at most {} packs and {} KiB in the state directory",
             s.passes,
             s.exits,
@@ -481,6 +485,16 @@ impl Soak {
         }
         let fired_before = self.proxy.fired().len();
         let before = self.before(allow_rewind);
+        // A pass that will not run its entry point cannot be killed in it: it is killed in
+        // its fetch instead, so that the kills drawn for the entry point land there.
+        let kill = kill.map(|kill| match (kill.at, before.expect) {
+            (KillAt::EntryPoint, Expect::Apply { .. })
+            | (KillAt::Fetch | KillAt::TreeWrite | KillAt::Anytime, _) => kill,
+            (KillAt::EntryPoint, _) => Kill {
+                at: KillAt::Fetch,
+                ..kill
+            },
+        });
         self.proxy.next_connection(fault);
         let stalled = matches!(
             fault,
@@ -509,7 +523,7 @@ impl Soak {
             .spawn()
             .unwrap_or_else(|e| self.broke(&format!("cannot start gitops: {e}")));
         self.gitops_pid = child.id();
-        let ended = self.wait_or_kill(child, kill, connections);
+        let ended = self.wait_or_kill(child, kill, connections, &before.tip);
         self.last_stderr = std::fs::read_to_string(&stderr).unwrap_or_default();
         self.proxy.next_connection(Fault::None);
         for fired in &self.proxy.fired()[fired_before..] {
@@ -534,7 +548,13 @@ impl Soak {
         code
     }
 
-    fn wait_or_kill(&mut self, mut child: Child, kill: Option<Kill>, connections: usize) -> Ended {
+    fn wait_or_kill(
+        &mut self,
+        mut child: Child,
+        kill: Option<Kill>,
+        connections: usize,
+        tip: &str,
+    ) -> Ended {
         let started = Instant::now();
         let pid = child.id();
         let mut reached: Option<Instant> = None;
@@ -563,13 +583,13 @@ impl Soak {
                     reached = Some(Instant::now());
                 }
                 // Inside the phase, how far in is the draw's: up to 40 ms into a fetch, 5 ms
-                // into a tree write, 250 ms into an entry point (its pause is 0 to 200 ms),
-                // 400 ms into the pass.
+                // into a tree write, the tip's pause into an entry point (so that the kill
+                // lands before it ends), 250 ms into the pass (most last 100 to 300 ms).
                 let span = match kill.at {
                     KillAt::Fetch => 40.0,
                     KillAt::TreeWrite => 5.0,
-                    KillAt::EntryPoint => 250.0,
-                    KillAt::Anytime => 400.0,
+                    KillAt::EntryPoint => self.pauses.get(tip).copied().unwrap_or(0.0),
+                    KillAt::Anytime => 250.0,
                 };
                 let due = reached.is_some_and(|at| {
                     at.elapsed() >= Duration::from_micros((kill.delay * span * 1000.0) as u64)
@@ -988,6 +1008,8 @@ impl Soak {
         if fails {
             self.failing.insert(sha.clone());
         }
+        self.pauses
+            .insert(sha.clone(), pause.parse::<f64>().unwrap_or(0.0) * 1000.0);
         self.history.push(sha);
         self.stats.commits += 1;
     }
