@@ -485,12 +485,12 @@ impl Soak {
         }
         let fired_before = self.proxy.fired().len();
         let before = self.before(allow_rewind);
-        // A pass that will not run its entry point cannot be killed in it: it is killed in
-        // its fetch instead, so that the kills drawn for the entry point land there.
+        // A pass that will not write a tree or run its entry point cannot be killed there: it
+        // is killed in its fetch instead, so that the kills drawn for those land in them.
         let kill = kill.map(|kill| match (kill.at, before.expect) {
-            (KillAt::EntryPoint, Expect::Apply { .. })
-            | (KillAt::Fetch | KillAt::TreeWrite | KillAt::Anytime, _) => kill,
-            (KillAt::EntryPoint, _) => Kill {
+            (KillAt::EntryPoint | KillAt::TreeWrite, Expect::Apply { .. })
+            | (KillAt::Fetch | KillAt::Anytime, _) => kill,
+            (KillAt::EntryPoint | KillAt::TreeWrite, _) => Kill {
                 at: KillAt::Fetch,
                 ..kill
             },
@@ -533,6 +533,15 @@ impl Soak {
             Ended::Exited(code) => {
                 *self.stats.exits.entry(code).or_default() += 1;
                 self.check_finished(&before, code, fault != Fault::None);
+                // Bytes the server sent were withheld from the pass's only connection: nothing
+                // it fetched can be whole, so it must not have gone on as if it were.
+                let fired = self.proxy.fired().len() > fired_before;
+                let only = self.proxy.connections() == connections + 1;
+                if fired && only && code != 3 {
+                    self.broke(&format!(
+                        "exit {code} although its only connection was cut short ({fault:?}): expected 3"
+                    ));
+                }
                 code
             }
             Ended::Killed(at, victims) => {

@@ -221,16 +221,11 @@ impl Pump<'_> {
                 // The pack's stream, up to its flush-pkt: gathered whole so that a fault can
                 // be placed at a fraction of it.
                 let mut pack = vec![packet];
-                loop {
-                    match read_packet(&mut self.server)? {
-                        Some(Packet::Line(p)) => {
-                            let flush = p == b"0000";
-                            pack.push(p);
-                            if flush {
-                                break;
-                            }
-                        }
-                        _ => break,
+                while let Some(Packet::Line(p)) = read_packet(&mut self.server)? {
+                    let flush = p == b"0000";
+                    pack.push(p);
+                    if flush {
+                        break;
                     }
                 }
                 match self.pack(&pack, client_gone)? {
