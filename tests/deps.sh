@@ -40,6 +40,8 @@ need openssl openssl
 need systemd-analyze systemd
 # systemd-analyze verify looks the units' Documentation=man: pages up with man.
 need man man-db
+# The soak's entry point (tests/soak.rs) tells two runs at once apart with flock(1).
+need flock util-linux
 # Reboot windows in named time zones (Europe/Berlin's DST changes) read the tz database.
 need /usr/share/zoneinfo/Europe/Berlin tzdata
 if $ci; then

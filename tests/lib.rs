@@ -26,6 +26,7 @@ mod orphans;
 mod pass_guards;
 mod reboot;
 mod records;
+mod soak;
 mod state_dir;
 mod status_report;
 mod status_truth;

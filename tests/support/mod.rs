@@ -4,11 +4,13 @@
 mod servers_smoke;
 
 mod daemon;
+mod flaky;
 mod http;
 mod sshd;
 mod upstream;
 
 pub use daemon::GitDaemon;
+pub use flaky::{Fault, FlakyProxy};
 pub use http::{base64_decode, base64_encode, HttpServer};
 pub use sshd::Sshd;
 pub use upstream::Upstream;

@@ -1,8 +1,8 @@
 //! Smoke tests proving the fixtures really serve what a stock `git` client expects.
 
 use super::{
-    base64_decode, base64_encode, describe, git, output, run, wait_for_port, GitDaemon, HttpServer,
-    Sshd, Upstream,
+    base64_decode, base64_encode, describe, git, output, run, wait_for_port, Fault, FlakyProxy,
+    GitDaemon, HttpServer, Sshd, Upstream,
 };
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -114,6 +114,54 @@ fn git_daemon_serves_clone() {
     let client = tempdir();
     let out = clone(&client, &daemon.url("config.git"), |_| {});
     assert_cloned_at(&client, &out, &sha);
+}
+
+#[test]
+fn flaky_proxy_passes_git_through_and_each_fault_breaks_a_clone() {
+    let up = Upstream::new();
+    let files: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("f{i}"), format!("content {i}\n").repeat(50)))
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let sha = up.commit(&files, "init");
+    let daemon = GitDaemon::serve(&up.srv());
+    let proxy = FlakyProxy::new(daemon.port());
+    let url = proxy.url("config.git");
+
+    let client = tempdir();
+    let out = clone(&client, &url, |_| {});
+    assert_cloned_at(&client, &out, &sha);
+    assert_eq!(proxy.fired(), []);
+
+    let hold = Duration::from_millis(300);
+    let faults = [
+        Fault::DropInHandshake { after: 0 },
+        Fault::DropInHandshake { after: 30 },
+        Fault::DropInPack { keep: 0.5 },
+        Fault::TruncatePack { keep: 0.0 },
+        Fault::TruncatePack { keep: 0.9 },
+        Fault::StallInHandshake { after: 10, hold },
+        Fault::StallInPack { keep: 0.3, hold },
+    ];
+    for fault in faults {
+        proxy.next_connection(fault);
+        let client = tempdir();
+        let out = clone(&client, &url, |_| {});
+        assert!(
+            !out.status.success(),
+            "{fault:?}: the clone succeeded\n{}",
+            describe(&out)
+        );
+        assert_eq!(proxy.fired().last(), Some(&fault), "{fault:?}");
+        // Only the one connection: the next is whole again.
+        let client = tempdir();
+        let out = clone(&client, &url, |_| {});
+        assert_cloned_at(&client, &out, &sha);
+    }
+    assert_eq!(proxy.fired().len(), faults.len());
 }
 
 #[test]
