@@ -378,3 +378,38 @@ fn store_packs_damage_with_many_packs_is_healed_not_consolidated() {
     let plain = m.sync(&url, &[]).expect(0);
     assert_no_warning(&plain, "after the heal");
 }
+
+#[test]
+fn store_packs_a_shallow_store_is_consolidated_up_to_its_boundary_and_again() {
+    let (up, _daemon, m, url) = applied_machine();
+    let mut commits = vec![m.applied().unwrap()];
+    for i in 0..4 {
+        commits.push(up.commit(&[(&format!("f{i}"), &format!("file {i}\n"))], "next"));
+        m.sync(&url, &[]).expect(0);
+    }
+    // The store as a depth-2 fetch leaves it: commits[3] is the boundary, its parents unknown.
+    std::fs::write(store(&m).join("shallow"), format!("{}\n", commits[3])).unwrap();
+    for round in 0..2 {
+        filler_packs(&m, MAX_PACKS);
+        let pass = m.sync(&url, &[]).expect(0);
+        assert!(
+            pass.stderr.contains(CONSOLIDATED) && !pass.stderr.contains("warning"),
+            "round {round}: {}",
+            pass.stderr
+        );
+        assert_eq!(pack_count(&m), 1, "round {round}");
+        for kept in &commits[3..] {
+            assert!(has_object(&m, kept), "round {round}: {kept} stays");
+        }
+        for pruned in &commits[..3] {
+            assert!(
+                !has_object(&m, pruned),
+                "round {round}: {pruned} is beyond the boundary"
+            );
+        }
+        assert_fsck(&m, &format!("shallow, round {round}"));
+    }
+    let next = up.commit(&[("after", "after\n")], "after");
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(next.as_str()));
+}

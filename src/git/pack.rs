@@ -135,13 +135,14 @@ pub fn consolidate(store: &Path, settings: &Settings, keep: &[ObjectId]) -> Resu
 
     let tmp = dir.join(format!(".tmp-gitops-consolidate-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let written = write_pack(&tmp, counts, db, num_entries, interrupt);
+    let hash = repo.object_hash();
+    let written = write_pack(&tmp, counts, db, num_entries, hash, interrupt);
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     seam("written");
-    let bundle = index_into_place(&tmp, &dir, settings, interrupt);
+    let bundle = index_into_place(&tmp, &dir, settings, hash, interrupt);
     let _ = std::fs::remove_file(&tmp);
     let (pack_path, index_path, keep_path) = bundle?;
     // gix renames without syncing: the new pack must be on disk before the old ones go, or a
@@ -315,6 +316,7 @@ fn write_pack(
     counts: Vec<output::Count>,
     db: gix::odb::Cache<gix::odb::store::Handle<std::sync::Arc<gix::odb::Store>>>,
     num_entries: u32,
+    hash: gix::hash::Kind,
     interrupt: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
     use gix::parallel::Finalize;
@@ -340,7 +342,7 @@ fn write_pack(
         &mut out,
         num_entries,
         pack::data::Version::V2,
-        gix::hash::Kind::Sha1,
+        hash,
     );
     let mut chunks = 0u64;
     for chunk in bytes.by_ref() {
@@ -380,6 +382,7 @@ fn index_into_place(
     tmp: &Path,
     dir: &Path,
     settings: &Settings,
+    hash: gix::hash::Kind,
     interrupt: &std::sync::atomic::AtomicBool,
 ) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
     let file =
@@ -390,7 +393,7 @@ fn index_into_place(
         &mut gix::progress::Discard,
         interrupt,
         None::<gix::objs::find::Never>,
-        gix::hash::Kind::Sha1,
+        hash,
         pack::bundle::write::Options {
             thread_limit: Some(1),
             alloc_limit_bytes: usize::try_from(alloc_limit(settings.max_file_size)).ok(),
