@@ -1,4 +1,4 @@
-//! A store that stays small and fast: past 16 packs the pass consolidates them into one that
+//! A store that stays small and fast: past 8 packs the pass consolidates them into one that
 //! holds what the refs and the applied commit reach, nothing else; a kill -9 at any moment of
 //! that leaves a store the next pass uses; damage found while consolidating is healed.
 
@@ -11,7 +11,7 @@ use crate::harness::{applied_machine, names, wait_for, Machine, RECORDING_RUN_SH
 use crate::support::{git, output, run, GitDaemon, Upstream};
 
 /// src/git/pack.rs MAX_PACKS.
-const MAX_PACKS: usize = 16;
+const MAX_PACKS: usize = 8;
 const CONSOLIDATED: &str = "gitops: consolidated the object store's ";
 const NOT_CONSOLIDATED: &str = "could not be consolidated";
 const HEALED: &str = "gitops: warning: the object store was damaged (";
@@ -132,7 +132,7 @@ fn store_packs_stay_bounded_over_many_fetches_and_every_pass_works() {
         );
         assert_eq!(m.applied().as_deref(), Some(last.as_str()), "pass {i}");
     }
-    assert_eq!(consolidations, 1, "one consolidation in 21 fetches");
+    assert_eq!(consolidations, 1, "one consolidation in 13 fetches");
     assert_eq!(m.runs().len(), MAX_PACKS + 5, "every commit ran once");
     assert_fsck(&m, "after consolidation");
     assert_eq!(leftovers(&m), Vec::<String>::new());

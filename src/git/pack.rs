@@ -13,11 +13,12 @@ use crate::config::Settings;
 
 use super::store::{alloc_limit, open_store, remove_pack_leftovers};
 
-/// More packs than this and the pass consolidates them. Each pack costs the no-op pass about
-/// 7 µs (gix lists and stats it when the store opens, the heal look and the state directory's
-/// guard stat it too), so at most 16 keeps that under 0.12 ms, within a tenth of a 2.5 ms
-/// pass; one fetch adds one pack, so a store is rewritten once per 16 fetches, not every pass.
-pub const MAX_PACKS: usize = 16;
+/// More packs than this and the pass consolidates them. Each pack costs a no-op pass CPU (gix
+/// lists and stats it when the store opens, the heal's look and the state directory's guard
+/// stat it too): measured by benches/growth.sh on a busy 2-core machine, 16 packs cost 1.125x
+/// the pass with one, over issue 18's 1.1x; 8 cost 1.06x. One fetch adds one pack, so a store
+/// is rewritten once per 8 fetches, not every pass.
+pub const MAX_PACKS: usize = 8;
 
 /// What a consolidation did, for the line the pass prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
