@@ -31,6 +31,7 @@ mod state_dir;
 mod status_report;
 mod status_truth;
 mod store_heal;
+mod store_packs;
 mod sync_pass;
 mod transport_trust;
 mod transports;

@@ -4,6 +4,7 @@
 mod fetch;
 mod heal;
 pub mod options;
+pub mod pack;
 mod repo_size;
 mod store;
 pub mod tree;

@@ -58,22 +58,42 @@ pub(super) fn alloc_limit(max_file_size: u64) -> u64 {
 
 /// A pass killed while receiving a pack leaves its temporary files (`.tmp*` from gix's
 /// tempfiles, `tmp_*` as git names them) in `objects/pack`, each as large as the pack was when
-/// it died. We hold the pass lock, so nobody else can be writing there: they are garbage.
+/// it died. One killed while consolidating the packs (or a fetch killed before it removed it)
+/// leaves a `.keep`, and a pack whose index never came or was already removed: gix reads a pack
+/// only through its index, so such a pack is dead weight. We hold the pass lock, so nobody
+/// else can be writing there: they are garbage.
 pub(super) fn remove_pack_leftovers(store: &Path) {
-    let Ok(entries) = std::fs::read_dir(store.join("objects/pack")) else {
+    let dir = store.join("objects/pack");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
+    let mut names = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if is_pack_leftover(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
-            let _ = std::fs::remove_file(entry.path());
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    let indices: std::collections::HashSet<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".idx"))
+        .collect();
+    for name in &names {
+        if is_pack_leftover(name, |stem| indices.contains(stem)) {
+            let _ = std::fs::remove_file(dir.join(name));
         }
     }
 }
 
-fn is_pack_leftover(name: &str) -> bool {
-    name.starts_with(".tmp") || name.starts_with("tmp_")
+/// Whether a file of `objects/pack` is garbage; `indexed` says whether a stem has its `.idx`.
+fn is_pack_leftover(name: &str, indexed: impl Fn(&str) -> bool) -> bool {
+    if name.starts_with(".tmp") || name.starts_with("tmp_") || name.ends_with(".keep") {
+        return true;
+    }
+    // A pack's companions (.pack, .rev, .bitmap, .mtimes) without its index.
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if stem.starts_with("pack-") && ext != "idx" => !indexed(stem),
+        _ => false,
+    }
 }
 
 /// ssh never prompts (the timer has nobody to answer), and uses exactly the key and the pinned
@@ -365,17 +385,25 @@ mod tests {
     }
 
     #[test]
-    fn only_temporary_pack_files_are_leftovers() {
+    fn only_temporary_files_and_packs_without_an_index_are_leftovers() {
+        let indexed = |stem: &str| stem == "pack-0123abcd";
         let table = [
             (".tmpAb12Cd", true),
+            (".tmp-gitops-consolidate-42", true),
             ("tmp_pack_XyZ", true),
             ("tmp_idx_XyZ", true),
+            ("pack-0123abcd.keep", true),
             ("pack-0123abcd.pack", false),
             ("pack-0123abcd.idx", false),
+            ("pack-0123abcd.rev", false),
+            ("pack-4567ef.pack", true),
+            ("pack-4567ef.rev", true),
+            // An index without its pack is damage for the heal to see, never swept here.
+            ("pack-4567ef.idx", false),
             ("multi-pack-index", false),
         ];
         for (name, leftover) in table {
-            assert_eq!(super::is_pack_leftover(name), leftover, "{name}");
+            assert_eq!(super::is_pack_leftover(name, indexed), leftover, "{name}");
         }
     }
 }

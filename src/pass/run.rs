@@ -134,6 +134,17 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
             Ok(_) => Err(e),
         };
     }
+    // The store's packs, consolidated when fetches left too many: after the record, so a kill
+    // here costs the pass nothing; only after a fetch that worked, on a store it just read.
+    if state
+        .last_pass
+        .as_ref()
+        .is_some_and(|p| p.remote_commit.is_some())
+    {
+        let applied = state.applied.as_ref().map(|a| a.commit.as_str());
+        let pending = state.pending.as_ref().map(|p| p.commit.as_str());
+        git::pack::after_pass(&layout.repo(), settings, applied, pending);
+    }
     let reboot_due = plan_reboot(settings, &layout, &mut state, now());
     // Under the lock, so two passes never send the same event; after the record, so a receiver
     // that hangs cannot cost the pass its outcome.
