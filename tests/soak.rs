@@ -24,14 +24,14 @@ const DEFAULT_SEED: u64 = 0x5eed_0018_0005;
 /// After this many passes, and at the end: the server behaves, and a normal pass must converge.
 const CHECKPOINT_EVERY: usize = 50;
 
-/// Packs in the store. Generous for now: the store is never repacked yet, and every fetch that
-/// brings objects adds a pack (about 0.4 a pass here: the default run peaks near 60, and a run
-/// of 250 passes or more fails this bound today). Issue 18 point 1 consolidates past 16 packs;
-/// once that is merged, tighten this to the threshold plus the packs one pass can add.
-const MAX_PACKS: usize = 96;
-/// Bytes under the state directory (store, trees, logs): the repository is about 0.5 MB
-/// checked out. Generous for the same reason as `MAX_PACKS`.
-const MAX_STATE_BYTES: u64 = 32 << 20;
+/// Packs in the store. Every fetch that brings objects adds one, and a pass whose fetch worked
+/// consolidates them past 8 (src/git/pack.rs `MAX_PACKS`); only passes killed between their
+/// fetch and that point add a pack that stays, so 8 more is a bound a schedule would need eight
+/// such kills in a row to reach.
+const MAX_PACKS: usize = 16;
+/// Bytes under the state directory (store, trees, the spare, logs): the repository is about
+/// 0.5 MB checked out, and the consolidated store well under 1 MB.
+const MAX_STATE_BYTES: u64 = 8 << 20;
 /// Entries in `trees/`: the applied tree, the one tried (failed or killed), and the one a
 /// killed write left half done (swept by the next pass that writes a tree).
 const MAX_TREES: usize = 4;
