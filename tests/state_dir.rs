@@ -9,9 +9,13 @@ use crate::support::{GitDaemon, Upstream};
 
 #[test]
 fn a_state_directory_others_can_write_is_refused() {
-    let (_up, _daemon, m, url) = applied_machine();
+    let (up, _daemon, m, url) = applied_machine();
+    // A second apply, so that the tree linked before is kept as the spare.
+    up.commit(&[("second", "2")], "second");
+    m.sync(&url, &[]).expect(0);
+    assert!(m.state.join("spare").is_dir());
     let before = m.state_bytes();
-    for dir in ["", "repo.git", "trees", "logs"] {
+    for dir in ["", "repo.git", "trees", "logs", "spare"] {
         let path = m.state.join(dir);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         // The state directory itself grants others nothing at all (then nothing
@@ -21,7 +25,7 @@ fn a_state_directory_others_can_write_is_refused() {
                 vec![mode | 0o020, mode | 0o002, mode | 0o050, mode | 0o001],
                 "chmod 700",
             )
-        } else if dir == "repo.git" || dir == "trees" {
+        } else if dir == "repo.git" || dir == "trees" || dir == "spare" {
             // It may hold others' objects or files already: removed and written again, not
             // chmod-ed.
             (vec![mode | 0o020, mode | 0o002], "rm -rf")

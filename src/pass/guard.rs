@@ -10,8 +10,8 @@ use anyhow::Result;
 use super::state::{not_a_file, Layout};
 use crate::exit::{fail, Exit};
 
-/// Check that the state directory and what a pass trusts in it (`repo.git`, `trees`, `logs`)
-/// belong to the user running gitops and only that user can write them: whoever can write
+/// Check that the state directory and what a pass trusts in it (`repo.git`, `trees`, `spare`,
+/// `logs`) belong to the user running gitops and only that user can write them: whoever can write
 /// there can plant objects or trees that gitops runs, so, as ssh does with ~/.ssh, refuse.
 pub fn check_private(layout: &Layout) -> Result<()> {
     match private_problem(layout) {
@@ -29,8 +29,8 @@ pub fn private_problem(layout: &Layout) -> Option<String> {
 /// The first reason the state directory cannot be trusted, its fix phrased for `gitops
 /// <command>`.
 ///
-/// The state directory itself must grant group and others nothing, and `repo.git`, `trees`
-/// and `logs` are checked too. That is not enough once the directory has been open, even
+/// The state directory itself must grant group and others nothing, and `repo.git`, `trees`,
+/// `spare` and `logs` are checked too. That is not enough once the directory has been open, even
 /// briefly: another user may have planted objects deep in the object store under ids the next
 /// fetch trusts, so the object store is walked entry by entry (see `store_problem`). Its
 /// ancestors must not let another user swap it: checked as ssh's StrictModes does.
@@ -50,6 +50,7 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
         root.join("repo.git"),
         root.join("trees"),
         root.join("logs"),
+        root.join("spare"),
     ]
     .into_iter()
     .enumerate()
@@ -85,8 +86,9 @@ pub fn private_problem_for(layout: &Layout, command: &str) -> Option<String> {
         if store && (meta.uid() != me || meta.mode() & 0o022 != 0) {
             return Some(store_advice(&dir, &dir, &store_fault(&meta, me)));
         }
-        // The same for the trees: the applied one is what the checkout shows.
-        if index == 2 && (meta.uid() != me || meta.mode() & 0o022 != 0) {
+        // The same for the trees: the applied one is what the checkout shows, and the spare
+        // becomes the next one.
+        if (index == 2 || index == 4) && (meta.uid() != me || meta.mode() & 0o022 != 0) {
             return Some(format!(
                 "{shown} {}: the checked-out trees may have been changed while the state directory was open; remove them (rm -rf {shown}), the next pass writes the applied one again",
                 store_fault(&meta, me)
@@ -147,9 +149,10 @@ fn store_advice(repo: &Path, entry: &Path, why: &str) -> String {
 /// must belong to `me`, grant group and others no write, and be a directory or a plain file.
 ///
 /// Only `repo.git` is walked. Its objects are trusted by id, so a planted object survives a
-/// chmod and is run when its id is fetched. `trees/` needs no walk: the pass writes the tree it
-/// runs afresh, into a new directory, before every run; `logs/` holds only what passes wrote and
-/// nothing in it is ever run. The walk is cheap, as gix writes packs, not loose objects.
+/// chmod and is run when its id is fetched. `trees/` and `spare/` need no walk: a tree is reused
+/// only when every entry still has the inode, size, mode and change time its manifest recorded
+/// (a change by anyone moves the change time, which only root can set back), and is written
+/// afresh otherwise; `logs/` holds only what passes wrote and nothing in it is ever run. The walk is cheap, as gix writes packs, not loose objects.
 fn store_problem(repo: &Path, me: u32) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let advice = |entry: &Path, why: String| store_advice(repo, entry, &why);
