@@ -120,7 +120,7 @@ fn fetch_once(store: &Path, settings: &Settings, history: History) -> Result<Fet
         settings.repo_url.scheme,
         gix::url::Scheme::Ssh | gix::url::Scheme::File
     ) {
-        let _ = crate::pass::state::create_new(&log);
+        let _ = crate::files::create_new(&log);
     }
     let deadline = Instant::now() + settings.fetch_timeout;
     // Over git:// every read of our own socket carries the deadline, so the pass needs no
@@ -236,7 +236,7 @@ fn prepare_tofu_file(file: &Path) -> Result<()> {
     let shown = file.display();
     match std::fs::symlink_metadata(file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::pass::state::create_new(file).map_err(|e| {
+            crate::files::create_new(file).map_err(|e| {
                 fail(
                     Exit::Usage,
                     format!("could not create {shown} for --ssh-accept-new ({e}): check that the state directory is writable"),

@@ -457,7 +457,7 @@ fn remember(path: &Path, lines: &[String]) {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let written = crate::pass::state::create_new(&tmp).and_then(|mut file| {
+    let written = crate::files::create_new(&tmp).and_then(|mut file| {
         let mut text = lines.join("\n");
         text.push('\n');
         file.write_all(text.as_bytes())

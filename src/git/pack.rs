@@ -321,7 +321,7 @@ fn write_pack(
     interrupt: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
     use gix::parallel::Finalize;
-    let file = crate::pass::state::create_new(tmp)
+    let file = crate::files::create_new(tmp)
         .with_context(|| format!("could not create {}", tmp.display()))?;
     let mut out = BufWriter::new(file);
     let entries = output::entry::iter_from_counts(

@@ -299,7 +299,7 @@ impl Manifest {
             out.push(0);
         }
         let path = manifest_path(spares, self.root_ino());
-        crate::pass::state::write_atomic(&path, &out, false)
+        crate::files::write_atomic(&path, &out, false)
             .with_context(|| format!("could not write {}", path.display()))
     }
 
@@ -373,7 +373,7 @@ pub fn switch_link(link: &Path, target: &Path) -> Result<()> {
         .unwrap_or_default();
     // The parent may be writable by others (/ is not, /srv/x may be): an unpredictable name, and
     // symlink(2) never replaces or follows what is already there.
-    let suffix = crate::pass::state::random_suffix().context("could not read /dev/urandom")?;
+    let suffix = crate::files::random_suffix().context("could not read /dev/urandom")?;
     let tmp = parent.join(format!(".{name}.gitops-new-{suffix}"));
     std::os::unix::fs::symlink(target, &tmp)
         .with_context(|| format!("could not create the link {}", tmp.display()))?;

@@ -797,7 +797,7 @@ fn create_log(logs: &Path, stamp: &str, commit: &str) -> Result<std::path::PathB
             1 => apply::log_path(logs, stamp, commit),
             n => apply::log_path(logs, stamp, &format!("{commit}-{n}")),
         };
-        match state::create_new(&path) {
+        match crate::files::create_new(&path) {
             Ok(_) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(path),
             Err(e) => {

@@ -12,6 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{fail, Exit, ResultExt};
+use crate::files::{random_suffix, write_atomic};
 
 /// What `state.json` holds; `gitops status --json` prints it as is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -705,9 +706,6 @@ pub fn save(layout: &Layout, state: &State, durable: bool) -> Result<()> {
     write_atomic(&path, &json, durable)
         .with_context(|| format!("could not write {}", path.display()))
 }
-
-// Callers on other branches still name them here; the lead drops this once they are merged.
-pub use crate::files::{create_new, random_suffix, write_atomic};
 
 #[cfg(test)]
 mod tests {
