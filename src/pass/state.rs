@@ -769,30 +769,6 @@ mod tests {
     }
 
     #[test]
-    fn temporary_names_are_unpredictable() {
-        let a = random_suffix().unwrap();
-        let b = random_suffix().unwrap();
-        assert_eq!(a.len(), 16);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn a_new_file_is_never_created_through_a_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, "precious").unwrap();
-        let planted = dir.path().join("planted");
-        std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        assert!(create_new(&planted).is_err());
-        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
-        let dangling = dir.path().join("dangling");
-        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
-        assert!(create_new(&dangling).is_err());
-        assert!(!dir.path().join("nowhere").exists());
-    }
-
-    #[test]
     fn a_fifo_where_state_json_belongs_is_moved_aside_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
