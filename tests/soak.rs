@@ -213,6 +213,8 @@ struct Soak {
     /// Files `files/…` created so far (some since removed).
     next_file: usize,
     serial: usize,
+    /// `--depth` for every pass, when the store is to be shallow.
+    depth: Option<&'static str>,
     pass: usize,
     /// The running (or last) pass's gitops.
     gitops_pid: u32,
@@ -222,12 +224,24 @@ struct Soak {
 
 #[test]
 fn soak_passes_against_a_misbehaving_server_keep_every_invariant() {
+    soak(DEFAULT_SEED, DEFAULT_PASSES, None);
+}
+
+/// The same faults against a shallow store (`--depth 1`): its boundary, the whole history
+/// fetched when a force-push hides the applied commit, and consolidation up to the boundary.
+/// Shorter, with a seed of its own: the schedule is the long soak's, the store is not.
+#[test]
+fn soak_of_a_shallow_store_keeps_every_invariant() {
+    soak(DEFAULT_SEED ^ 0xd3e7, DEFAULT_PASSES / 3, Some("1"));
+}
+
+fn soak(default_seed: u64, default_passes: usize, depth: Option<&'static str>) {
     let passes = match std::env::var("GITOPS_SOAK_PASSES") {
         Ok(n) => n
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("GITOPS_SOAK_PASSES={n:?} is not a number of passes")),
-        Err(_) => DEFAULT_PASSES,
+        Err(_) => default_passes,
     };
     let seed = match std::env::var("GITOPS_SOAK_SEED") {
         Ok(s) if s.trim() == "random" => Rng(Instant::now().elapsed().as_nanos() as u64
@@ -245,11 +259,12 @@ fn soak_passes_against_a_misbehaving_server_keep_every_invariant() {
             };
             parsed.unwrap_or_else(|| panic!("GITOPS_SOAK_SEED={s:?} is not a number (or random)"))
         }
-        Err(_) => DEFAULT_SEED,
+        Err(_) => default_seed,
     };
-    eprintln!("soak: seed {seed:#x}, {passes} passes");
+    eprintln!("soak: seed {seed:#x}, {passes} passes, depth {depth:?}");
     let started = Instant::now();
     let mut soak = Soak::new(seed, passes);
+    soak.depth = depth;
     for pass in 1..=passes {
         soak.pass = pass;
         soak.one_pass();
@@ -309,6 +324,7 @@ impl Soak {
             pauses: BTreeMap::new(),
             next_file: FILES,
             serial: 0,
+            depth: None,
             pass: 0,
             gitops_pid: 0,
             last_stderr: String::new(),
@@ -511,6 +527,9 @@ impl Soak {
             .args(["--lock-timeout", "30s", "--apply-timeout", "30s"]);
         if allow_rewind {
             cmd.arg("--allow-rewind");
+        }
+        if let Some(depth) = self.depth {
+            cmd.args(["--depth", depth]);
         }
         let stdout = self.m.dir.path().join("pass.stdout");
         let stderr = self.m.dir.path().join("pass.stderr");
