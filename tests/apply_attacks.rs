@@ -162,14 +162,10 @@ fn type_changes_through_old_symlinks_never_write_outside() {
     assert!(by_diff >= 4, "only {by_diff} applies by the diff: {kept:?}");
 }
 
+type Tree = std::collections::BTreeMap<String, (char, bool, Vec<u8>)>;
+
 /// The same commit on a machine with no spare: the verdict a fresh checkout gives.
-fn fresh_verdict(
-    url: &str,
-    args: &[&str],
-) -> (
-    i32,
-    Option<std::collections::BTreeMap<String, (char, bool, Vec<u8>)>>,
-) {
+fn fresh_verdict(url: &str, args: &[&str]) -> (i32, Option<Tree>) {
     let m = Machine::new();
     let run = m.sync(url, args);
     let tree = (run.code == 0).then(|| snapshot(&m.checkout));
@@ -235,10 +231,7 @@ fn hostile_trees_get_the_verdict_of_a_fresh_checkout_in_the_diff_path() {
         ("backslashes", vec![("100644", "x\\..\\..\\evil", &payload)]),
         ("a setuid mode", vec![("104755", "suid", &payload)]),
         ("a submodule", vec![("160000", "sub", &payload)]),
-        (
-            ".gitattributes",
-            vec![("100644", ".gitattributes", &attrs)],
-        ),
+        (".gitattributes", vec![("100644", ".gitattributes", &attrs)]),
     ];
     for (k, (what, mut entries)) in cases.into_iter().enumerate() {
         // A good commit first: the tree linked before it is the spare the hostile one is
@@ -378,7 +371,7 @@ fn a_file_over_max_file_size_is_refused_in_the_diff_as_in_a_fresh_checkout() {
     );
     assert_eq!(m.applied().as_deref(), Some(good.as_str()));
     assert_eq!(m.linked_tree(), linked);
-    assert_eq!(m.trees(), [good.clone()]);
+    assert_eq!(m.trees(), [good.as_str()]);
     assert_untouched(&m, "big file added");
     // Already there, the limit lowered since: refused as a fresh checkout refuses it.
     let m = Machine::new();
@@ -468,7 +461,7 @@ fn two_passes_racing_leave_one_exact_tree() {
             Run::within(child, Duration::from_secs(60)).expect(0);
         }
         assert_exact(&m, &up, &c, &format!("race {i}"));
-        assert_eq!(m.trees(), [c.clone()]);
+        assert_eq!(m.trees(), [c.as_str()]);
     }
 }
 
