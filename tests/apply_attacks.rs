@@ -137,6 +137,9 @@ fn type_changes_through_old_symlinks_never_write_outside() {
                 put(w, "a/c", "a directory again\n");
                 remove(w, "p");
                 put(w, "p/etc/passwd", "not /etc/passwd\n");
+                // Case-only renames: two names on Linux.
+                std::fs::rename(w.join("d/b"), w.join("d/B")).unwrap();
+                std::fs::rename(w.join("x"), w.join("X")).unwrap();
             }),
         ),
     ];
