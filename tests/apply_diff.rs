@@ -12,7 +12,7 @@ use crate::harness::{Machine, RECORDING_RUN_SH};
 use crate::support::{run, GitDaemon, Upstream};
 
 /// Every entry below `dir`: 'd', 'f' with its exec bit and content, or 'l' with its target.
-fn snapshot(dir: &Path) -> BTreeMap<String, (char, bool, Vec<u8>)> {
+pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, (char, bool, Vec<u8>)> {
     let mut all = BTreeMap::new();
     let mut pending = vec![(dir.to_path_buf(), String::new())];
     while let Some((abs, rel)) = pending.pop() {
@@ -42,7 +42,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (char, bool, Vec<u8>)> {
 }
 
 /// `git archive` of `commit`, unpacked.
-fn archive(up: &Upstream, commit: &str) -> tempfile::TempDir {
+pub(crate) fn archive(up: &Upstream, commit: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let tar = dir.path().join("x.tar");
     run(Command::new("git")
@@ -59,7 +59,7 @@ fn archive(up: &Upstream, commit: &str) -> tempfile::TempDir {
     dir
 }
 
-fn assert_exact(m: &Machine, up: &Upstream, commit: &str, step: &str) {
+pub(crate) fn assert_exact(m: &Machine, up: &Upstream, commit: &str, step: &str) {
     assert_eq!(m.applied().as_deref(), Some(commit), "{step}");
     let want = archive(up, commit);
     assert_eq!(
@@ -74,18 +74,18 @@ fn work_dir(up: &Upstream) -> PathBuf {
 }
 
 /// Change the work tree with `change`, commit everything, push; the new commit.
-fn commit(up: &Upstream, change: impl FnOnce(&Path)) -> String {
+pub(crate) fn commit(up: &Upstream, change: impl FnOnce(&Path)) -> String {
     change(&work_dir(up));
     up.commit(&[], "change")
 }
 
-fn put(root: &Path, path: &str, text: &str) {
+pub(crate) fn put(root: &Path, path: &str, text: &str) {
     let path = root.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-fn ino(path: &Path) -> u64 {
+pub(crate) fn ino(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).unwrap().ino()
 }
 

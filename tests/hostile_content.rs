@@ -13,7 +13,7 @@ use crate::tree_write::plumbing;
 
 /// A tree object of exactly these (mode, name, object id) entries, whatever they say: written
 /// with `hash-object --literally`, which checks nothing, as a hostile server would serve it.
-fn raw_tree(up: &Upstream, entries: &[(&str, &str, &str)]) -> String {
+pub(crate) fn raw_tree(up: &Upstream, entries: &[(&str, &str, &str)]) -> String {
     let mut bytes = Vec::new();
     for (mode, name, id) in entries {
         bytes.extend_from_slice(format!("{mode} {name}\0").as_bytes());
@@ -28,12 +28,12 @@ fn raw_tree(up: &Upstream, entries: &[(&str, &str, &str)]) -> String {
     )
 }
 
-fn blob(up: &Upstream, content: &[u8]) -> String {
+pub(crate) fn blob(up: &Upstream, content: &[u8]) -> String {
     plumbing(up, &["hash-object", "-w", "--stdin"], content)
 }
 
 /// Point `main` at a new commit of `tree`, on top of main.
-fn commit_tree(up: &Upstream, tree: &str) -> String {
+pub(crate) fn commit_tree(up: &Upstream, tree: &str) -> String {
     let parent = plumbing(
         up,
         &["for-each-ref", "--format=%(objectname)", "refs/heads/main"],

@@ -4,6 +4,7 @@ mod harness;
 mod receiver;
 mod support;
 
+mod apply_attacks;
 mod apply_diff;
 mod bad_input;
 mod config_attacks;

@@ -168,11 +168,12 @@ impl Manifest {
         &self.commit
     }
 
-    /// The largest regular file's size, for a --max-file-size lowered since.
+    /// The largest regular file's or symlink's size (a link's is its target, the blob a fresh
+    /// checkout measures), for a --max-file-size lowered since.
     pub fn largest_file(&self) -> u64 {
         self.entries
             .values()
-            .filter(|s| s.mode & 0o170000 == 0o100000)
+            .filter(|s| matches!(s.mode & 0o170000, 0o100000 | 0o120000))
             .map(|s| s.size)
             .max()
             .unwrap_or(0)
@@ -221,8 +222,25 @@ impl Manifest {
 
     /// Whether every entry is on disk exactly as recorded. A file added anywhere changes its
     /// directory's mtime and ctime; a change to a file, its own. The top directory's ctime is
-    /// left out: our own renames of the tree change it.
+    /// left out: our own renames of the tree change it. So its listing is compared instead: an
+    /// entry added at the top with the mtime put back (`touch -r`, `tar` or `rsync -a` into
+    /// the tree do it) changes nothing else.
     fn matches(&self, dir: &Path) -> bool {
+        let Ok(listing) = fs::read_dir(dir) else {
+            return false;
+        };
+        // Each name listed is in the manifest, and below each entry of it is checked there.
+        for entry in listing {
+            let Ok(entry) = entry else {
+                return false;
+            };
+            if !self
+                .entries
+                .contains_key(entry.file_name().as_bytes().as_bstr())
+            {
+                return false;
+            }
+        }
         self.entries.iter().all(|(path, want)| {
             let Ok(meta) = fs::symlink_metadata(join(dir, path.as_bstr())) else {
                 return false;
@@ -635,6 +653,39 @@ pub fn update_tree(
         .validate;
     use gix::diff::tree::recorder::Change;
     use gix::objs::tree::EntryKind;
+    // The diff walks old and new trees side by side, assuming each sorted and naming every
+    // entry once, as git writes them. A hostile tree that is not (`x` a link and a directory,
+    // out of order) makes it miss a change a fresh checkout would make: every tree it walked
+    // is checked, and any other is the fresh checkout's to settle.
+    let mut walked = vec![old.id, new.id];
+    for change in &recorder.records {
+        match change {
+            Change::Addition {
+                entry_mode, oid, ..
+            }
+            | Change::Deletion {
+                entry_mode, oid, ..
+            } if entry_mode.is_tree() => walked.push(*oid),
+            Change::Modification {
+                previous_entry_mode,
+                previous_oid,
+                entry_mode,
+                oid,
+                ..
+            } => {
+                if previous_entry_mode.is_tree() {
+                    walked.push(*previous_oid);
+                }
+                if entry_mode.is_tree() {
+                    walked.push(*oid);
+                }
+            }
+            _ => {}
+        }
+    }
+    for id in walked {
+        check_canonical(repo, id)?;
+    }
     let mut removals = Vec::new();
     let mut writes = Vec::new();
     let mut touched = Vec::new();
@@ -740,6 +791,38 @@ pub fn update_tree(
         }
     }
     Ok(touched)
+}
+
+/// An error unless the tree `id` is as git writes trees: names neither empty nor holding a
+/// slash, each once, in git's order (a tree's name compared as if it ended in `/`).
+fn check_canonical(repo: &gix::Repository, id: ObjectId) -> Result<()> {
+    let tree = repo.find_tree(id)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut last: Option<(BString, bool)> = None;
+    for entry in gix::objs::TreeRefIter::from_bytes(&tree.data, repo.object_hash()) {
+        let entry = entry?;
+        let (name, is_tree) = (entry.filename, entry.mode.is_tree());
+        if name.is_empty() || name.contains(&b'/') || !seen.insert(name.to_owned()) {
+            bail!("tree {id} names {name:?} twice or in a form git never writes");
+        }
+        if let Some((before, before_tree)) = &last {
+            if git_order(before, *before_tree, name, is_tree) != std::cmp::Ordering::Less {
+                bail!("tree {id} is not in git's order at {name:?}");
+            }
+        }
+        last = Some((name.to_owned(), is_tree));
+    }
+    Ok(())
+}
+
+/// Git's order of tree entries (base_name_compare): a tree's name compared as if it ended in `/`.
+fn git_order(a: &[u8], a_tree: bool, b: &[u8], b_tree: bool) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| {
+        let end =
+            |name: &[u8], tree: bool| name.get(n).copied().unwrap_or(if tree { b'/' } else { 0 });
+        end(a, a_tree).cmp(&end(b, b_tree))
+    })
 }
 
 /// Whether every directory above `path` in `dir` is a directory (never a symlink), creating
@@ -1031,6 +1114,26 @@ mod tests {
         assert!(!diffed);
         assert_exact(repo, &tree, &commits[2], "after the interrupted update");
         let _ = id;
+    }
+
+    #[test]
+    fn trees_git_writes_are_canonical_in_gits_order() {
+        let work = Work::new();
+        let commit = work.commit(|w| {
+            for path in ["a-b", "a/x", "a.b", "a0", "ab/c", "a b", "a/y/z"] {
+                put(w, path, "x");
+            }
+        });
+        let repo = work.repo();
+        let id = ObjectId::from_hex(commit.as_bytes()).unwrap();
+        let tree = repo.find_commit(id).unwrap().tree_id().unwrap().detach();
+        check_canonical(&repo, tree).unwrap();
+        use std::cmp::Ordering::*;
+        // A tree sorts as if its name ended in a slash: after "a-b" and "a.b", before "a0".
+        assert_eq!(git_order(b"a-b", false, b"a", true), Less);
+        assert_eq!(git_order(b"a", true, b"a0", false), Less);
+        assert_eq!(git_order(b"a", false, b"a-b", false), Less);
+        assert_eq!(git_order(b"a", false, b"a", false), Equal);
     }
 
     #[test]
