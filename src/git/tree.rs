@@ -109,6 +109,45 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// The file in `spare/` whose change time tells where the file system's clock is.
+const CLOCK: &str = ".clock";
+
+/// How long a manifest waits for the file system's clock to move on; beyond that the tree gets
+/// no manifest (and is written afresh rather than reused).
+const CLOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether the file system's clock has moved past `newest` (a change time), waiting for it a
+/// little. An entry changed in the clock's current tick is what git calls racily clean: an entry
+/// point writing as many bytes in that same tick would leave its stat as recorded, and the
+/// change would go unseen. Kernels that timestamp coarsely (a tick of 1-10 ms) need the wait;
+/// with fine-grained timestamps the first probe is already past.
+fn clock_passed(spares: &Path, newest: (i64, i64)) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = spares.join(CLOCK);
+    let deadline = std::time::Instant::now() + CLOCK_PATIENCE;
+    loop {
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&probe)
+            .and_then(|mut file| file.write_all(b"."));
+        if written.is_err() {
+            return false;
+        }
+        match fs::symlink_metadata(&probe) {
+            Ok(meta) if (meta.ctime(), meta.ctime_nsec()) > newest => return true,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// A tree's manifest is named after its top directory's inode, which renames keep: moving a
 /// tree between `trees/` and `spare/` needs no second rename that a crash could separate.
 fn manifest_path(spares: &Path, ino: u64) -> PathBuf {
@@ -182,6 +221,15 @@ impl Manifest {
     /// Paths of the tree, the top directory as the empty path.
     pub fn paths(&self) -> impl Iterator<Item = &BStr> {
         self.entries.keys().map(|k| k.as_bstr())
+    }
+
+    /// The latest change time of any entry.
+    fn newest_change(&self) -> (i64, i64) {
+        self.entries
+            .values()
+            .map(|s| s.ctime)
+            .max()
+            .unwrap_or_default()
     }
 
     fn root_ino(&self) -> u64 {
@@ -301,6 +349,10 @@ impl Manifest {
     }
 
     fn save(&self, spares: &Path) -> Result<()> {
+        if !clock_passed(spares, self.newest_change()) {
+            // Without a manifest the tree is written afresh next time instead of reused.
+            return Ok(());
+        }
         let mut out = Vec::with_capacity(64 * self.entries.len() + 128);
         out.extend_from_slice(MANIFEST_MAGIC);
         out.extend_from_slice(format!("{}\n{}\n", self.commit, self.flavor).as_bytes());
@@ -496,6 +548,7 @@ fn prune_manifests(trees: &Path, spares: &Path) -> Result<()> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let kept = name == SPARE
+            || name == CLOCK
             || name
                 .strip_suffix(".manifest")
                 .and_then(|ino| ino.parse::<u64>().ok())
@@ -1134,6 +1187,35 @@ mod tests {
         assert_eq!(git_order(b"a", true, b"a0", false), Less);
         assert_eq!(git_order(b"a", false, b"a-b", false), Less);
         assert_eq!(git_order(b"a", false, b"a", false), Equal);
+    }
+
+    #[test]
+    fn a_manifest_is_kept_only_once_the_clock_has_moved_past_its_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = root.path().join("spare");
+        fs::create_dir(&spares).unwrap();
+        let tree = root.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("f"), "x").unwrap();
+        assert!(clock_passed(&spares, (0, 0)));
+        let manifest = Manifest::walk(&tree, "c", "").unwrap();
+        manifest.save(&spares).unwrap();
+        let ino = manifest.root_ino();
+        assert!(manifest_path(&spares, ino).exists());
+        // An entry the clock has not passed yet (as a coarse clock leaves the files written in
+        // its current tick): no manifest, so the tree is written afresh rather than reused.
+        fs::remove_file(manifest_path(&spares, ino)).unwrap();
+        let mut racy = Manifest::walk(&tree, "c", "").unwrap();
+        let future = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+        racy.entries.get_mut(b"f".as_bstr()).unwrap().ctime = (future, 0);
+        let started = std::time::Instant::now();
+        racy.save(&spares).unwrap();
+        assert!(!manifest_path(&spares, ino).exists());
+        assert!(
+            started.elapsed() < CLOCK_PATIENCE * 4,
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
