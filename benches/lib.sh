@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # benches/lib.sh: what the benchmark scripts share. Sourced, never run:
 #   BENCH_NAME=foo.sh; source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #
