@@ -151,7 +151,12 @@ round() {
         ) &
         pids+=($!)
     done
-    wait "${pids[@]}" # not a bare `wait`: that would wait for the server too
+    # Not a bare `wait`: that would wait for the server too. bash may already have forgotten
+    # a job that ended long ago ("not a child"): the result files are what counts.
+    wait "${pids[@]}" 2>/dev/null || true
+    for ((i = 0; i < n; i++)); do
+        while [[ ! -s $tmp/m/$i/result ]] && kill -0 "${pids[i]}" 2>/dev/null; do nap 0.05; done
+    done
     bench_now_us; last=$REPLY
     times >"$tmp/times.1"
     while (($(server_children "$server_pid") > 0)); do nap 0.05; done
