@@ -51,9 +51,11 @@ bench_binary() {
 }
 
 bench_pids=()
+bench_dirs=() # directories outside $tmp (e.g. on /dev/shm) to remove too
 bench_track() { bench_pids+=("$1"); }
 bench_cleanup() {
     local pid
+    for pid in "${bench_dirs[@]}"; do rm -rf "$pid"; done
     for pid in "${bench_pids[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true

@@ -12,7 +12,8 @@
 #   3. apply pass: benches/apply.sh for 301 files and FILES=50000, on TMPDIR and on /dev/shm
 #   4. first pass: 50k files, gitops vs `git clone --depth 1` + run.sh (wall, CPU); 200 MB
 #      repository: peak RSS and store size vs a depth-1 clone (issue 18's target: <= 1.1x)
-#   5. growth over 1,000 passes: benches/growth.sh when present
+#   5. growth over 1,000 passes: benches/growth.sh when present (RUNS; FETCHES from
+#      GROWTH_FETCHES, default growth.sh's own; QUICK: "1 50")
 #   6. ansible-pull --only-if-changed (ansible-core installed by pip into a venv under
 #      $BENCH_CACHE, default ~/.cache/gitops-bench): its no-op pass vs gitops' and the recipe's
 #   7. with FLEET=1: benches/fleet.sh (long: N = 100, 500, 1,000 machines), or with
@@ -37,10 +38,12 @@ BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gitops-bench}
 OUT=${OUT:-$bench_root/BENCHMARKS.md}
 SECTIONS=${SECTIONS:-noop shapes apply first growth ansible${FLEET:+ fleet}${FLEET_OUTPUT:+ fleet}}
 if [[ $QUICK == 1 ]]; then
-    NOOP_RUNS=3 SHAPE_RUNS=3 APPLY_RUNS=3 FIRST_RUNS=2 ANSIBLE_RUNS=2
+    NOOP_RUNS=3 SHAPE_RUNS=3 APPLY_RUNS=3 FIRST_RUNS=2 ANSIBLE_RUNS=2 GROWTH_RUNS=3
+    GROWTH_FETCHES=${GROWTH_FETCHES:-1 50}
     SHAPE_COMMITS=10000 SHAPE_REFS=1000 SHAPE_FILES=5000 APPLY_BIG=5000 FIRST_FILES=5000 BIG_MB=20
 else
-    NOOP_RUNS=25 SHAPE_RUNS=15 APPLY_RUNS=15 FIRST_RUNS=5 ANSIBLE_RUNS=7
+    NOOP_RUNS=25 SHAPE_RUNS=15 APPLY_RUNS=15 FIRST_RUNS=5 ANSIBLE_RUNS=7 GROWTH_RUNS=15
+    GROWTH_FETCHES=${GROWTH_FETCHES:-}
     SHAPE_COMMITS=100000 SHAPE_REFS=10000 SHAPE_FILES=50000 APPLY_BIG=50000 FIRST_FILES=50000 BIG_MB=200
 fi
 
@@ -181,42 +184,51 @@ fi
 
 # --- 4. first pass ----------------------------------------------------------------------------
 if has first; then
-    section "first pass: $((FIRST_FILES + 1)) files, gitops vs git clone --depth 1 + run.sh ($FIRST_RUNS rotated rounds, rusage CPU)"
     mkdir -p "$tmp/first"
     make_repo "$tmp/first/files.git" "$FIRST_FILES" 2
     bench_git_daemon "$tmp/first"
     url=git://127.0.0.1:$DAEMON_PORT/files.git
     first_gitops() {
-        rm -rf "$tmp/fp-state" "$tmp/fp-current"
+        rm -rf "$fp/state" "$fp/current"
         bench_run_timed first-gitops "$gitops" --config "$tmp/empty.env" sync --repo-url "$url" \
-            --state-dir "$tmp/fp-state" --checkout "$tmp/fp-current"
+            --state-dir "$fp/state" --checkout "$fp/current"
     }
     first_git() {
-        rm -rf "$tmp/fp-clone"
-        bench_run_timed first-git sh -c 'git clone -q --depth 1 "$1" "$2" && cd "$2" && sh run.sh' sh "$url" "$tmp/fp-clone"
+        rm -rf "$fp/clone"
+        bench_run_timed first-git sh -c 'git clone -q --depth 1 "$1" "$2" && cd "$2" && sh run.sh' sh "$url" "$fp/clone"
     }
-    BENCH_RSS=1
-    gw='' gc='' gr='' cw='' cc='' cr=''
-    for ((r = 0; r < FIRST_RUNS; r++)); do
-        if ((r % 2)); then order="first_git first_gitops"; else order="first_gitops first_git"; fi
-        for who in $order; do
-            $who
-            if [[ $who == first_gitops ]]; then gw+=" $WALL_MS" gc+=" $CPU_MS" gr+=" $RSS_KIB"; else cw+=" $WALL_MS" cc+=" $CPU_MS" cr+=" $RSS_KIB"; fi
+    # The checkouts on TMPDIR and on tmpfs: writing 50k files is most of a first pass, and what
+    # it costs depends on the filesystem far more than on the client.
+    for dir in "${TMPDIR:-/tmp}" /dev/shm; do
+        fs=$(df -PT "$dir" 2>/dev/null | awk 'NR == 2 { print $2 }')
+        section "first pass: $((FIRST_FILES + 1)) files on $dir ($fs), gitops vs git clone --depth 1 + run.sh ($FIRST_RUNS rotated rounds, rusage CPU)"
+        if [[ ! -d $dir || ! -w $dir ]]; then
+            say "skipped: $dir is not a writable directory"
+            continue
+        fi
+        fp=$(mktemp -d "$dir/gitops-first-bench.XXXXXX")
+        bench_dirs+=("$fp")
+        BENCH_RSS=1
+        gw='' gc='' gr='' cw='' cc='' cr=''
+        for ((r = 0; r < FIRST_RUNS; r++)); do
+            if ((r % 2)); then order="first_git first_gitops"; else order="first_gitops first_git"; fi
+            for who in $order; do
+                $who
+                if [[ $who == first_gitops ]]; then gw+=" $WALL_MS" gc+=" $CPU_MS" gr+=" $RSS_KIB"; else cw+=" $WALL_MS" cc+=" $CPU_MS" cr+=" $RSS_KIB"; fi
+            done
         done
-    done
-    BENCH_RSS=0
-    # shellcheck disable=SC2086
-    {
+        BENCH_RSS=0
+        rm -rf "$fp"
         gwm=$(bench_stat median $gw) gcm=$(bench_stat median $gc) grm=$(bench_stat max $gr)
         cwm=$(bench_stat median $cw) ccm=$(bench_stat median $cc) crm=$(bench_stat max $cr)
-    }
-    printf '%-36s %10s %10s %14s\n' "" "wall ms" "CPU ms" "peak RSS MiB"
-    printf '%-36s %10s %10s %14s\n' "gitops sync (first pass)" "$gwm" "$gcm" "$(awk -v k="$grm" 'BEGIN { printf "%.1f", k / 1024 }')"
-    printf '%-36s %10s %10s %14s\n' "git clone --depth 1 && sh run.sh" "$cwm" "$ccm" "$(awk -v k="$crm" 'BEGIN { printf "%.1f", k / 1024 }')"
-    printf '%-36s %10s %10s\n' "ratio gitops / clone" "$(bench_ratio "$gwm" "$cwm")" "$(bench_ratio "$gcm" "$ccm")"
-    say "(no target of its own in issue 18: the figures of its table, 1,448 ms vs 1,078 ms on tmpfs, to compare with)"
+        printf '%-36s %10s %10s %14s\n' "" "wall ms" "CPU ms" "peak RSS MiB"
+        printf '%-36s %10s %10s %14s\n' "gitops sync (first pass)" "$gwm" "$gcm" "$(awk -v k="$grm" 'BEGIN { printf "%.1f", k / 1024 }')"
+        printf '%-36s %10s %10s %14s\n' "git clone --depth 1 && sh run.sh" "$cwm" "$ccm" "$(awk -v k="$crm" 'BEGIN { printf "%.1f", k / 1024 }')"
+        printf '%-36s %10s %10s\n' "ratio gitops / clone" "$(bench_ratio "$gwm" "$cwm")" "$(bench_ratio "$gcm" "$ccm")"
+        say "(no target of its own in issue 18: its table's figures, 1,448 ms vs 1,078 ms on tmpfs, to compare with)"
+    done
     kill "$DAEMON_PID" 2>/dev/null || true
-    rm -rf "$tmp/first" "$tmp"/fp-*
+    rm -rf "$tmp/first"
 
     section "first pass: a $BIG_MB MB repository (two commits of $((BIG_MB / 2)) MB of random data), peak RSS and store size"
     mkdir -p "$tmp/big" "$tmp/bigwork"
@@ -267,7 +279,10 @@ fi
 if has growth; then
     section "growth over 1,000 passes (benches/growth.sh)"
     if [[ -f $bench_root/benches/growth.sh ]]; then
-        sub env QUICK="$QUICK" bash "$bench_root/benches/growth.sh"
+        # growth.sh's own FETCHES (1, 1,000, 10,000) unless GROWTH_FETCHES says otherwise.
+        growth_env=(RUNS="$GROWTH_RUNS")
+        [[ -n $GROWTH_FETCHES ]] && growth_env+=(FETCHES="$GROWTH_FETCHES")
+        sub env QUICK="$QUICK" "${growth_env[@]}" bash "$bench_root/benches/growth.sh"
     else
         say "benches/growth.sh is missing: not measured here (another change adds it)"
     fi
