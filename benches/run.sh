@@ -70,7 +70,9 @@ quick_note=
 say "gitops benchmarks (benches/run.sh$quick_note)"
 bench_machine
 say "  gitops       $gitops ($("$gitops" --version 2>/dev/null || echo 'version unknown'))"
-say "  busy         other processes' CPU at the start: $(ps -eo pcpu= | awk '{ s += $1 } END { printf "%.0f%%", s }') (of $(nproc)00%)"
+busy_pct=$(ps -eo pcpu= | awk '{ s += $1 } END { printf "%.0f", s }')
+load_start=$(cut -d' ' -f1 /proc/loadavg)
+say "  busy         other processes' CPU at the start: $busy_pct% (of $(nproc)00%)"
 
 # --- 1. no-op over three transports -----------------------------------------------------------
 if has noop; then
@@ -399,6 +401,12 @@ say "Written by \`benches/run.sh\`$quick_note"
     say "on $(date -u '+%Y-%m-%d'). Rerun it on a quiet machine before quoting a figure: every section measures"
     say "gitops and what it is compared with side by side in the same run, so the ratios hold better than"
     say "the absolute times on a busy machine."
+    load_end=$(cut -d' ' -f1 /proc/loadavg)
+    if ((busy_pct > 25)) || awk -v a="$load_start" -v b="$load_end" -v n="$(nproc)" 'BEGIN { exit !(a > n / 2 || b > n / 2) }'; then
+        say ""
+        say "**This run's machine was busy**: other processes used $busy_pct% CPU at the start, load average"
+        say "$load_start at the start and $load_end at the end ($(nproc) cores). Rerun on a quiet machine for figures to quote."
+    fi
     say ""
     say "## Output"
     say ""
