@@ -97,11 +97,17 @@ bench_wait_ls_remote() {
     return 1
 }
 
+bench_first_repo() { # the name of the first *.git directory under $1, or nothing
+    local repos=("$1"/*.git)
+    [[ -d ${repos[0]} ]] && basename "${repos[0]}"
+    return 0
+}
+
 # bench_git_daemon BASE [DAEMON OPTIONS...]; BASE must hold at least one repository.
 bench_git_daemon() {
     local base=$1 try repo _
     shift
-    repo=$(cd "$base" && ls -d -- *.git 2>/dev/null | head -n 1)
+    repo=$(bench_first_repo "$base")
     [[ -n $repo ]] || die "bench_git_daemon: no *.git repository under $base"
     DAEMON_PORT=
     for _ in 1 2 3 4 5; do
@@ -203,7 +209,7 @@ EOF
 
 bench_http_backend() {
     local base=$1 repo _
-    repo=$(cd "$base" && ls -d -- *.git 2>/dev/null | head -n 1)
+    repo=$(bench_first_repo "$base")
     [[ -n $repo ]] || die "bench_http_backend: no *.git repository under $base"
     mkdir -p "$tmp/http-home"
     bench_http_script >"$tmp/http-backend.py"

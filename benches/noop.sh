@@ -163,7 +163,6 @@ gitops_transport=()
 case $TRANSPORT in
     git)
         bench_git_daemon "$tmp/srv"
-        port=$DAEMON_PORT
         served_by="git daemon"
         ;;
     http)
