@@ -40,24 +40,33 @@
 #             line each. The script exits 0 even when a target is missed (it is a report), and
 #             non-zero only when something failed (setup, build, a measured command).
 #
+# Transport: TRANSPORT=git (default: git daemon), http (git http-backend behind a small
+# python3 CGI server, see benches/lib.sh) or ssh (a throwaway sshd on 127.0.0.1 with its own
+# host and user keys; gitops gets --ssh-key and --known-hosts, git a GIT_SSH_COMMAND using the
+# same two files). The targets are those of git://; over ssh the handshake dominates every row.
+#
 # Usage: benches/noop.sh                     (builds target/release/gitops with cargo first)
-#        GITOPS_BIN=/path/to/gitops RUNS=50 benches/noop.sh
+#        GITOPS_BIN=/path/to/gitops RUNS=50 TRANSPORT=http benches/noop.sh
 # Needs git (with git daemon), bash >= 5, GNU time (/usr/bin/time: installed with apt-get
-# when missing and running as root). Uses only 127.0.0.1; leaves nothing behind.
+# when missing and running as root), python3 for http, openssh-server for ssh. Uses only
+# 127.0.0.1; leaves nothing behind.
 set -euo pipefail
 
 RUNS=${RUNS:-25}
+TRANSPORT=${TRANSPORT:-git}
 FILES=300
 DIRS=20
 COMMITS=400
 BRANCH=main
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'noop.sh: %s\n' "$*" >&2; exit 1; }
+BENCH_NAME=noop.sh
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 case $RUNS in '' | *[!0-9]* | 0) die "RUNS must be a positive integer, not '$RUNS'" ;; esac
+case $TRANSPORT in git | http | ssh) ;; *) die "TRANSPORT must be git, http or ssh, not '$TRANSPORT'" ;; esac
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$bench_root
 
 # --- 1. the binary --------------------------------------------------------------------------
 if [[ -n ${GITOPS_BIN:-} ]]; then
@@ -97,23 +106,7 @@ else
 fi
 
 # --- 3. an isolated world: temp dir, git config, repository, daemon --------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/gitops-noop-bench.XXXXXX")
-daemon_pid=
-receiver_pid=
-cleanup() {
-    if [[ -n $receiver_pid ]]; then
-        kill "$receiver_pid" 2>/dev/null || true
-        wait "$receiver_pid" 2>/dev/null || true
-    fi
-    if [[ -n $daemon_pid ]]; then
-        kill "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_tmp gitops-noop-bench
 
 # Nothing from the host's environment or git config may take part: no GITOPS_* or GIT_*
 # variables, no ~/.gitconfig, no /etc/gitconfig, and an empty env file for gitops so that
@@ -165,37 +158,33 @@ git -C "$bare" repack -adq
 shape_files=$(git -C "$bare" ls-tree -r --name-only "$BRANCH" | wc -l)
 shape_commits=$(git -C "$bare" rev-list --count "$BRANCH")
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' \
-        2>/dev/null || echo $((20000 + RANDOM % 40000))
-}
-port=
-for _ in 1 2 3 4 5; do
-    try=$(free_port)
-    "$(git --exec-path)/git-daemon" --reuseaddr --export-all --base-path="$tmp/srv" --listen=127.0.0.1 --port="$try" \
-        "$tmp/srv" >"$tmp/daemon.log" 2>&1 &
-    daemon_pid=$!
-    for _ in $(seq 100); do # up to ~5 s
-        if git -c protocol.version=0 ls-remote "git://127.0.0.1:$try/config.git" >/dev/null 2>&1; then
-            port=$try
-            break 2
-        fi
-        kill -0 "$daemon_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-done
-[[ -n $port ]] || { cat "$tmp/daemon.log" >&2; die "git daemon did not come up on 127.0.0.1"; }
-url=git://127.0.0.1:$port/config.git
+# GIT_SSH_COMMAND is set after the host's GIT_* variables were dropped, for git's ssh rows.
+gitops_transport=()
+case $TRANSPORT in
+    git)
+        bench_git_daemon "$tmp/srv"
+        served_by="git daemon"
+        ;;
+    http)
+        bench_http_backend "$tmp/srv"
+        served_by="git http-backend (python3 CGI server)"
+        ;;
+    ssh)
+        bench_sshd "$tmp/sshd"
+        export GIT_SSH_COMMAND=$SSH_GIT_COMMAND
+        gitops_transport=(--ssh-key "$SSH_KEY" --known-hosts "$SSH_KNOWN_HOSTS")
+        served_by="sshd + git upload-pack"
+        ;;
+esac
+bench_url "$TRANSPORT" "$bare"
+url=$REPLY
 
 # --- 4. the contenders, each run once untimed ------------------------------------------------
 names=(gitops recipe floor)
 declare -A label=([gitops]="gitops sync" [recipe]="shell recipe" [floor]="ls-remote floor")
 
 cmd_gitops=("$gitops" sync --config "$tmp/empty.env" --repo-url "$url" --branch "$BRANCH"
-    --state-dir "$tmp/gitops-state" --checkout "$tmp/gitops-current")
+    --state-dir "$tmp/gitops-state" --checkout "$tmp/gitops-current" "${gitops_transport[@]}")
 
 # The same pass with notifications and metrics on: a json destination signed with an HMAC key
 # (a receiver on 127.0.0.1 answering 204, so the first apply's event is delivered while
@@ -212,6 +201,7 @@ s = http.server.HTTPServer(("127.0.0.1", 0), H)
 open(sys.argv[1], "w").write(str(s.server_port))
 s.serve_forever()' "$tmp/receiver.port" &
 receiver_pid=$!
+bench_track "$receiver_pid"
 for _ in $(seq 100); do [[ -s $tmp/receiver.port ]] && break; sleep 0.05; done
 [[ -s $tmp/receiver.port ]] || die "the notification receiver did not come up on 127.0.0.1"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/hmac.key"
@@ -220,7 +210,7 @@ mkdir -p "$tmp/metrics"
 names+=(feedback)
 label[feedback]="+notify+metrics"
 cmd_feedback=("$gitops" sync --config "$tmp/empty.env" --repo-url "$url" --branch "$BRANCH"
-    --state-dir "$tmp/feedback-state" --checkout "$tmp/feedback-current"
+    --state-dir "$tmp/feedback-state" --checkout "$tmp/feedback-current" "${gitops_transport[@]}"
     --notify-url "http://127.0.0.1:$(cat "$tmp/receiver.port")/hook" --notify-format json
     --notify-secret-file "$tmp/hmac.key" --metrics-dir "$tmp/metrics")
 
@@ -378,7 +368,7 @@ say "  gitops       $gitops ($("$gitops" --version 2>/dev/null || echo 'version 
 say "  binary size  $bin_size bytes ($(fmt "$bin_size" 1048576 1) MiB)"
 say "  git          $(git --version)"
 say "  nproc        $(nproc) (kernel $(uname -r))"
-say "  repository   $shape_files files, $shape_commits commits on $BRANCH, served by git daemon at $url"
+say "  repository   $shape_files files, $shape_commits commits on $BRANCH, served by $served_by at $url"
 say "  runs         $RUNS rounds, order rotated every round"
 say "  gitops sync      ${cmd_gitops[*]}"
 say "  +notify+metrics  ${cmd_feedback[*]}"
