@@ -10,7 +10,7 @@
 #   2. repository shapes: the no-op pass on 100k commits, 10k refs, 50k files vs the 301-file,
 #      400-commit baseline, with the floor on each; target: flat (<= 1.2x the baseline's CPU)
 #   3. apply pass: benches/apply.sh for 301 files and FILES=50000, on TMPDIR and on /dev/shm
-#   4. first pass: 50k files, gitops vs `git clone --depth 1` + run.sh (wall, CPU); 200 MB
+#   4. first pass (gitops --depth 1): 50k files, vs `git clone --depth 1` + run.sh (wall, CPU); 200 MB
 #      repository: peak RSS and store size vs a depth-1 clone (issue 18's target: <= 1.1x)
 #   5. growth over 1,000 passes: benches/growth.sh when present (RUNS; FETCHES from
 #      GROWTH_FETCHES, default growth.sh's own; QUICK: "1 50")
@@ -193,7 +193,7 @@ if has first; then
     first_gitops() {
         rm -rf "$fp/state" "$fp/current"
         bench_run_timed first-gitops "$gitops" --config "$tmp/empty.env" sync --repo-url "$url" \
-            --state-dir "$fp/state" --checkout "$fp/current"
+            --state-dir "$fp/state" --checkout "$fp/current" --depth 1
     }
     first_git() {
         rm -rf "$fp/clone"
@@ -224,7 +224,7 @@ if has first; then
         gwm=$(bench_stat median $gw) gcm=$(bench_stat median $gc) grm=$(bench_stat max $gr)
         cwm=$(bench_stat median $cw) ccm=$(bench_stat median $cc) crm=$(bench_stat max $cr)
         printf '%-36s %10s %10s %14s\n' "" "wall ms" "CPU ms" "peak RSS MiB"
-        printf '%-36s %10s %10s %14s\n' "gitops sync (first pass)" "$gwm" "$gcm" "$(awk -v k="$grm" 'BEGIN { printf "%.1f", k / 1024 }')"
+        printf '%-36s %10s %10s %14s\n' "gitops sync --depth 1 (first pass)" "$gwm" "$gcm" "$(awk -v k="$grm" 'BEGIN { printf "%.1f", k / 1024 }')"
         printf '%-36s %10s %10s %14s\n' "git clone --depth 1 && sh run.sh" "$cwm" "$ccm" "$(awk -v k="$crm" 'BEGIN { printf "%.1f", k / 1024 }')"
         printf '%-36s %10s %10s\n' "ratio gitops / clone" "$(bench_ratio "$gwm" "$cwm")" "$(bench_ratio "$gcm" "$ccm")"
         say "(no target of its own in issue 18: its table's figures, 1,448 ms vs 1,078 ms on tmpfs, to compare with)"
@@ -254,9 +254,13 @@ if has first; then
     url=git://127.0.0.1:$DAEMON_PORT/big.git
     BENCH_RSS=1
     bench_run_timed big-gitops "$gitops" --config "$tmp/empty.env" sync --repo-url "$url" \
-        --state-dir "$tmp/big-state" --checkout "$tmp/big-current"
+        --state-dir "$tmp/big-state" --checkout "$tmp/big-current" --depth 1
     g_rss=$RSS_KIB g_wall=$WALL_MS
     g_store=$(du -sk "$tmp/big-state/repo.git" | cut -f1)
+    bench_run_timed big-gitops-full "$gitops" --config "$tmp/empty.env" sync --repo-url "$url" \
+        --state-dir "$tmp/big-state-full" --checkout "$tmp/big-current-full"
+    gf_rss=$RSS_KIB gf_wall=$WALL_MS
+    gf_store=$(du -sk "$tmp/big-state-full/repo.git" | cut -f1)
     bench_run_timed big-depth1 git clone -q --depth 1 "$url" "$tmp/big-depth1"
     d_rss=$RSS_KIB d_wall=$WALL_MS
     d_store=$(du -sk "$tmp/big-depth1/.git" | cut -f1)
@@ -266,7 +270,8 @@ if has first; then
     BENCH_RSS=0
     mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
     printf '%-36s %10s %14s %16s\n' "" "wall ms" "peak RSS MiB" "store MiB"
-    printf '%-36s %10s %14s %16s\n' "gitops sync (first pass)" "$g_wall" "$(mib "$g_rss")" "$(mib "$g_store")"
+    printf '%-36s %10s %14s %16s\n' "gitops sync --depth 1 (first pass)" "$g_wall" "$(mib "$g_rss")" "$(mib "$g_store")"
+    printf '%-36s %10s %14s %16s\n' "gitops sync (whole history)" "$gf_wall" "$(mib "$gf_rss")" "$(mib "$gf_store")"
     printf '%-36s %10s %14s %16s\n' "git clone --depth 1" "$d_wall" "$(mib "$d_rss")" "$(mib "$d_store")"
     printf '%-36s %10s %14s %16s\n' "git clone --bare (full history)" "$f_wall" "$(mib "$f_rss")" "$(mib "$f_store")"
     say "(store: du of gitops' repo.git, of the clone's .git; peak RSS: GNU time %M, the largest process)"
@@ -274,7 +279,7 @@ if has first; then
     bench_verdict "first-pass peak RSS <= 1.1 x a depth-1 clone's ($r_rss)" "$r_rss" 1.1
     bench_verdict "store on disk <= 1.1 x a depth-1 clone's ($r_store)" "$r_store" 1.1
     kill "$DAEMON_PID" 2>/dev/null || true
-    rm -rf "$tmp/big" "$tmp"/big-*
+    rm -rf "$tmp/big" "$tmp"/big-* "$tmp"/big-state-full "$tmp"/big-current-full
 fi
 
 # --- 5. growth --------------------------------------------------------------------------------
