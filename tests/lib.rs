@@ -1,6 +1,7 @@
 //! The integration tests: the real binary against real Git servers on 127.0.0.1.
 
 mod harness;
+mod health;
 mod receiver;
 mod support;
 

@@ -83,6 +83,9 @@ pub struct Options {
     pub max_file_size: u64,
 
     #[command(flatten)]
+    pub health: crate::pass::health::HealthOptions,
+
+    #[command(flatten)]
     pub notify: crate::report::notify::options::NotifyOptions,
 
     #[command(flatten)]
@@ -140,6 +143,8 @@ pub struct Settings {
     pub known_hosts: Option<PathBuf>,
     pub lock_timeout: Duration,
     pub max_file_size: u64,
+    /// The health check after the entry point.
+    pub health: crate::pass::health::HealthOptions,
     /// Where the pass's events go; empty when notifications are off.
     pub notifier: crate::report::notify::options::Notifier,
     pub reboot: crate::reboot::act::RebootOptions,
@@ -249,6 +254,7 @@ impl Settings {
             lock_timeout: opts.lock_timeout,
             max_file_size: opts.max_file_size,
             notifier: opts.notify.resolve()?,
+            health: opts.health.clone(),
             reboot: opts.reboot.clone(),
             metrics_dir,
             trigger_state_dir: opts.trigger.trigger_state_dir.clone(),

@@ -36,7 +36,27 @@ pub struct Run<'a> {
     /// starts): if gitops dies, the lock stays held until the last of them exits, and the next
     /// pass waits instead of starting the entry point a second time beside them.
     pub lock_fd: Option<RawFd>,
+    /// What the program is to the operator, for its messages.
+    pub role: Role,
 }
+
+/// The program's part in the pass: how messages name it and the options that change it.
+#[derive(Debug, Clone, Copy)]
+pub struct Role {
+    /// "entry point", "health check".
+    pub name: &'static str,
+    /// The option that names the program.
+    pub set_by: &'static str,
+    /// The option that bounds its run.
+    pub timeout_flag: &'static str,
+}
+
+/// The entry point's role.
+pub const ENTRY_POINT: Role = Role {
+    name: "entry point",
+    set_by: "--entrypoint",
+    timeout_flag: "--apply-timeout",
+};
 
 /// How the entry point ended; `Ok(())` only for exit status 0.
 pub type RunResult = std::result::Result<(), String>;
@@ -66,10 +86,10 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         let _ = writeln!(log, "gitops: {line}");
     };
     let shown = spec.checkout.join(spec.entrypoint);
-    let meta = match entry_point(spec.tree, spec.entrypoint) {
+    let meta = match entry_point(spec.tree, spec.entrypoint, spec.role.set_by) {
         Ok(meta) => meta,
         Err(why) => {
-            let why = format!("entry point {}: {why}", shown.display());
+            let why = format!("{} {}: {why}", spec.role.name, shown.display());
             record(&why);
             return Ok(Err(why));
         }
@@ -182,9 +202,10 @@ pub fn run(spec: &Run<'_>) -> Result<RunResult> {
         if left.is_zero() {
             stop_group(&handle, pgid);
             break Err(format!(
-                "{} did not finish within {} and was killed with its process group; raise --apply-timeout if it needs longer",
+                "{} did not finish within {} and was killed with its process group; raise {} if it needs longer",
                 spec.entrypoint,
-                crate::config::format_duration(spec.timeout)
+                crate::config::format_duration(spec.timeout),
+                spec.role.timeout_flag
             ));
         }
     };
@@ -238,9 +259,13 @@ fn keep_across_exec(fd: RawFd) -> i32 {
 
 /// The entry point must be a regular file of the commit's own tree: a symlink leading out of
 /// it would run whatever happens to be at its target on this machine.
-fn entry_point(tree: &Path, entrypoint: &str) -> std::result::Result<fs::Metadata, String> {
+fn entry_point(
+    tree: &Path,
+    entrypoint: &str,
+    set_by: &str,
+) -> std::result::Result<fs::Metadata, String> {
     let path = tree.join(entrypoint);
-    let fix = "add it to the repository as a regular file or set --entrypoint";
+    let fix = format!("add it to the repository as a regular file or set {set_by}");
     if fs::symlink_metadata(&path).is_err() {
         return Err(format!("not found in this commit: {fix}"));
     }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod decide;
 pub mod guard;
+pub mod health;
 pub mod run;
 pub mod state;
 

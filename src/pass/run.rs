@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::apply;
 use super::decide::{decide, Action, Reason};
 use super::guard;
+use super::health;
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
@@ -780,11 +781,18 @@ fn apply_commit(
         log,
         umask: target.umask,
         lock_fd: Some(target.lock_fd),
+        role: apply::ENTRY_POINT,
     };
     let started = std::time::Instant::now();
     let ran = apply::run(&run);
     *apply_ms = Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
-    ran?.map_err(|why| fail(Exit::ApplyFailed, why))
+    ran?.map_err(|why| fail(Exit::ApplyFailed, why))?;
+    // The entry point's exit status says it ran; the health check, that the machine works.
+    match health::chosen(&settings.health, &tree) {
+        Some(program) => health::check(&settings.health, program, &run)?
+            .map_err(|why| fail(Exit::ApplyFailed, why)),
+        None => Ok(()),
+    }
 }
 
 /// Create this apply's log file, new (O_EXCL, O_NOFOLLOW): a file or link already there under
