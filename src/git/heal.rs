@@ -524,27 +524,21 @@ fn pack_matches_index(pack: &Path, index: &Path, closer: bool) -> std::result::R
 /// A loose object is zlib data: never empty. An emptied one (a disk that filled up while it was
 /// written, a crash before its data reached the disk) makes every read of it fail.
 fn loose_objects(store: &Path) -> Option<String> {
-    let objects = store.join("objects");
-    let entries = std::fs::read_dir(&objects).ok()?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        let Ok(inner) = std::fs::read_dir(entry.path()) else {
-            continue;
-        };
-        for object in inner.flatten() {
-            if object.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
-                return Some(format!(
-                    "the loose object {name}{} is empty",
-                    object.file_name().to_string_lossy()
-                ));
-            }
-        }
-    }
-    None
+    super::store::loose_object_entries(store)
+        .into_iter()
+        .find(|object| object.metadata().is_ok_and(|m| m.is_file() && m.len() == 0))
+        .map(|object| {
+            let path = object.path();
+            let dir = path
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            format!(
+                "the loose object {dir}{} is empty",
+                object.file_name().to_string_lossy()
+            )
+        })
 }
 
 /// Open it as the pass does, and resolve every ref to an object that is there.

@@ -216,25 +216,11 @@ fn listing(store: &Path) -> Result<Listing> {
         }
     }
     packs.sort();
-    let mut loose = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(store.join("objects")) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue;
-            }
-            let Ok(inner) = std::fs::read_dir(entry.path()) else {
-                continue;
-            };
-            loose.extend(
-                inner
-                    .flatten()
-                    .filter(|o| o.file_type().is_ok_and(|t| t.is_file()))
-                    .map(|o| o.path()),
-            );
-        }
-    }
+    let loose = super::store::loose_object_entries(store)
+        .into_iter()
+        .filter(|o| o.file_type().is_ok_and(|t| t.is_file()))
+        .map(|o| o.path())
+        .collect();
     Ok(Listing {
         packs,
         loose,

@@ -85,6 +85,26 @@ pub(super) fn remove_pack_leftovers(store: &Path) {
 }
 
 /// Whether a file of `objects/pack` is garbage; `indexed` says whether a stem has its `.idx`.
+/// The entries of the loose-object directories (`objects/xx/`, two hex digits): what is there,
+/// whatever state it is in. A directory that cannot be listed is left out.
+pub(super) fn loose_object_entries(store: &Path) -> Vec<std::fs::DirEntry> {
+    let Ok(entries) = std::fs::read_dir(store.join("objects")) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        if let Ok(inner) = std::fs::read_dir(entry.path()) {
+            found.extend(inner.flatten());
+        }
+    }
+    found
+}
+
 fn is_pack_leftover(name: &str, indexed: impl Fn(&str) -> bool) -> bool {
     if name.starts_with(".tmp") || name.starts_with("tmp_") || name.ends_with(".keep") {
         return true;
