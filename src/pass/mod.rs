@@ -5,6 +5,7 @@ pub mod apply;
 pub mod decide;
 pub mod guard;
 pub mod health;
+pub mod lock;
 pub mod run;
 pub mod state;
 

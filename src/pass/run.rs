@@ -1,6 +1,6 @@
 //! One pass, orchestrated: lock, fetch, decide, apply, record.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -11,6 +11,7 @@ use super::apply;
 use super::decide::{decide, Action, Reason};
 use super::guard;
 use super::health;
+use super::lock::Held;
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
@@ -28,7 +29,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     guard::check_private(&layout)?;
     layout.create()?;
     let (lock, waited) = layout.lock(settings.lock_timeout)?;
-    let lock = Held(Some(lock));
+    let lock = Held::new(lock);
     // Again after a wait for the lock, which can be long: what is run must come from the
     // directory that was checked. (Taken at once, there was no time for a change: the check
     // just made holds, and the usual pass does not pay for it twice.)
@@ -224,24 +225,6 @@ fn send_notifications(
     if state.notify != was {
         if let Err(e) = state::save(layout, state, false) {
             say!("gitops: warning: {}", one_line(&e));
-        }
-    }
-}
-
-/// The pass lock, released on every way out of the pass. nix's `Flock` panics in its `Drop`
-/// when unlocking fails; a pass must never panic, and the lock goes with the process anyway.
-struct Held(Option<nix::fcntl::Flock<std::fs::File>>);
-
-impl Held {
-    fn fd(&self) -> RawFd {
-        self.0.as_ref().map_or(-1, |lock| lock.as_raw_fd())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(Err((lock, _))) = self.0.take().map(|lock| lock.unlock()) {
-            std::mem::forget(lock);
         }
     }
 }

@@ -194,7 +194,9 @@ impl Lock {
             return Lock::Free;
         }
         match state.and_then(|s| s.in_progress.as_ref()) {
-            Some(p) if !state::pid_is_live_gitops(p.pid) => Lock::Orphaned(layout.lock_holders()),
+            Some(p) if !crate::pass::lock::pid_is_live_gitops(p.pid) => {
+                Lock::Orphaned(layout.lock_holders())
+            }
             _ => Lock::Pass,
         }
     }
