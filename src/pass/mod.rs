@@ -2,6 +2,7 @@
 //! the state directory.
 
 pub mod apply;
+pub mod commit;
 pub mod decide;
 pub mod guard;
 pub mod health;

@@ -1,16 +1,18 @@
 //! One pass, orchestrated: lock, fetch, decide, apply, record.
 
 use std::os::fd::RawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use time::OffsetDateTime;
 
 use super::apply;
+use super::commit::{
+    apply_commit, create_log, heal_store, repair_checkout, Target, APPLIED_TREE_WRITE_FAILED,
+    TREE_WRITE_FAILED,
+};
 use super::decide::{decide, Action, Reason};
 use super::guard;
-use super::health;
 use super::lock::Held;
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
@@ -596,212 +598,6 @@ pub fn stale_error(stale: &state::Stale, now: OffsetDateTime) -> String {
         stale.commit.get(..12).unwrap_or_default(),
         crate::config::format_duration(std::time::Duration::from_secs(stale.max_age_seconds)),
     )
-}
-
-/// Point the checkout link at `tree`. A failure is a configuration error: where the link goes
-/// is the operator's choice, nothing in a commit can fix it.
-fn switch_checkout(settings: &Settings, tree: &Path) -> Result<()> {
-    checkout::switch_link(&settings.checkout, tree).map_err(|e| {
-        if e.downcast_ref::<crate::exit::Coded>().is_some() {
-            e
-        } else {
-            e.context(crate::exit::Coded::new(
-                Exit::Usage,
-                format!(
-                    "the checkout path {} cannot be used (choose a --checkout in a directory gitops can create and write)",
-                    settings.checkout.display()
-                ),
-            ))
-        }
-    })
-}
-
-/// With nothing to apply, the checkout link must still show the applied tree: a new --checkout,
-/// or a link removed or repointed by hand, is set right now rather than at the next commit.
-/// The applied tree itself is written again from the store, which the pass has checked, when it
-/// is missing (trees/ cleaned by hand) or is not a directory of ours (replaced while the state
-/// directory was open to others).
-fn repair_checkout(
-    settings: &Settings,
-    layout: &Layout,
-    applied: &str,
-    umask: nix::sys::stat::Mode,
-) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let tree = layout.trees().join(applied);
-    let me = nix::unistd::geteuid().as_raw();
-    let ours = std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir() && m.uid() == me);
-    if !ours {
-        let repo = git::open_store(&layout.repo(), settings)?;
-        write_commit_tree(settings, layout, &repo, applied, umask)
-            .or_exit(Exit::ApplyFailed, || {
-                format!("{APPLIED_TREE_WRITE_FAILED} {} again", tree.display())
-            })?;
-        say!(
-            "gitops: the applied tree {} was missing or not gitops's own; wrote it again",
-            tree.display()
-        );
-    }
-    let Some(was) = checkout::link_problem(&settings.checkout, &tree) else {
-        return Ok(());
-    };
-    switch_checkout(settings, &tree)?;
-    say!(
-        "gitops: the checkout link {} {was}; pointed it at the applied tree {}",
-        settings.checkout.display(),
-        tree.display()
-    );
-    Ok(())
-}
-
-/// Write the tree of `commit` fresh into `trees/<commit>`. It gets the modes an administrator's
-/// `git clone` would give (0644/0755 under umask 022), so what the entry point copies out of it
-/// (`cp motd /etc/motd`) is not left 0600; the 0700 state directory above it keeps it private
-/// all the same.
-fn write_commit_tree(
-    settings: &Settings,
-    layout: &Layout,
-    repo: &gix::Repository,
-    commit: &str,
-    umask: nix::sys::stat::Mode,
-) -> Result<std::path::PathBuf> {
-    let id = gix::ObjectId::from_hex(commit.as_bytes())?;
-    let max = settings.max_file_size;
-    let ours = nix::sys::stat::umask(umask);
-    let prepared = checkout::prepare(
-        &layout.trees(),
-        commit,
-        &format!("umask {:o}", umask.bits()),
-        |dir| {
-            git::write_tree(repo, id, dir, max).and_then(|()| {
-                let mode = 0o777 & !umask.bits();
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("could not set the mode of {}", dir.display()))
-            })
-        },
-        |dir, base| checkout::update_tree(repo, base, id, dir, max),
-    );
-    nix::sys::stat::umask(ours);
-    prepared
-}
-
-/// How the failure to write a commit's tree out of the store starts.
-const TREE_WRITE_FAILED: &str = "could not write the tree of";
-/// The same for the applied tree, written again on a pass with nothing to apply.
-const APPLIED_TREE_WRITE_FAILED: &str = "could not write the applied tree";
-
-/// The store looked at closely after a read from it failed and, when damaged, fetched again:
-/// the fresh store when its tip is still `tip` (a newer one is the next pass's to apply).
-fn heal_store(
-    settings: &Settings,
-    layout: &Layout,
-    applied: Option<gix::ObjectId>,
-    tip: gix::ObjectId,
-) -> Option<gix::Repository> {
-    match git::after_read_failure(&layout.repo(), settings, applied) {
-        Ok(Some(fetched)) if fetched.tip == tip => git::open_store(&layout.repo(), settings).ok(),
-        Ok(_) => None,
-        Err(e) => {
-            say!("gitops: warning: {}", one_line(&e));
-            None
-        }
-    }
-}
-
-/// The commit being applied and where its run goes.
-struct Target<'a> {
-    commit: &'a str,
-    branch: &'a str,
-    log: &'a Path,
-    umask: nix::sys::stat::Mode,
-    lock_fd: RawFd,
-}
-
-/// Write the tree, point the checkout at it, run the entry point.
-fn apply_commit(
-    settings: &Settings,
-    layout: &Layout,
-    state: &State,
-    repo: &gix::Repository,
-    target: &Target<'_>,
-    apply_ms: &mut Option<u64>,
-) -> Result<()> {
-    let (tip, branch, log) = (target.commit, target.branch, target.log);
-    let tree = write_commit_tree(settings, layout, repo, tip, target.umask)
-        // Whatever stopped the write (a path gix refuses, a full disk, a file too large, a signal),
-        // this commit did not apply: an apply failure, retried, with the reason in its log.
-        .or_exit(Exit::ApplyFailed, || {
-            format!("{TREE_WRITE_FAILED} {}", &tip[..tip.len().min(12)])
-        })
-        .inspect_err(|e| {
-            apply::note_in_log(log, &one_line(e));
-        })?;
-    switch_checkout(settings, &tree).inspect_err(|e| {
-        apply::note_in_log(log, &one_line(e));
-    })?;
-    let previous = state
-        .applied
-        .as_ref()
-        .map(|a| a.commit.clone())
-        .unwrap_or_default();
-    let mut env = vec![
-        ("GITOPS_COMMIT", tip.to_string()),
-        ("GITOPS_PREVIOUS_COMMIT", previous),
-        ("GITOPS_REPO_URL", settings.repo_url.redacted.clone()),
-        ("GITOPS_BRANCH", branch.to_string()),
-        ("GITOPS_CHECKOUT", settings.checkout.display().to_string()),
-    ];
-    // The alias may carry the same credentials; the entry point gets what status shows.
-    if std::env::var_os("REPO_URL").is_some() {
-        env.push(("REPO_URL", settings.repo_url.redacted.clone()));
-    }
-    let run = apply::Run {
-        checkout: &settings.checkout,
-        tree: &tree,
-        entrypoint: &settings.entrypoint,
-        env,
-        timeout: settings.apply_timeout,
-        log,
-        umask: target.umask,
-        lock_fd: Some(target.lock_fd),
-        role: apply::ENTRY_POINT,
-    };
-    let started = std::time::Instant::now();
-    let ran = apply::run(&run);
-    *apply_ms = Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
-    ran?.map_err(|why| fail(Exit::ApplyFailed, why))?;
-    // The entry point's exit status says it ran; the health check, that the machine works.
-    match health::chosen(&settings.health, &tree) {
-        Some(program) => health::check(&settings.health, program, &run)?
-            .map_err(|why| fail(Exit::ApplyFailed, why)),
-        None => Ok(()),
-    }
-}
-
-/// Create this apply's log file, new (O_EXCL, O_NOFOLLOW): a file or link already there under
-/// that name, planted or from a pass in the same second, is never written through; the next
-/// free name is taken instead.
-fn create_log(logs: &Path, stamp: &str, commit: &str) -> Result<std::path::PathBuf> {
-    let mut last = None;
-    for n in 1..=100 {
-        let path = match n {
-            1 => apply::log_path(logs, stamp, commit),
-            n => apply::log_path(logs, stamp, &format!("{commit}-{n}")),
-        };
-        match crate::files::create_new(&path) {
-            Ok(_) => return Ok(path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(path),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("could not create the apply log {}", path.display()))
-            }
-        }
-    }
-    let taken = last.map(|p| p.display().to_string()).unwrap_or_default();
-    Err(anyhow::anyhow!(
-        "could not create an apply log: {taken} and 99 other names are taken; remove old files from {}",
-        logs.display()
-    ))
 }
 
 /// A pass that recorded it was applying a commit and never recorded how that ended was killed
