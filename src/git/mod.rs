@@ -10,6 +10,7 @@ mod store;
 pub mod tree;
 pub mod trust;
 
+pub use fetch::Fetched;
 pub use heal::{after_read_failure, fetch};
 pub use store::{
     commit_time, open_store, record_applied, recorded_applied, relation, subject, Relation,

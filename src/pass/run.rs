@@ -233,15 +233,34 @@ fn send_notifications(
 
 type Staged<T> = std::result::Result<T, (Outcome, anyhow::Error)>;
 
-fn pass(
+/// Where the remote stands against what is applied: what a pass decides from, and what
+/// `gitops plan` shows.
+pub(super) struct Observed {
+    pub fetched: git::Fetched,
+    /// The fetched tip, as hex.
+    pub tip: String,
+    /// state.json's applied commit.
+    pub in_state: Option<gix::ObjectId>,
+    /// The store's record of the applied commit (refs/gitops/applied).
+    pub recorded: Option<gix::ObjectId>,
+    /// The commit the tip must descend from.
+    pub applied_id: Option<gix::ObjectId>,
+    pub relation: Relation,
+    /// The tip's committer time, when the stale check read it from the store.
+    pub tip_committed_at: Option<String>,
+    /// The store, when finding the above needed it open.
+    pub store: Option<gix::Repository>,
+}
+
+/// Fetch, and relate the tip to the applied commit. Sets state's branch and stale tip, and
+/// `remote_commit` as soon as the fetch worked.
+pub(super) fn observe(
     settings: &Settings,
     layout: &Layout,
     state: &mut State,
     remote_commit: &mut Option<String>,
-    entry_umask: nix::sys::stat::Mode,
-    lock_fd: RawFd,
     now: &dyn Fn() -> OffsetDateTime,
-) -> Staged<Outcome> {
+) -> Staged<Observed> {
     let fetch_failed = |e| (Outcome::FetchFailed, e);
     let in_state = state
         .applied
@@ -343,6 +362,40 @@ fn pass(
             super::decide::stale(&tip, committed_at, max_age, now())
         }
         None => None,
+    };
+    Ok(Observed {
+        fetched,
+        tip,
+        in_state,
+        recorded,
+        applied_id,
+        relation,
+        tip_committed_at,
+        store,
+    })
+}
+
+fn pass(
+    settings: &Settings,
+    layout: &Layout,
+    state: &mut State,
+    remote_commit: &mut Option<String>,
+    entry_umask: nix::sys::stat::Mode,
+    lock_fd: RawFd,
+    now: &dyn Fn() -> OffsetDateTime,
+) -> Staged<Outcome> {
+    let Observed {
+        fetched,
+        tip,
+        in_state,
+        recorded,
+        applied_id,
+        relation,
+        tip_committed_at,
+        mut store,
+    } = observe(settings, layout, state, remote_commit, now)?;
+    let open_store = || -> Staged<gix::Repository> {
+        git::open_store(&layout.repo(), settings).map_err(|e| (Outcome::FetchFailed, e))
     };
     let short = tip.get(..12).unwrap_or(&tip);
     match decide(
