@@ -171,6 +171,13 @@ pub enum Outcome {
     Untrusted,
     /// The pass stopped before fetching: a bad option, key, known_hosts or checkout path.
     ConfigError,
+    /// The commit's entry point or health check failed, and the last applied commit was
+    /// applied again (`--on-failure revert`); the commit is held back until the branch moves.
+    Reverted,
+    /// The commit failed, and so did applying the last applied commit again.
+    RevertFailed,
+    /// `gitops suspend` holds applies back: the pass fetched and ran nothing.
+    Suspended,
     /// An outcome a newer gitops wrote: keeps such a state.json readable after a downgrade.
     #[serde(other)]
     Unknown,
@@ -178,11 +185,14 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn is_success(self) -> bool {
-        matches!(self, Outcome::UpToDate | Outcome::Applied)
+        matches!(
+            self,
+            Outcome::UpToDate | Outcome::Applied | Outcome::Suspended
+        )
     }
 
     /// Every outcome a pass can record, for counters that start at 0.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::UpToDate,
         Outcome::Applied,
         Outcome::ApplyFailed,
@@ -190,6 +200,9 @@ impl Outcome {
         Outcome::Refused,
         Outcome::Untrusted,
         Outcome::ConfigError,
+        Outcome::Reverted,
+        Outcome::RevertFailed,
+        Outcome::Suspended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -201,6 +214,9 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Untrusted => "untrusted",
             Outcome::ConfigError => "config-error",
+            Outcome::Reverted => "reverted",
+            Outcome::RevertFailed => "revert-failed",
+            Outcome::Suspended => "suspended",
             Outcome::Unknown => "unknown",
         }
     }

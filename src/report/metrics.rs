@@ -423,6 +423,9 @@ mod tests {
             "gitops_passes_total{outcome=\"refused\"} 0",
             "gitops_passes_total{outcome=\"untrusted\"} 0",
             "gitops_passes_total{outcome=\"config-error\"} 0",
+            "gitops_passes_total{outcome=\"reverted\"} 0",
+            "gitops_passes_total{outcome=\"revert-failed\"} 0",
+            "gitops_passes_total{outcome=\"suspended\"} 0",
             "gitops_notify_dropped_total 0",
         ];
         assert_eq!(sample_lines(&text), want, "{text}");

@@ -31,6 +31,16 @@ pub enum Kind {
     RebootInvalid,
     /// The branch's tip is older than --max-commit-age (told once per tip).
     Stale,
+    /// A commit failed and the last applied commit was applied again (`--on-failure revert`).
+    Reverted,
+    /// A commit failed, and applying the last applied commit again failed too.
+    RevertFailed,
+    /// `gitops suspend` began holding applies back.
+    Suspended,
+    /// A suspension ended: `gitops resume`, or its expiry.
+    Resumed,
+    /// A new commit arrived while applies are suspended, and was not applied.
+    SuspendBlocked,
 }
 
 impl Kind {
@@ -48,6 +58,11 @@ impl Kind {
             Kind::RebootFailed => "reboot-failed",
             Kind::RebootInvalid => "reboot-invalid",
             Kind::Stale => "stale",
+            Kind::Reverted => "reverted",
+            Kind::RevertFailed => "revert-failed",
+            Kind::Suspended => "suspended",
+            Kind::Resumed => "resumed",
+            Kind::SuspendBlocked => "suspend-blocked",
         }
     }
 
@@ -63,6 +78,8 @@ impl Kind {
                 | Kind::RebootFailed
                 | Kind::RebootInvalid
                 | Kind::Stale
+                | Kind::Reverted
+                | Kind::RevertFailed
         )
     }
 }
@@ -151,6 +168,10 @@ pub fn tell(before: &State, after: &State, now: OffsetDateTime) -> Option<Tellin
         Outcome::Refused => Kind::Refused,
         Outcome::Untrusted => Kind::Untrusted,
         Outcome::ConfigError => Kind::ConfigError,
+        Outcome::Reverted => Kind::Reverted,
+        Outcome::RevertFailed => Kind::RevertFailed,
+        // A suspension's events are told by the suspension, not by each pass it holds back.
+        Outcome::Suspended => return None,
     };
     let key = failure_key(after)?;
     match before.notify.as_ref().and_then(|n| n.told.as_ref()) {
@@ -188,7 +209,7 @@ pub fn failure_key(after: &State) -> Option<String> {
     let pass = after.last_pass.as_ref()?;
     let about = match pass.outcome {
         Outcome::ConfigError => pass.error.clone().unwrap_or_default(),
-        Outcome::ApplyFailed => after
+        Outcome::ApplyFailed | Outcome::Reverted | Outcome::RevertFailed => after
             .pending
             .as_ref()
             .map(|p| p.commit.clone())
@@ -229,11 +250,12 @@ pub fn subject_of(kind: Kind, after: &State) -> (Option<String>, Option<String>,
             applied.and_then(|a| a.subject.clone()),
             applied.and_then(|a| a.log.clone()),
         ),
-        Kind::ApplyFailed => match pending {
+        Kind::ApplyFailed | Kind::Reverted | Kind::RevertFailed => match pending {
             Some(p) => (Some(p.commit.clone()), p.subject.clone(), p.log.clone()),
             None => (remote, None, None),
         },
-        Kind::ConfigError | Kind::Test => (None, None, None),
+        Kind::ConfigError | Kind::Test | Kind::Suspended | Kind::Resumed => (None, None, None),
+        Kind::SuspendBlocked => (remote, None, None),
         Kind::Refused | Kind::Untrusted | Kind::FetchFailed => (remote, None, None),
     }
 }

@@ -124,6 +124,11 @@ fn what(event: &Event) -> String {
         Kind::RebootFailed => "reboot failed",
         Kind::RebootInvalid => "reboot request unreadable",
         Kind::Stale => "branch stale: no new commit for too long",
+        Kind::Reverted => "apply failed, reverted to the last applied commit",
+        Kind::RevertFailed => "apply failed, and reverting failed too",
+        Kind::Suspended => "applies suspended",
+        Kind::Resumed => "applies resumed",
+        Kind::SuspendBlocked => "new commit held back: applies are suspended",
     };
     if event.reminder {
         format!("{what} (reminder)")
@@ -138,6 +143,8 @@ fn headline(event: &Event) -> String {
         "❌"
     } else if event.event == Kind::Test {
         "🔔"
+    } else if matches!(event.event, Kind::Suspended | Kind::SuspendBlocked) {
+        "⏸️"
     } else if event.event == Kind::Reboot {
         "🔁"
     } else {
