@@ -37,6 +37,39 @@ pub struct HealthOptions {
     /// How long to wait between two attempts of the health check
     #[arg(long, env = "GITOPS_HEALTH_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub health_interval: Duration,
+
+    /// What a failed entry point or health check leaves: stay on the failed commit and retry it every pass, or revert to the last applied commit in the same pass and hold the failed one back
+    #[arg(long, env = "GITOPS_ON_FAILURE", value_enum, default_value_t = OnFailure::Stay)]
+    pub on_failure: OnFailure,
+
+    /// With --on-failure revert: try a reverted commit again after this long (never: only once the branch moves)
+    #[arg(long, env = "GITOPS_RETRY_REVERTED", value_name = "DURATION|never", default_value = "never", value_parser = parse_retry_reverted)]
+    pub retry_reverted: RetryReverted,
+}
+
+/// What a failed commit leaves on the machine.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The failed commit stays checked out and is retried every pass.
+    Stay,
+    /// The last applied commit is applied again in the same pass.
+    Revert,
+}
+
+/// When a reverted commit is tried again while the branch has not moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReverted {
+    Never,
+    After(Duration),
+}
+
+fn parse_retry_reverted(text: &str) -> std::result::Result<RetryReverted, String> {
+    match text.trim() {
+        "never" => Ok(RetryReverted::Never),
+        other => parse_duration(other)
+            .map(RetryReverted::After)
+            .map_err(|e| format!("{e}, or never")),
+    }
 }
 
 /// Which health check a commit gets: the one named, else the commit's own when it has one.

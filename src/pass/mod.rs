@@ -9,5 +9,6 @@ pub mod health;
 pub mod lock;
 pub mod run;
 pub mod state;
+pub mod suspend;
 
 pub use run::{one_line, record_config_error, run};

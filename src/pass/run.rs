@@ -398,13 +398,14 @@ fn pass(
         git::open_store(&layout.repo(), settings).map_err(|e| (Outcome::FetchFailed, e))
     };
     let short = tip.get(..12).unwrap_or(&tip);
-    match decide(
+    let action = decide(
         relation,
         &tip,
         state.pending.as_ref(),
         settings.apply,
         settings.allow_rewind,
-    ) {
+    );
+    match action {
         Action::UpToDate => {
             state.pending = None;
             say!("gitops: up to date at {short} ({})", fetched.branch);

@@ -247,6 +247,10 @@ impl Layout {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// `gitops suspend`'s record; absent when applies are not suspended.
+    pub fn suspension_file(&self) -> PathBuf {
+        self.root.join("suspended.json")
+    }
 
     /// Create the state directory (0700) and its sub-directories.
     pub fn create(&self) -> Result<()> {
@@ -360,18 +364,27 @@ pub fn prune_corrupt(layout: &Layout, keep: usize) -> Result<()> {
 /// Read `state.json` without ever modifying anything (for `gitops status`).
 pub fn read(layout: &Layout) -> Result<Option<State>> {
     let path = layout.state_file();
-    match open_state(&path)? {
+    let Some(bytes) = read_private(&path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).with_context(|| {
+        format!(
+            "{} is unreadable; the next gitops sync moves it aside",
+            path.display()
+        )
+    })
+}
+
+/// A file of the state directory, read without following a link or blocking on a FIFO. None
+/// when it is missing; an error when something other than a file is there.
+pub fn read_private(path: &Path) -> Result<Option<Vec<u8>>> {
+    match open_state(path)? {
         Opened::Missing => Ok(None),
         Opened::File(mut file) => {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .with_context(|| format!("could not read {}", path.display()))?;
-            serde_json::from_slice(&bytes).map(Some).with_context(|| {
-                format!(
-                    "{} is unreadable; the next gitops sync moves it aside",
-                    path.display()
-                )
-            })
+            Ok(Some(bytes))
         }
         Opened::NotAFile(kind) => Err(anyhow::anyhow!(
             "{} is a {kind}, not a file; the next gitops sync moves it aside",
