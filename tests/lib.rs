@@ -28,6 +28,7 @@ mod orphans;
 mod pass_guards;
 mod reboot;
 mod records;
+mod revert;
 mod soak;
 mod state_dir;
 mod status_report;

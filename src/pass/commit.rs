@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::apply;
 use super::health;
 use super::run::one_line;
-use super::state::{Layout, State};
+use super::state::Layout;
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
 use crate::git::{self, tree as checkout};
@@ -128,20 +128,26 @@ pub(super) fn heal_store(
 /// The commit being applied and where its run goes.
 pub(super) struct Target<'a> {
     pub commit: &'a str,
+    /// The commit the machine had before: the applied one, or for a revert the failed one.
+    pub previous: &'a str,
+    /// Why the entry point runs, as GITOPS_REASON tells it: apply, retry, revert or always.
+    pub reason: &'static str,
     pub branch: &'a str,
     pub log: &'a Path,
     pub umask: nix::sys::stat::Mode,
     pub lock_fd: RawFd,
 }
 
-/// Write the tree, point the checkout at it, run the entry point.
+/// Write the tree, point the checkout at it, run the entry point and the health check.
+/// `switched` says whether the checkout link was pointed at the commit's tree: from then on
+/// the machine may hold some of the commit, and a revert has something to undo.
 pub(super) fn apply_commit(
     settings: &Settings,
     layout: &Layout,
-    state: &State,
     repo: &gix::Repository,
     target: &Target<'_>,
     apply_ms: &mut Option<u64>,
+    switched: &mut bool,
 ) -> Result<()> {
     let (tip, branch, log) = (target.commit, target.branch, target.log);
     let tree = write_commit_tree(settings, layout, repo, tip, target.umask)
@@ -156,14 +162,11 @@ pub(super) fn apply_commit(
     switch_checkout(settings, &tree).inspect_err(|e| {
         apply::note_in_log(log, &one_line(e));
     })?;
-    let previous = state
-        .applied
-        .as_ref()
-        .map(|a| a.commit.clone())
-        .unwrap_or_default();
+    *switched = true;
     let mut env = vec![
         ("GITOPS_COMMIT", tip.to_string()),
-        ("GITOPS_PREVIOUS_COMMIT", previous),
+        ("GITOPS_PREVIOUS_COMMIT", target.previous.to_string()),
+        ("GITOPS_REASON", target.reason.to_string()),
         ("GITOPS_REPO_URL", settings.repo_url.redacted.clone()),
         ("GITOPS_BRANCH", branch.to_string()),
         ("GITOPS_CHECKOUT", settings.checkout.display().to_string()),
@@ -193,6 +196,46 @@ pub(super) fn apply_commit(
             .map_err(|why| fail(Exit::ApplyFailed, why)),
         None => Ok(()),
     }
+}
+
+/// Go back to `applied` after the commit of `failed` failed with `why`: its tree written again
+/// out of the store, the link pointed back at it, its entry point (GITOPS_REASON=revert) and
+/// health check run again, into the failed apply's log. Once: whatever it returns, nothing
+/// more is tried in this pass.
+pub(super) fn revert(
+    settings: &Settings,
+    layout: &Layout,
+    repo: &gix::Repository,
+    applied: &str,
+    failed: &Target<'_>,
+    why: &anyhow::Error,
+) -> Result<()> {
+    let short = |c: &str| c.get(..12).unwrap_or(c).to_string();
+    let line = format!(
+        "{} failed ({}); reverting to the last applied commit {}",
+        short(failed.commit),
+        one_line(why),
+        short(applied)
+    );
+    say!("gitops: {line}");
+    apply::note_in_log(failed.log, &line);
+    let target = Target {
+        commit: applied,
+        previous: failed.commit,
+        reason: "revert",
+        branch: failed.branch,
+        log: failed.log,
+        umask: failed.umask,
+        lock_fd: failed.lock_fd,
+    };
+    let (mut ms, mut switched) = (None, false);
+    apply_commit(settings, layout, repo, &target, &mut ms, &mut switched)
+        .inspect_err(|e| {
+            apply::note_in_log(failed.log, &format!("the revert failed: {}", one_line(e)));
+        })
+        .inspect(|()| {
+            apply::note_in_log(failed.log, &format!("reverted to {}", short(applied)));
+        })
 }
 
 /// Create this apply's log file, new (O_EXCL, O_NOFOLLOW): a file or link already there under

@@ -13,6 +13,9 @@ pub enum Action {
     Apply { attempt: u32, reason: Reason },
     /// The tip does not descend from the applied commit and rewinds are not allowed.
     Refuse,
+    /// The tip is the commit `--on-failure revert` took the machine back from: nothing runs
+    /// until the branch moves or `--retry-reverted` has passed.
+    HeldBack,
 }
 
 /// Why the entry point runs, for the journal.
@@ -25,11 +28,25 @@ pub enum Reason {
     Rewind,
 }
 
-/// The decision of the pass, from the facts alone. `pending` is the commit that failed last.
+impl Reason {
+    /// GITOPS_REASON, as the entry point sees it: apply, retry or always (revert is the
+    /// revert's own).
+    pub fn as_env(self) -> &'static str {
+        match self {
+            Reason::FirstApply | Reason::NewCommit | Reason::Rewind => "apply",
+            Reason::Retry => "retry",
+            Reason::Always => "always",
+        }
+    }
+}
+
+/// The decision of the pass, from the facts alone. `pending` is the commit that failed last;
+/// `held` says it is a reverted commit still held back (see `health::held_back`).
 pub fn decide(
     relation: Relation,
     tip: &str,
     pending: Option<&Pending>,
+    held: bool,
     apply: ApplyPolicy,
     allow_rewind: bool,
 ) -> Action {
@@ -37,6 +54,11 @@ pub fn decide(
         Some(p) if p.commit == tip => p.attempts.saturating_add(1),
         _ => 1,
     };
+    // A rewind is refused whatever was reverted: the refusal is about the branch, not the commit.
+    let refused = relation == Relation::Diverged && !allow_rewind;
+    if held && attempt > 1 && relation != Relation::Same && !refused {
+        return Action::HeldBack;
+    }
     let retry_or = |reason| if attempt > 1 { Reason::Retry } else { reason };
     match relation {
         Relation::Same if apply == ApplyPolicy::Always => Action::Apply {
@@ -115,6 +137,7 @@ mod tests {
             last_error: "x".into(),
             log: None,
             subject: None,
+            ..Default::default()
         })
     }
 
@@ -122,7 +145,7 @@ mod tests {
     fn decision_table() {
         #[rustfmt::skip]
         let table: &[(Relation, Option<Pending>, ApplyPolicy, bool, Action)] = &[
-            // relation  pending           policy    rewind  action
+            // relation  pending           policy    rewind  action (the commit not held back)
             (Same,       None,             OnChange, false, UpToDate),
             (Same,       pending(OTHER, 3), OnChange, false, UpToDate),
             (Same,       None,             Always,   false, Apply { attempt: 1, reason: Reason::Always }),
@@ -139,7 +162,33 @@ mod tests {
             (Diverged,   pending(TIP, 1),  OnChange, true,  Apply { attempt: 2, reason: Reason::Retry }),
         ];
         for (relation, pending, policy, rewind, expected) in table {
-            let got = decide(*relation, TIP, pending.as_ref(), *policy, *rewind);
+            let got = decide(*relation, TIP, pending.as_ref(), false, *policy, *rewind);
+            assert_eq!(
+                got, *expected,
+                "{relation:?} {pending:?} {policy:?} rewind={rewind}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_back_commit_runs_nothing_until_the_branch_moves() {
+        #[rustfmt::skip]
+        let table: &[(Relation, Option<Pending>, ApplyPolicy, bool, Action)] = &[
+            // relation  pending           policy    rewind  action (the pending commit held back)
+            (Descends,   pending(TIP, 1),  OnChange, false, HeldBack),
+            (Fresh,      pending(TIP, 2),  OnChange, false, HeldBack),
+            (Descends,   pending(TIP, 1),  Always,   false, HeldBack),
+            (Diverged,   pending(TIP, 1),  OnChange, true,  HeldBack),
+            // the branch moved on: the new tip is applied
+            (Descends,   pending(OTHER, 1), OnChange, false, Apply { attempt: 1, reason: Reason::NewCommit }),
+            // back at the applied commit (the bad one was force-pushed away): nothing to do
+            (Same,       pending(TIP, 1),  OnChange, false, UpToDate),
+            (Same,       pending(TIP, 1),  Always,   false, Apply { attempt: 2, reason: Reason::Always }),
+            // a rewind is refused, held back or not
+            (Diverged,   pending(TIP, 1),  OnChange, false, Refuse),
+        ];
+        for (relation, pending, policy, rewind, expected) in table {
+            let got = decide(*relation, TIP, pending.as_ref(), true, *policy, *rewind);
             assert_eq!(
                 got, *expected,
                 "{relation:?} {pending:?} {policy:?} rewind={rewind}"

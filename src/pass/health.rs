@@ -5,8 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use super::apply::{self, Role};
+use super::state::{Outcome, Pending};
 use crate::config::parse_duration;
 
 /// Where a commit keeps its health check when no --health-check names one.
@@ -125,6 +128,47 @@ pub fn check(
     }))
 }
 
+/// The commit to go back to after `tip` failed, if the pass is to revert at all: only with
+/// `--on-failure revert`, only once the failed commit reached the machine (the link was
+/// switched to it), only to another commit that applied before, and never once the pass was
+/// told to stop (systemd is stopping it: a revert would start a new program).
+pub fn revert_to<'a>(
+    policy: OnFailure,
+    switched: bool,
+    applied: Option<&'a str>,
+    tip: &str,
+    stopped: bool,
+) -> Option<&'a str> {
+    match policy {
+        OnFailure::Revert if switched && !stopped => applied.filter(|a| *a != tip),
+        _ => None,
+    }
+}
+
+/// Whether the pending commit was reverted and is still held back at `now`: with
+/// `--retry-reverted never`, until the branch moves; else until that long after the revert. A
+/// revert time that cannot be read, or lies ahead (a clock set back), lets it be tried again:
+/// a record must not hold a machine back forever.
+pub fn held_back(pending: Option<&Pending>, retry: RetryReverted, now: OffsetDateTime) -> bool {
+    let Some(pending) = pending else {
+        return false;
+    };
+    if !matches!(
+        pending.outcome,
+        Some(Outcome::Reverted | Outcome::RevertFailed)
+    ) {
+        return false;
+    }
+    match retry {
+        RetryReverted::Never => true,
+        RetryReverted::After(wait) => pending
+            .reverted_at
+            .as_deref()
+            .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+            .is_some_and(|at| at <= now && now < at + wait),
+    }
+}
+
 /// Wait, in slices so that a SIGTERM ends the wait at once. False when a signal came.
 fn pause(total: Duration) -> bool {
     let until = std::time::Instant::now() + total;
@@ -137,5 +181,84 @@ fn pause(total: Duration) -> bool {
             return true;
         }
         std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OnFailure::{Revert, Stay};
+
+    const TIP: &str = "1111111111111111111111111111111111111111";
+    const APPLIED: &str = "2222222222222222222222222222222222222222";
+
+    #[test]
+    fn a_failed_commit_is_reverted_only_when_it_reached_the_machine_and_there_is_a_commit_to_go_back_to(
+    ) {
+        #[rustfmt::skip]
+        let table: &[(OnFailure, bool, Option<&str>, bool, Option<&str>)] = &[
+            // policy switched applied        stopped  revert to
+            (Revert, true,  Some(APPLIED),   false,   Some(APPLIED)),
+            (Stay,   true,  Some(APPLIED),   false,   None),
+            (Revert, false, Some(APPLIED),   false,   None), // the tree was never linked
+            (Revert, true,  None,            false,   None), // the first apply: nothing before it
+            (Revert, true,  Some(TIP),       false,   None), // --apply always on the applied commit
+            (Revert, true,  Some(APPLIED),   true,    None), // SIGTERM: stop, start nothing
+        ];
+        for (policy, switched, applied, stopped, want) in table {
+            assert_eq!(
+                revert_to(*policy, *switched, *applied, TIP, *stopped),
+                *want,
+                "{policy:?} switched={switched} {applied:?} stopped={stopped}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reverted_commit_is_held_back_until_retry_reverted_has_passed() {
+        let now = time::macros::datetime!(2026-12-03 12:00 UTC);
+        let pending = |outcome, at: Option<&str>| Pending {
+            commit: TIP.into(),
+            attempts: 1,
+            outcome,
+            reverted_at: at.map(String::from),
+            ..Default::default()
+        };
+        let hour = RetryReverted::After(Duration::from_secs(3600));
+        let reverted = Some(Outcome::Reverted);
+        #[rustfmt::skip]
+        let table: &[(Option<Outcome>, Option<&str>, RetryReverted, bool)] = &[
+            // pending outcome          reverted at               retry                  held
+            (None,                      None,                     RetryReverted::Never,  false), // a plain failure is retried
+            (reverted,                  Some("2026-12-03T11:00:00Z"), RetryReverted::Never, true),
+            (Some(Outcome::RevertFailed), Some("2026-12-01T11:00:00Z"), RetryReverted::Never, true),
+            (reverted,                  Some("2026-12-03T11:30:00Z"), hour,              true),
+            (reverted,                  Some("2026-12-03T11:00:00Z"), hour,              false), // exactly an hour
+            (reverted,                  Some("2026-12-03T13:00:00Z"), hour,              false), // clock set back
+            (reverted,                  Some("yesterday"),        hour,                  false),
+            (reverted,                  None,                     hour,                  false),
+            (reverted,                  None,                     RetryReverted::Never,  true),
+        ];
+        for (outcome, at, retry, want) in table {
+            let p = pending(*outcome, *at);
+            assert_eq!(
+                held_back(Some(&p), *retry, now),
+                *want,
+                "{outcome:?} {at:?} {retry:?}"
+            );
+        }
+        assert!(!held_back(None, RetryReverted::Never, now));
+    }
+
+    #[test]
+    fn retry_reverted_takes_a_duration_or_never() {
+        assert_eq!(parse_retry_reverted("never"), Ok(RetryReverted::Never));
+        assert_eq!(
+            parse_retry_reverted("2h"),
+            Ok(RetryReverted::After(Duration::from_secs(7200)))
+        );
+        assert!(parse_retry_reverted("soon")
+            .unwrap_err()
+            .ends_with("or never"));
     }
 }

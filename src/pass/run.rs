@@ -8,11 +8,12 @@ use time::OffsetDateTime;
 
 use super::apply;
 use super::commit::{
-    apply_commit, create_log, heal_store, repair_checkout, Target, APPLIED_TREE_WRITE_FAILED,
-    TREE_WRITE_FAILED,
+    apply_commit, create_log, heal_store, repair_checkout, revert, Target,
+    APPLIED_TREE_WRITE_FAILED, TREE_WRITE_FAILED,
 };
 use super::decide::{decide, Action, Reason};
 use super::guard;
+use super::health;
 use super::lock::Held;
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
@@ -398,10 +399,16 @@ fn pass(
         git::open_store(&layout.repo(), settings).map_err(|e| (Outcome::FetchFailed, e))
     };
     let short = tip.get(..12).unwrap_or(&tip);
+    let held = health::held_back(
+        state.pending.as_ref(),
+        settings.health.retry_reverted,
+        now(),
+    );
     let action = decide(
         relation,
         &tip,
         state.pending.as_ref(),
+        held,
         settings.apply,
         settings.allow_rewind,
     );
@@ -439,6 +446,30 @@ fn pass(
                 }
             }
             Ok(Outcome::UpToDate)
+        }
+        Action::HeldBack => {
+            // decide() holds back only the pending commit.
+            let pending = state.pending.clone().unwrap_or_default();
+            let outcome = pending.outcome.unwrap_or(Outcome::Reverted);
+            let at = pending.reverted_at.as_deref().unwrap_or("an earlier pass");
+            let applied = state.applied.as_ref().map(|a| a.commit.clone());
+            let back = applied.as_deref().map_or("", |a| a.get(..12).unwrap_or(a));
+            let why = match outcome {
+                Outcome::RevertFailed => format!(
+                    "{short} failed and reverting to {back} failed too (at {at}); nothing runs until the branch moves: repair the machine, then push a fix"
+                ),
+                _ => format!(
+                    "{short} failed and was reverted to {back} at {at}; it is held back until the branch moves: push a fix (or pass --retry-reverted to try it again)"
+                ),
+            };
+            say!("gitops: {why}");
+            // The applied tree stays linked, as on a pass with nothing new.
+            if let Some(applied) = &applied {
+                if let Err(e) = repair_checkout(settings, layout, applied, entry_umask) {
+                    say!("gitops: warning: {}", one_line(&e));
+                }
+            }
+            Err((outcome, fail(Exit::ApplyFailed, why)))
         }
         Action::Refuse => {
             let applied = applied_id.map(|a| a.to_string()).unwrap_or_default();
@@ -497,19 +528,33 @@ fn pass(
                 .or_exit(Exit::ApplyFailed, || {
                     format!("could not start applying {short}")
                 });
+            let previous = state
+                .applied
+                .as_ref()
+                .map(|a| a.commit.clone())
+                .unwrap_or_default();
             let mut healed = None;
+            let mut switched = false;
             let (log, result) = match prepared {
                 Ok(log) => {
                     let target = Target {
                         commit: &tip,
+                        previous: &previous,
+                        reason: reason.as_env(),
                         branch: &fetched.branch,
                         log: &log,
                         umask: entry_umask,
                         lock_fd,
                     };
                     let mut apply_ms = None;
-                    let mut result =
-                        apply_commit(settings, layout, state, repo, &target, &mut apply_ms);
+                    let mut result = apply_commit(
+                        settings,
+                        layout,
+                        repo,
+                        &target,
+                        &mut apply_ms,
+                        &mut switched,
+                    );
                     // A tree the store could not give whole: when the store is damaged, it is
                     // fetched again and the tree written from the fresh one, in this pass. The
                     // entry point has not run: the write comes before it.
@@ -522,19 +567,35 @@ fn pass(
                             result = apply_commit(
                                 settings,
                                 layout,
-                                state,
                                 again,
                                 &target,
                                 &mut apply_ms,
+                                &mut switched,
                             );
                         }
                     }
                     if apply_ms.is_some() {
                         state.last_apply_ms = apply_ms;
                     }
+                    // --on-failure revert: back to the applied commit, in this pass, once.
+                    let back = health::revert_to(
+                        settings.health.on_failure,
+                        switched,
+                        state.applied.as_ref().map(|a| a.commit.as_str()),
+                        &tip,
+                        crate::signals::received().is_some(),
+                    );
+                    let result = match (result, back) {
+                        (Err(e), Some(back)) => {
+                            let repo = healed.as_ref().unwrap_or(repo);
+                            let reverted = revert(settings, layout, repo, back, &target, &e);
+                            Err((e, Some(reverted)))
+                        }
+                        (result, _) => result.map_err(|e| (e, None)),
+                    };
                     (Some(log), result)
                 }
-                Err(e) => (None, Err(e)),
+                Err(e) => (None, Err((e, None))),
             };
             let repo = healed.as_ref().unwrap_or(repo);
             // The applied commit's log stays, however many failed retries came after it.
@@ -545,13 +606,14 @@ fn pass(
             let log_shown = log
                 .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0))
                 .map(|l| l.display().to_string());
-            match result {
+            let subject = git::subject(repo, fetched.tip).map(|s| shown(&s));
+            let (e, reverted) = match result {
                 Ok(()) => {
                     state.applied = Some(Applied {
                         commit: tip.clone(),
                         applied_at: rfc3339(now()),
                         log: log_shown,
-                        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
+                        subject,
                         committed_at: tip_committed_at
                             .or_else(|| committed_at_of(repo, fetched.tip)),
                         signer,
@@ -563,34 +625,56 @@ fn pass(
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
                         say!("gitops: warning: {}", one_line(&e));
                     }
-                    Ok(Outcome::Applied)
+                    return Ok(Outcome::Applied);
                 }
-                Err(e) => {
-                    state.pending = Some(Pending {
-                        commit: tip.clone(),
-                        attempts: attempt,
-                        last_error: one_line(&e),
-                        log: log_shown,
-                        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
-                    });
-                    let applied = state
-                        .applied
-                        .as_ref()
-                        .map(|a| a.commit.clone())
-                        .unwrap_or_default();
-                    // Whatever the link points at stays too: a failure before the switch must
-                    // not leave it dangling.
-                    let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
-                    if let Err(e) = checkout::prune(&layout.trees(), &[&applied, &tip, &linked]) {
-                        say!("gitops: warning: {}", one_line(&e));
-                    }
+                Err(failed) => failed,
+            };
+            let back = previous.get(..12).unwrap_or(&previous);
+            let (outcome, e) = match reverted {
+                None => {
                     let outcome = match crate::exit::code_of(&e) {
                         Exit::Usage => Outcome::ConfigError,
                         _ => Outcome::ApplyFailed,
                     };
-                    Err((outcome, e))
+                    (outcome, e)
                 }
+                Some(Ok(())) => {
+                    say!("gitops: reverted to {back}; {short} is held back until the branch moves");
+                    let e = e.context(crate::exit::Coded::new(
+                        Exit::ApplyFailed,
+                        format!("{short} failed and was reverted to {back} (held back until the branch moves)"),
+                    ));
+                    (Outcome::Reverted, e)
+                }
+                Some(Err(again)) => {
+                    let e = fail(
+                        Exit::ApplyFailed,
+                        format!(
+                            "{short} failed and reverting to {back} failed too: {}; nothing more runs until the branch moves: repair the machine, then push a fix (the first failure: {})",
+                            one_line(&again),
+                            one_line(&e)
+                        ),
+                    );
+                    (Outcome::RevertFailed, e)
+                }
+            };
+            let was_reverted = matches!(outcome, Outcome::Reverted | Outcome::RevertFailed);
+            state.pending = Some(Pending {
+                commit: tip.clone(),
+                attempts: attempt,
+                last_error: one_line(&e),
+                log: log_shown,
+                subject,
+                outcome: was_reverted.then_some(outcome),
+                reverted_at: was_reverted.then(|| rfc3339(now())),
+            });
+            // Whatever the link points at stays too: a failure before the switch must not
+            // leave it dangling.
+            let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
+            if let Err(e) = checkout::prune(&layout.trees(), &[&previous, &tip, &linked]) {
+                say!("gitops: warning: {}", one_line(&e));
             }
+            Err((outcome, e))
         }
     }
 }
@@ -677,6 +761,7 @@ fn take_unfinished(state: &mut State) -> bool {
         subject: previous.and_then(|p| p.subject),
         commit: unfinished.commit,
         last_error: error,
+        ..Default::default()
     });
     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
     true

@@ -147,8 +147,8 @@ pub struct LastPass {
 }
 
 /// A commit that was tried and failed; it is retried on every pass until it applies or the
-/// branch moves on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// branch moves on, unless it was reverted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     pub commit: String,
     pub attempts: u32,
@@ -157,6 +157,13 @@ pub struct Pending {
     pub log: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// `reverted` or `revert-failed` when `--on-failure revert` took the machine back from this
+    /// commit: it is then held back until the branch moves (or `--retry-reverted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// When it was reverted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<String>,
 }
 
 /// The outcome names of DESIGN.md.

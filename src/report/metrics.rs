@@ -459,6 +459,7 @@ mod tests {
                 last_error: "x".into(),
                 log: None,
                 subject: None,
+                ..Default::default()
             }),
             consecutive_failures: 3,
             passes_total: [("applied".to_string(), 4), ("apply-failed".to_string(), 3)]

@@ -344,6 +344,7 @@ mod tests {
                 last_error: "it broke".into(),
                 log: Some("/s/logs/x.log".into()),
                 subject: Some("second".into()),
+                ..Default::default()
             }),
             consecutive_failures: failures,
             notify: told.map(|(key, at)| NotifyRecord {

@@ -304,6 +304,7 @@ mod tests {
                 last_error: "run.sh exited with status 3".into(),
                 log: Some("/var/lib/gitops/logs/x.log".into()),
                 subject: Some("Break the motd".into()),
+                ..Default::default()
             }),
             consecutive_failures: 2,
             in_progress: None,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
-use crate::pass::state::State;
+use crate::pass::state::{Outcome, State};
 
 /// What status sees beside state.json: the timer's next run and the outbox.
 #[derive(Debug, Default)]
@@ -185,6 +185,21 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
         out.push(Line::new("pending", Tone::Pending, text));
         if let Some(log) = &p.log {
             out.push(Line::new("  log", Tone::Plain, log.clone()));
+        }
+        let when = p.reverted_at.as_deref().map(|at| age(at, now));
+        let when = when.as_deref().unwrap_or("?");
+        match p.outcome {
+            Some(Outcome::Reverted) => out.push(Line::new(
+                "  reverted",
+                Tone::Pending,
+                format!("{when}, to the applied commit; held back until the branch moves"),
+            )),
+            Some(Outcome::RevertFailed) => out.push(Line::new(
+                "  revert failed",
+                Tone::Bad,
+                format!("{when}; nothing runs until the branch moves: repair the machine"),
+            )),
+            _ => {}
         }
     }
     if state.consecutive_failures > 0 {
