@@ -462,7 +462,6 @@ fn pass(
                     "{short} failed and was reverted to {back} at {at}; it is held back until the branch moves: push a fix (or pass --retry-reverted to try it again)"
                 ),
             };
-            say!("gitops: {why}");
             // The applied tree stays linked, as on a pass with nothing new.
             if let Some(applied) = &applied {
                 if let Err(e) = repair_checkout(settings, layout, applied, entry_umask) {
