@@ -81,7 +81,8 @@ fn a_commit_whose_health_check_fails_is_reverted_and_held_back_until_a_fix() {
     assert!(state["pending"]["reverted_at"].is_string(), "{state}");
     // The revert is in the failed apply's log, after the failure.
     let logs = m.logs();
-    let log = std::fs::read_to_string(m.state.join("logs").join(logs.last().unwrap())).unwrap();
+    let bad_log = logs.iter().find(|l| l.contains(&bad)).unwrap();
+    let log = std::fs::read_to_string(m.state.join("logs").join(bad_log)).unwrap();
     let (failed_at, reverted_at) = (
         log.find("unhealthy").unwrap(),
         log.find("reverted to").unwrap(),
