@@ -320,17 +320,17 @@ fn state_dir_without_env_file(
 /// it, so the tests reach an expiry (--max-suspend's 24h) without waiting for it; a release
 /// build never reads the variable.
 fn clock() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
     #[cfg(debug_assertions)]
     if let Some(offset) = std::env::var("GITOPS_TEST_CLOCK_OFFSET")
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
     {
+        let now = OffsetDateTime::now_utc();
         return now
             .checked_add(time::Duration::seconds(offset))
             .unwrap_or(now);
     }
-    now
+    OffsetDateTime::now_utc()
 }
 
 fn run() -> anyhow::Result<Exit> {

@@ -567,3 +567,36 @@ fn suspend_options_that_make_no_sense_are_usage_errors() {
         status.stdout
     );
 }
+
+#[test]
+fn suspend_and_resume_take_their_own_options_and_the_pass_s_state_lock_and_notifications() {
+    let m = Machine::new();
+    let options = |sub: &str| -> Vec<String> {
+        let help = m.run(&[sub, "--help"]).expect(0).stdout;
+        help.lines()
+            .filter(|l| l.trim_start().starts_with("--"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let shared = [
+        "--config",
+        "--state-dir",
+        "--lock-timeout",
+        "--notify-url",
+        "--notify-url-file",
+        "--notify-format",
+        "--notify-secret-file",
+    ];
+    let suspend = options("suspend");
+    for option in shared.iter().chain(&["--for", "--reason", "--max-suspend"]) {
+        assert!(suspend.iter().any(|o| o == option), "{option}: {suspend:?}");
+    }
+    let resume = options("resume");
+    for option in shared {
+        assert!(resume.iter().any(|o| o == option), "{option}: {resume:?}");
+    }
+    assert!(
+        !resume.iter().any(|o| o == "--for" || o == "--repo-url"),
+        "{resume:?}"
+    );
+}
