@@ -70,6 +70,11 @@ enum Command {
     /// The reboot the applied commit requests (.gitops/reboot), or --at TIME: print the plan
     /// and its reason; without --dry-run, carry it out (once per request, never in a loop)
     RebootPlan(reboot::act::Args),
+    /// Hold applies back for --for (default --max-suspend) or until gitops resume: passes still
+    /// fetch and report what they would apply, and run nothing from the repository
+    Suspend(pass::suspend::SuspendArgs),
+    /// End a suspension now: the next pass applies what was held back (exits 0 when none was)
+    Resume(pass::suspend::ResumeArgs),
     /// Serve a forge's webhook on the socket systemd passes in (gitops-trigger.socket): an
     /// authenticated push starts a pass, and nothing else; exits when idle
     Trigger(trigger::options::Args),
@@ -311,6 +316,23 @@ fn state_dir_without_env_file(
     .then(|| options.state.state_dir.clone())
 }
 
+/// The time every command goes by. Test builds only: `GITOPS_TEST_CLOCK_OFFSET=<seconds>` moves
+/// it, so the tests reach an expiry (--max-suspend's 24h) without waiting for it; a release
+/// build never reads the variable.
+fn clock() -> OffsetDateTime {
+    #[cfg(debug_assertions)]
+    if let Some(offset) = std::env::var("GITOPS_TEST_CLOCK_OFFSET")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        let now = OffsetDateTime::now_utc();
+        return now
+            .checked_add(time::Duration::seconds(offset))
+            .unwrap_or(now);
+    }
+    OffsetDateTime::now_utc()
+}
+
 fn run() -> anyhow::Result<Exit> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     config::forget_empty_variables();
@@ -359,7 +381,7 @@ fn run() -> anyhow::Result<Exit> {
             }
         }
     };
-    let now = OffsetDateTime::now_utc;
+    let now = clock;
     match cli.command {
         Command::Sync(options) => {
             let settings = Settings::for_sync(&options).inspect_err(|e| {
@@ -380,6 +402,8 @@ fn run() -> anyhow::Result<Exit> {
         Command::Status(status) => report::status::run(&status.state.state_dir, &status, now()),
         Command::Notify(args) => report::notify::test::run(&args, now()),
         Command::RebootPlan(args) => reboot::act::run(&args, now()),
+        Command::Suspend(args) => pass::suspend::suspend(&args, now()),
+        Command::Resume(args) => pass::suspend::resume(&args, now()),
         Command::Trigger(args) => trigger::run(&args),
         Command::InstallUnits {
             options: _,

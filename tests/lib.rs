@@ -35,6 +35,7 @@ mod status_report;
 mod status_truth;
 mod store_heal;
 mod store_packs;
+mod suspend;
 mod sync_pass;
 mod transport_trust;
 mod transports;

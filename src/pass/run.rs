@@ -159,7 +159,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     // The metrics from what was just recorded and delivered, still under the lock so that the
     // last pass's file is the one left; a failure to write them is a warning, never the pass's
     // outcome.
-    crate::report::metrics::after_pass(settings, &layout, &state);
+    crate::report::metrics::after_pass(settings, &layout, &state, now());
     // Released here, not only when the descriptor closes: a daemon the entry point left
     // running holds a copy of it and must not keep later passes out.
     drop(lock);
@@ -412,6 +412,9 @@ fn pass(
         settings.apply,
         settings.allow_rewind,
     );
+    if super::suspend::holds_back(settings, layout, state, &action, &tip, now()) {
+        return Ok(Outcome::Suspended);
+    }
     match action {
         Action::UpToDate => {
             state.pending = None;

@@ -177,6 +177,30 @@ pub fn render(state: &State, outbox_events: usize, trigger: Option<&Stats>) -> S
     out.0
 }
 
+/// The suspension's families, from its own record (`gitops suspend` writes it, not a pass):
+/// whether applies are held back now, and until when. A record that cannot be read holds
+/// nothing back (the next pass removes it), so it counts as none.
+pub fn render_suspension(layout: &Layout, now: OffsetDateTime) -> String {
+    let active = crate::pass::suspend::read(layout)
+        .ok()
+        .flatten()
+        .filter(|s| s.active_at(now));
+    let mut out = Families::default();
+    out.gauge(
+        "gitops_suspended",
+        "1 while gitops suspend holds applies back (passes fetch and run nothing), 0 otherwise.",
+        &[(&[], u8::from(active.is_some()).to_string())],
+    );
+    if let Some(until) = active.and_then(|s| s.ends()) {
+        out.gauge(
+            "gitops_suspended_until_timestamp_seconds",
+            "When the suspension ends by itself, in seconds since the epoch.",
+            &[(&[], until.unix_timestamp().to_string())],
+        );
+    }
+    out.0
+}
+
 /// The trigger's counters, when it has run on this machine. `refused` lists every reason,
 /// 0 included, so a rate over it never starts from a missing series.
 fn trigger_families(out: &mut Families, trigger: &Stats) {
@@ -321,16 +345,17 @@ fn seconds(ms: u64) -> String {
 
 /// Write the metrics after a pass, when `--metrics-dir` asks for them. A failure is said as a
 /// warning: monitoring that cannot be written must not turn a good pass into a failed one.
-pub fn after_pass(settings: &Settings, layout: &Layout, state: &State) {
+pub fn after_pass(settings: &Settings, layout: &Layout, state: &State, now: OffsetDateTime) {
     let Some(dir) = &settings.metrics_dir else {
         return;
     };
     let trigger = crate::trigger::record::read_for_report(&settings.trigger_state_dir);
-    let text = render(
+    let mut text = render(
         state,
         crate::report::notify::outbox::len(layout),
         trigger.as_ref(),
     );
+    text.push_str(&render_suspension(layout, now));
     if let Err(e) = write(dir, &text) {
         say!(
             "gitops: warning: {}; the pass itself is recorded (make --metrics-dir writable by gitops)",

@@ -129,6 +129,65 @@ pub fn queue_event(
     Ok(())
 }
 
+/// Queue an event that is no pass's outcome: a suspension begun or ended (by `gitops suspend`,
+/// `gitops resume`, or the pass that found it expired) or a commit it holds back. Its outcome
+/// is its kind, `commit` (with its subject) what it is about, `why` said as its error.
+/// `notifier` None: the options did not resolve, and the event is queued only where
+/// notifications were on before (the outbox exists), for the first pass that can send it.
+pub fn queue_news(
+    layout: &Layout,
+    notifier: Option<&Notifier>,
+    state: &mut State,
+    kind: event::Kind,
+    why: &str,
+    commit: Option<(&str, Option<&str>)>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let on = match notifier {
+        Some(notifier) => !notifier.is_empty(),
+        None => outbox::dir(layout).is_dir(),
+    };
+    if !on {
+        return Ok(());
+    }
+    let at = rfc3339(now);
+    let applied = state.applied.as_ref().map(|a| a.commit.clone());
+    let built = event::Event {
+        version: 1,
+        id: event_id()?,
+        event: kind,
+        reminder: false,
+        host: host(),
+        machine_id: machine_id(),
+        outcome: kind.as_str().to_string(),
+        repo_url: state.repo_url.clone(),
+        branch: state.branch.clone(),
+        commit: commit.map(|(c, _)| c.to_string()),
+        subject: commit.and_then(|(_, s)| s.map(crate::pass::run::shown)),
+        previous_commit: applied.filter(|a| Some(a.as_str()) != commit.map(|(c, _)| c)),
+        attempt: None,
+        started_at: at.clone(),
+        finished_at: at.clone(),
+        duration_seconds: 0.0,
+        exit_code: 0,
+        error: Some(crate::pass::run::shown(why)),
+        log_tail: None,
+    };
+    let record = state.notify.get_or_insert_with(NotifyRecord::default);
+    bound(layout, record, now);
+    outbox::queue(
+        layout,
+        &Queued {
+            queued_at: at,
+            log: None,
+            done: Vec::new(),
+            event: built,
+        },
+        OffsetDateTime::now_utc(),
+    )?;
+    Ok(())
+}
+
 /// Drop what the outbox's bound says must go, counted and said.
 fn bound(layout: &Layout, record: &mut NotifyRecord, now: OffsetDateTime) {
     let (entries, strangers) = outbox::list(layout);

@@ -12,6 +12,7 @@ use crate::pass::state::{self, Layout, State};
 
 mod log;
 mod render;
+mod suspended;
 mod timer;
 
 use log::print_log;
@@ -71,17 +72,18 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
         )
     })?;
     let running = Lock::found(&layout, recorded.as_ref());
+    let suspension: suspended::Found =
+        crate::pass::suspend::read(&layout).map_err(|e| crate::pass::one_line(&e));
     let outbox_events = crate::report::notify::outbox::len(&layout);
     let trigger = crate::trigger::record::read_for_report(&args.trigger.trigger_state_dir);
     let colour = colour_wanted();
     let Some(state) = recorded else {
         if args.json {
-            out!("{}", serde_json::to_string_pretty(&State::default())?);
+            out!("{}", json(&State::default(), &suspension, now)?);
         } else if args.prometheus {
-            print_raw(
-                crate::report::metrics::render(&State::default(), outbox_events, trigger.as_ref())
-                    .as_bytes(),
-            );
+            let text =
+                crate::report::metrics::render(&State::default(), outbox_events, trigger.as_ref());
+            print_raw((text + &crate::report::metrics::render_suspension(&layout, now)).as_bytes());
         } else {
             out!(
                 "no pass has run yet: gitops sync has recorded nothing in {} (is --state-dir the one gitops.service uses?)",
@@ -92,6 +94,10 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
                 .into_iter()
                 .map(|reason| Line::new("unhealthy", Tone::Bad, reason))
                 .collect();
+            let lines: Vec<Line> = suspended::lines(&suspension, now)
+                .into_iter()
+                .chain(lines)
+                .collect();
             if !lines.is_empty() {
                 out!("{}", format_lines(&lines, colour).trim_end());
             }
@@ -100,11 +106,10 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
     };
     let (healthy, reasons) = health(&state, &running, &blocked, now, args.max_age);
     if args.json {
-        out!("{}", serde_json::to_string_pretty(&state)?);
+        out!("{}", json(&state, &suspension, now)?);
     } else if args.prometheus {
-        print_raw(
-            crate::report::metrics::render(&state, outbox_events, trigger.as_ref()).as_bytes(),
-        );
+        let text = crate::report::metrics::render(&state, outbox_events, trigger.as_ref());
+        print_raw((text + &crate::report::metrics::render_suspension(&layout, now)).as_bytes());
     } else {
         let seen = Seen {
             next_pass: systemctl_program(args.systemctl.as_deref())
@@ -113,7 +118,9 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
             outbox_events,
             trigger,
         };
-        let mut lines = summary(&state, running == Lock::Pass, now, &seen);
+        // The suspension first: it explains the lines below it.
+        let mut lines = suspended::lines(&suspension, now);
+        lines.extend(summary(&state, running == Lock::Pass, now, &seen));
         lines.extend(
             reasons
                 .into_iter()
@@ -122,6 +129,17 @@ pub fn run(state_dir: &Path, args: &Args, now: OffsetDateTime) -> Result<Exit> {
         out!("{}", format_lines(&lines, colour).trim_end());
     }
     Ok(if healthy { Exit::Ok } else { Exit::ApplyFailed })
+}
+
+/// state.json as it is, with the suspension beside its fields when there is one.
+fn json(state: &State, suspension: &suspended::Found, now: OffsetDateTime) -> Result<String> {
+    let mut value = serde_json::to_value(state)?;
+    if let (Some(object), Some(suspension)) =
+        (value.as_object_mut(), suspended::json(suspension, now))
+    {
+        object.insert("suspension".into(), suspension);
+    }
+    Ok(serde_json::to_string_pretty(&value)?)
 }
 
 /// Bytes to stdout as they are, a reader that went away ignored (`gitops status --log | head`).
