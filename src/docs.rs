@@ -157,6 +157,7 @@ fn facts() -> clap_mangen::roff::Roff {
         ("3", "fetch failed (network, authentication, missing repository or branch, timeout)"),
         ("4", "refused: the remote no longer descends from the applied commit"),
         ("5", "refused: the commit is not signed by a trusted key"),
+        ("10", "gitops plan only: the next sync would run the entry point"),
         ("70", "internal error"),
         ("75", "another pass holds the lock"),
     ] {

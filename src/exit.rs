@@ -22,6 +22,8 @@ pub enum Exit {
     Internal,
     /// Another pass holds the lock.
     Locked,
+    /// `gitops plan` only: the next pass would run the entry point.
+    WouldApply,
 }
 
 impl From<Exit> for i32 {
@@ -35,6 +37,7 @@ impl From<Exit> for i32 {
             Exit::Untrusted => 5,
             Exit::Internal => 70,
             Exit::Locked => 75,
+            Exit::WouldApply => 10,
         }
     }
 }
@@ -107,6 +110,7 @@ mod tests {
             (Exit::Untrusted, 5),
             (Exit::Internal, 70),
             (Exit::Locked, 75),
+            (Exit::WouldApply, 10),
         ];
         for (code, number) in table {
             assert_eq!(i32::from(code), number, "{code:?}");

@@ -61,6 +61,9 @@ struct Cli {
 enum Command {
     /// One fetch–compare–apply pass, then exit (what gitops.service runs)
     Sync(Options),
+    /// What the next sync would do, doing nothing: the commits, files and entry point diff,
+    /// the signature, health, suspension and reboot verdicts; exits 10 if it would apply
+    Plan(pass::plan::Args),
     /// What is applied, how the last pass ended, what is pending; exits 1 if the last pass failed,
     /// a pass died while applying, or none ran within --max-age
     Status(report::status::Args),
@@ -399,6 +402,7 @@ fn run() -> anyhow::Result<Exit> {
             pass::run(&settings, &now)?;
             Ok(Exit::Ok)
         }
+        Command::Plan(args) => pass::plan::run(&args, &now),
         Command::Status(status) => report::status::run(&status.state.state_dir, &status, now()),
         Command::Notify(args) => report::notify::test::run(&args, now()),
         Command::RebootPlan(args) => reboot::act::run(&args, now()),

@@ -26,6 +26,7 @@ mod notify;
 mod notify_pass;
 mod orphans;
 mod pass_guards;
+mod plan;
 mod reboot;
 mod records;
 mod revert;

@@ -29,7 +29,7 @@ fn man_pages_and_completions_cover_every_subcommand() {
     ] {
         assert!(main.contains(section), "gitops.1 lacks {section}");
     }
-    for sub in ["sync", "status", "reboot-plan", "install-units"] {
+    for sub in ["sync", "plan", "status", "reboot-plan", "install-units"] {
         let page = std::fs::read_to_string(man.join(format!("gitops-{sub}.1")))
             .unwrap_or_else(|e| panic!("gitops-{sub}.1: {e}"));
         let name = format!("gitops\\-{}", sub.replace('-', "\\-"));

@@ -121,67 +121,169 @@ impl Layout {
     /// Take the pass lock, waiting up to `timeout` for a running pass to finish.
     /// Also says whether it had to wait: what was checked before may have changed meanwhile.
     pub fn lock(&self, timeout: Duration) -> Result<(Flock<File>, bool)> {
-        let path = self.lock_file();
-        let mut file = self.open_lock()?;
+        let file = self.open_lock()?;
+        wait_for(
+            &self.lock_file(),
+            file,
+            Taker::Pass,
+            FlockArg::LockExclusiveNonblock,
+            Instant::now() + timeout,
+            timeout,
+        )
+    }
+
+    /// The read lock of `gitops plan`: no pass runs while it is held, and no other plan.
+    ///
+    /// The pass lock is taken shared, so a pass (which takes it exclusive) waits for the plan
+    /// and a plan waits for a running pass, while `gitops status` still sees no pass running.
+    /// Plans among themselves are serialised by an exclusive lock on the state directory
+    /// itself (no file is created for it): a plan fetches into `repo.git`, and two fetches at
+    /// once would sweep each other's temporary pack files as leftovers, race for the refs'
+    /// lock files, clobber the ssh log, or, when the store is damaged, rebuild it under each
+    /// other. With both held, a plan is the store's only writer, exactly as a pass is.
+    /// The state directory is taken first: plans queued behind each other do not hold the
+    /// shared lock meanwhile, so a pass is not kept waiting by a queue of plans.
+    /// Also says whether it had to wait.
+    pub fn read_lock(&self, timeout: Duration) -> Result<(ReadLock, bool)> {
         let deadline = Instant::now() + timeout;
-        let mut waiting = false;
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok((lock, waiting)),
-                Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
-                    file = returned;
-                    if !waiting {
-                        waiting = true;
-                        match orphan_holders(&file) {
-                            Some(holders) => say!(
-                                "gitops: the lock {} is held by {holders}: a program other than a gitops pass, for instance the entry point of a pass that was killed; waiting up to {} for it",
-                                path.display(),
-                                crate::config::format_duration(timeout)
-                            ),
-                            None => say!(
-                                "gitops: another pass holds {}; waiting up to {} for it",
-                                path.display(),
-                                crate::config::format_duration(timeout)
-                            ),
-                        }
+        let root = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+            .open(&self.root)
+            .or_exit(Exit::Usage, || {
+                format!(
+                    "cannot open the state directory {}: point --state-dir at a directory this user can read",
+                    self.root.display()
+                )
+            })?;
+        let (plans, waited_plan) = wait_for(
+            &self.root,
+            root,
+            Taker::Plan,
+            FlockArg::LockExclusiveNonblock,
+            deadline,
+            timeout,
+        )?;
+        let plans = Held::new(plans);
+        let file = self.open_lock()?;
+        let (shared, waited_pass) = wait_for(
+            &self.lock_file(),
+            file,
+            Taker::Pass,
+            FlockArg::LockSharedNonblock,
+            deadline,
+            timeout,
+        )?;
+        Ok((
+            ReadLock {
+                _shared: Held::new(shared),
+                _plans: plans,
+            },
+            waited_plan || waited_pass,
+        ))
+    }
+}
+
+/// What `Layout::read_lock` holds, released when dropped (the pass lock first).
+pub struct ReadLock {
+    _shared: Held,
+    _plans: Held,
+}
+
+/// Who takes the lock waited for, for the messages: the pass lock is held by passes (or what
+/// a killed one left running), the state directory's by plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taker {
+    Pass,
+    Plan,
+}
+
+/// Lock `file` (`path` names it in messages) with `how`, a non-blocking flock, trying again
+/// until `deadline`; `timeout` is what the messages say was waited. Says whether it waited.
+fn wait_for(
+    path: &Path,
+    mut file: File,
+    taker: Taker,
+    how: FlockArg,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(Flock<File>, bool)> {
+    let plan = taker == Taker::Plan;
+    let mut waiting = false;
+    loop {
+        match Flock::lock(file, how) {
+            Ok(lock) => return Ok((lock, waiting)),
+            Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
+                file = returned;
+                if !waiting {
+                    waiting = true;
+                    match (plan, orphan_holders(&file)) {
+                        (true, _) => say!(
+                            "gitops: another gitops plan is fetching into {}; waiting up to {} for it",
+                            path.display(),
+                            crate::config::format_duration(timeout)
+                        ),
+                        (false, Some(holders)) => say!(
+                            "gitops: the lock {} is held by {holders}: a program other than a gitops pass, for instance the entry point of a pass that was killed; waiting up to {} for it",
+                            path.display(),
+                            crate::config::format_duration(timeout)
+                        ),
+                        (false, None) => say!(
+                            "gitops: another pass holds {}; waiting up to {} for it",
+                            path.display(),
+                            crate::config::format_duration(timeout)
+                        ),
                     }
-                    // Stopped while queued (systemctl stop, Ctrl-C): nothing was done and
-                    // nothing is recorded, so there is nothing to wait for.
-                    if let Some(signal) = crate::signals::received() {
+                }
+                // Stopped while queued (systemctl stop, Ctrl-C): nothing was done and
+                // nothing is recorded, so there is nothing to wait for.
+                if let Some(signal) = crate::signals::received() {
+                    return Err(fail(
+                        Exit::Locked,
+                        format!(
+                            "gitops received {signal} while waiting for the lock {}; this pass did nothing",
+                            path.display()
+                        ),
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    if plan {
                         return Err(fail(
                             Exit::Locked,
                             format!(
-                                "gitops received {signal} while waiting for the lock {}; this pass did nothing",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    if Instant::now() >= deadline {
-                        if let Some(holders) = orphan_holders(&file) {
-                            return Err(fail(
-                                Exit::Locked,
-                                format!(
-                                    "the lock {} is held by {holders}: a program other than a gitops pass, for instance the entry point of a pass that was killed (waited {}); let it finish or stop it, or raise --lock-timeout",
-                                    path.display(),
-                                    crate::config::format_duration(timeout)
-                                ),
-                            ));
-                        }
-                        return Err(fail(
-                            Exit::Locked,
-                            format!(
-                                "another gitops pass holds the lock {} (waited {}): let it finish, or raise --lock-timeout",
+                                "another gitops plan holds the state directory {} (waited {}): let it finish, or raise --lock-timeout",
                                 path.display(),
                                 crate::config::format_duration(timeout)
                             ),
                         ));
                     }
-                    std::thread::sleep(Duration::from_millis(50).min(deadline - Instant::now()));
+                    if let Some(holders) = orphan_holders(&file) {
+                        return Err(fail(
+                            Exit::Locked,
+                            format!(
+                                "the lock {} is held by {holders}: a program other than a gitops pass, for instance the entry point of a pass that was killed (waited {}); let it finish or stop it, or raise --lock-timeout",
+                                path.display(),
+                                crate::config::format_duration(timeout)
+                            ),
+                        ));
+                    }
+                    return Err(fail(
+                        Exit::Locked,
+                        format!(
+                            "another gitops pass holds the lock {} (waited {}): let it finish, or raise --lock-timeout",
+                            path.display(),
+                            crate::config::format_duration(timeout)
+                        ),
+                    ));
                 }
-                Err((_, errno)) => {
-                    return Err(anyhow::Error::from(errno))
-                        .with_context(|| format!("could not lock {}", path.display()))
-                }
+                std::thread::sleep(
+                    Duration::from_millis(50)
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
+            }
+            Err((_, errno)) => {
+                return Err(anyhow::Error::from(errno))
+                    .with_context(|| format!("could not lock {}", path.display()))
             }
         }
     }

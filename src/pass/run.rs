@@ -376,6 +376,26 @@ pub(super) fn observe(
     })
 }
 
+/// The pass's decision from what `observe` found. `gitops plan` asks it too, through here, so
+/// that the plan and the pass never decide differently.
+pub(super) fn next_action(
+    settings: &Settings,
+    state: &State,
+    relation: Relation,
+    tip: &str,
+    now: OffsetDateTime,
+) -> Action {
+    let held = health::held_back(state.pending.as_ref(), settings.health.retry_reverted, now);
+    decide(
+        relation,
+        tip,
+        state.pending.as_ref(),
+        held,
+        settings.apply,
+        settings.allow_rewind,
+    )
+}
+
 fn pass(
     settings: &Settings,
     layout: &Layout,
@@ -399,19 +419,7 @@ fn pass(
         git::open_store(&layout.repo(), settings).map_err(|e| (Outcome::FetchFailed, e))
     };
     let short = tip.get(..12).unwrap_or(&tip);
-    let held = health::held_back(
-        state.pending.as_ref(),
-        settings.health.retry_reverted,
-        now(),
-    );
-    let action = decide(
-        relation,
-        &tip,
-        state.pending.as_ref(),
-        held,
-        settings.apply,
-        settings.allow_rewind,
-    );
+    let action = next_action(settings, state, relation, &tip, now());
     if super::suspend::holds_back(settings, layout, state, &action, &tip, now()) {
         return Ok(Outcome::Suspended);
     }
@@ -743,7 +751,7 @@ pub fn stale_error(stale: &state::Stale, now: OffsetDateTime) -> String {
 /// A pass that recorded it was applying a commit and never recorded how that ended was killed
 /// (kill -9, the OOM killer, a power cut) or crashed: count it as a failed attempt of that
 /// commit, so this pass retries it as pending. Returns whether there was one.
-fn take_unfinished(state: &mut State) -> bool {
+pub(super) fn take_unfinished(state: &mut State) -> bool {
     let Some(unfinished) = state.in_progress.take() else {
         return false;
     };
@@ -857,7 +865,7 @@ pub const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// Control characters written out (`\x1b`, `\x0d`), a tab as a space: a message from a
 /// hostile server must not move the cursor, repaint the terminal or overwrite a line.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
