@@ -487,6 +487,13 @@ fn a_commit_held_back_after_a_revert_is_planned_as_held_back_and_the_plan_matche
     let run = plan(&m, &url, &["--json", "--on-failure", "revert"]).expect(0);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["decision"], "held-back", "{json}");
+    let text = plan(&m, &url, &[]).expect(0);
+    assert!(
+        text.stdout
+            .contains("failed and was reverted; nothing would run until the branch moves"),
+        "{}",
+        text.stdout
+    );
     assert_eq!(json["outcome"], "reverted");
     assert_eq!(json["would_apply"], false);
     assert_eq!(json["tip"]["commit"], bad.as_str());

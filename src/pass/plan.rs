@@ -1084,6 +1084,12 @@ fn render(plan: &Plan) -> String {
         "suspended" => format!(
             "the next sync would hold {tip} back: applies are suspended; nothing would run"
         ),
+        "reverted" => format!(
+            "the next sync would hold {tip} back: it failed and was reverted; nothing would run until the branch moves (sync exits 1; --retry-reverted tries it again)"
+        ),
+        "revert-failed" => format!(
+            "the next sync would hold {tip} back: it failed and so did its revert; nothing would run until the branch moves (sync exits 1)"
+        ),
         other => format!("the next sync's outcome: {other}"),
     };
     line(format!("gitops plan: {headline}"));
