@@ -132,19 +132,19 @@ fn an_edited_unit_is_refused_with_its_diff_unless_forced() {
     r.install(&[]).expect(0);
     let edited = r
         .read(SERVICE)
-        .replace("TimeoutStartSec=40min", "TimeoutStartSec=2h");
+        .replace("TimeoutStartSec=45min", "TimeoutStartSec=2h");
     std::fs::write(r.path(SERVICE), &edited).unwrap();
     let run = r.install(&[]).expect(2);
     assert!(run.error_line().contains("--force"));
     assert!(
         run.stderr.contains("- TimeoutStartSec=2h")
-            && run.stderr.contains("+ TimeoutStartSec=40min"),
+            && run.stderr.contains("+ TimeoutStartSec=45min"),
         "{}",
         run.stderr
     );
     assert_eq!(r.read(SERVICE), edited, "nothing was overwritten");
     r.install(&["--force"]).expect(0);
-    assert!(r.read(SERVICE).contains("TimeoutStartSec=40min"));
+    assert!(r.read(SERVICE).contains("TimeoutStartSec=45min"));
 }
 
 #[test]
@@ -386,9 +386,27 @@ fn long_timeouts_get_a_start_limit_drop_in() {
         "the unit's own limit covers the defaults"
     );
     r.install(&["--apply-timeout", "2h"]).expect(0);
-    // 2h + 5min fetch + 60s lock + 4min margin
+    // 2h + 2min health check + 5min fetch + 60s lock + 4min margin
     assert!(
-        r.read(dropin).contains("TimeoutStartSec=7800s"),
+        r.read(dropin).contains("TimeoutStartSec=7920s"),
+        "{}",
+        r.read(dropin)
+    );
+    // A revert runs an entry point and a health check twice in one pass; health check retries
+    // add their attempts and waits: (30min + 3 × 5min + 2 × 1min) × 2 + 5min + 60s + 4min.
+    r.install(&[
+        "--on-failure",
+        "revert",
+        "--health-timeout",
+        "5min",
+        "--health-retries",
+        "2",
+        "--health-interval",
+        "1min",
+    ])
+    .expect(0);
+    assert!(
+        r.read(dropin).contains("TimeoutStartSec=6240s"),
         "{}",
         r.read(dropin)
     );
@@ -619,7 +637,7 @@ fn a_package_installed_later_replaces_our_unedited_etc_copies() {
     edited.install(&[]).expect(0);
     std::fs::write(
         edited.path(SERVICE),
-        edited.read(SERVICE).replace("40min", "3h"),
+        edited.read(SERVICE).replace("45min", "3h"),
     )
     .unwrap();
 

@@ -7,7 +7,7 @@ use super::units::ENV_FILE;
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
 /// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
-const KNOWN_KEYS: [&str; 36] = [
+const KNOWN_KEYS: [&str; 44] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",
@@ -44,6 +44,14 @@ const KNOWN_KEYS: [&str; 36] = [
     "GITOPS_TRIGGER_MIN_INTERVAL",
     "GITOPS_TRIGGER_ALLOW",
     "GITOPS_TRIGGER_STATE_DIR",
+    "GITOPS_DEPTH",
+    "GITOPS_HEALTH_CHECK",
+    "GITOPS_HEALTH_TIMEOUT",
+    "GITOPS_HEALTH_RETRIES",
+    "GITOPS_HEALTH_INTERVAL",
+    "GITOPS_ON_FAILURE",
+    "GITOPS_RETRY_REVERTED",
+    "GITOPS_MAX_SUSPEND",
 ];
 
 /// A file as it may be shown (a diff, --dry-run): credentials in URLs masked everywhere, and

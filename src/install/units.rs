@@ -56,21 +56,33 @@ const PACKAGED: [(&str, &str); 2] = [
 const LIVE_ROOT_VAR: &str = "GITOPS_LIVE_ROOT";
 
 /// The unit's own TimeoutStartSec=, which covers the default timeouts.
-const UNIT_START_LIMIT: u64 = 40 * 60;
+const UNIT_START_LIMIT: u64 = 45 * 60;
 
 /// A drop-in raising TimeoutStartSec= when the timeouts given add up to more than the unit
 /// allows: otherwise systemd would kill a pass that gitops itself would still let run.
 fn timeout_dropin(env: &[(String, String)]) -> Option<String> {
+    let value = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let given = |key: &str, default: u64| {
-        env.iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| crate::config::parse_duration(v).ok())
+        value(key)
+            .and_then(|v| crate::config::parse_duration(v).ok())
             .map_or(default, |d| d.as_secs())
+    };
+    let retries = value("GITOPS_HEALTH_RETRIES")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // One commit's run: its entry point, then every attempt of its health check and the waits
+    // between them. A revert runs the previous commit's the same way, in the same pass.
+    let one_run = given("GITOPS_APPLY_TIMEOUT", 30 * 60)
+        .saturating_add(given("GITOPS_HEALTH_TIMEOUT", 2 * 60).saturating_mul(retries + 1))
+        .saturating_add(given("GITOPS_HEALTH_INTERVAL", 10).saturating_mul(retries));
+    let runs = match value("GITOPS_ON_FAILURE").map(str::trim) {
+        Some("revert") => 2,
+        _ => 1,
     };
     // Saturating: the parser bounds each value, and a sum that still reached u64::MAX would
     // only mean "wait as long as systemd can", never a wrapped small limit.
     let needed = [
-        given("GITOPS_APPLY_TIMEOUT", 30 * 60),
+        one_run.saturating_mul(runs),
         given("GITOPS_FETCH_TIMEOUT", 5 * 60),
         given("GITOPS_LOCK_TIMEOUT", 60),
         4 * 60, // checkout, state, and the 10 s between SIGTERM and SIGKILL
@@ -79,7 +91,8 @@ fn timeout_dropin(env: &[(String, String)]) -> Option<String> {
     .fold(0u64, u64::saturating_add);
     (needed > UNIT_START_LIMIT).then(|| {
         format!(
-            "# Written by `gitops install-units`: the apply, fetch and lock timeouts given add up to\n\
+            "# Written by `gitops install-units`: the apply, health check, fetch and lock timeouts\n\
+             # given (twice the apply and health check with --on-failure revert) add up to\n\
              # more than gitops.service's own TimeoutStartSec=, so systemd waits this long instead.\n\
              [Service]\n\
              TimeoutStartSec={needed}s\n"
