@@ -195,8 +195,9 @@ mod tests {
     #[test]
     fn a_failed_commit_is_reverted_only_when_it_reached_the_machine_and_there_is_a_commit_to_go_back_to(
     ) {
+        type Row<'a> = (OnFailure, bool, Option<&'a str>, bool, Option<&'a str>);
         #[rustfmt::skip]
-        let table: &[(OnFailure, bool, Option<&str>, bool, Option<&str>)] = &[
+        let table: &[Row] = &[
             // policy switched applied        stopped  revert to
             (Revert, true,  Some(APPLIED),   false,   Some(APPLIED)),
             (Stay,   true,  Some(APPLIED),   false,   None),
