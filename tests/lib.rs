@@ -29,6 +29,7 @@ mod pass_guards;
 mod reboot;
 mod records;
 mod revert;
+mod revert_attacks;
 mod soak;
 mod state_dir;
 mod status_report;

@@ -45,7 +45,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     }
     // The state as the last pass left it: what the notifications compare this pass with.
     let before = state.clone();
-    let killed = take_unfinished(&mut state);
+    let killed = take_unfinished(&mut state, &rfc3339(now()));
     let loaded = (state.applied.clone(), state.pending.clone());
     let started_at = rfc3339(now());
     let clock = std::time::Instant::now();
@@ -520,6 +520,7 @@ fn pass(
                         started_at: rfc3339(now()),
                         pid: std::process::id(),
                         log: Some(log.display().to_string()),
+                        reverting_to: None,
                     });
                     state::save(layout, state, true)?;
                     Ok(log)
@@ -583,11 +584,13 @@ fn pass(
                         state.applied.as_ref().map(|a| a.commit.as_str()),
                         &tip,
                         crate::signals::received().is_some(),
-                    );
+                    )
+                    .map(str::to_string);
                     let result = match (result, back) {
                         (Err(e), Some(back)) => {
+                            mark_reverting(layout, state, &back);
                             let repo = healed.as_ref().unwrap_or(repo);
-                            let reverted = revert(settings, layout, repo, back, &target, &e);
+                            let reverted = revert(settings, layout, repo, &back, &target, &e);
                             Err((e, Some(reverted)))
                         }
                         (result, _) => result.map_err(|e| (e, None)),
@@ -678,6 +681,23 @@ fn pass(
     }
 }
 
+/// Record, durably, that the pass now reverts to `back`: killed during the revert, it is a
+/// revert that did not finish, which the next pass holds back (see `take_unfinished`) rather
+/// than trying the failed commit again. Unrecorded (a full disk), the revert runs all the same:
+/// the machine comes first, and a kill then only costs one more try of the commit.
+fn mark_reverting(layout: &Layout, state: &mut State, back: &str) {
+    let Some(in_progress) = state.in_progress.as_mut() else {
+        return;
+    };
+    in_progress.reverting_to = Some(back.to_string());
+    if let Err(e) = state::save(layout, state, true) {
+        say!(
+            "gitops: warning: could not record that the revert starts: {}",
+            one_line(&e)
+        );
+    }
+}
+
 /// A commit's committer time as state.json writes it.
 fn committed_at_of(repo: &gix::Repository, commit: gix::ObjectId) -> Option<String> {
     git::commit_time(repo, commit)
@@ -739,8 +759,11 @@ pub fn stale_error(stale: &state::Stale, now: OffsetDateTime) -> String {
 
 /// A pass that recorded it was applying a commit and never recorded how that ended was killed
 /// (kill -9, the OOM killer, a power cut) or crashed: count it as a failed attempt of that
-/// commit, so this pass retries it as pending. Returns whether there was one.
-fn take_unfinished(state: &mut State) -> bool {
+/// commit, so this pass retries it as pending. Killed while reverting, the commit had failed
+/// already and the revert did not finish: a failed revert (held back, `now` its time), never a
+/// retry, or a revert that kills gitops would apply the failed commit again on every pass.
+/// Returns whether there was one.
+fn take_unfinished(state: &mut State, now: &str) -> bool {
     let Some(unfinished) = state.in_progress.take() else {
         return false;
     };
@@ -749,6 +772,7 @@ fn take_unfinished(state: &mut State) -> bool {
         .pending
         .take()
         .filter(|p| p.commit == unfinished.commit);
+    let reverting = unfinished.reverting_to.is_some();
     state.pending = Some(Pending {
         attempts: previous
             .as_ref()
@@ -760,7 +784,8 @@ fn take_unfinished(state: &mut State) -> bool {
         subject: previous.and_then(|p| p.subject),
         commit: unfinished.commit,
         last_error: error,
-        ..Default::default()
+        outcome: reverting.then_some(Outcome::RevertFailed),
+        reverted_at: reverting.then(|| now.to_string()),
     });
     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
     true
@@ -768,11 +793,18 @@ fn take_unfinished(state: &mut State) -> bool {
 
 /// What status and the next pass say about a pass that never recorded its outcome.
 pub fn unfinished_error(unfinished: &InProgress) -> String {
-    format!(
-        "the pass applying {} started at {} did not finish: killed or crashed",
-        unfinished.commit.get(..12).unwrap_or(&unfinished.commit),
-        unfinished.started_at
-    )
+    let commit = unfinished.commit.get(..12).unwrap_or(&unfinished.commit);
+    match &unfinished.reverting_to {
+        Some(to) => format!(
+            "{commit} failed and the pass started at {} was killed or crashed while reverting to {}: the revert did not finish",
+            unfinished.started_at,
+            to.get(..12).unwrap_or(to)
+        ),
+        None => format!(
+            "the pass applying {commit} started at {} did not finish: killed or crashed",
+            unfinished.started_at
+        ),
+    }
 }
 
 /// Record a configuration error that stopped `gitops sync` before its pass, so that status does

@@ -1,0 +1,329 @@
+//! `--on-failure revert` attacked: a hostile repository, a flaky machine, an impatient operator
+//! and kill -9 at any moment. Whatever happens, a pass ends on a complete tree, a revert runs
+//! at most once per pass and never loops, a held-back commit runs nothing, and state.json,
+//! status and the exit code say what happened.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::{served, wait_for, Machine, Run};
+
+const REVERT: [&str; 2] = ["--on-failure", "revert"];
+
+/// An entry point that records each run as "<commit> <reason> <previous>" and, while reverting
+/// with $OUT/hold present, waits (announcing it in $OUT/reverting) until $OUT/hold goes.
+const HOLDING_RUN_SH: &str = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nif [ \"$GITOPS_REASON\" = revert ] && [ -e \"$OUT/hold\" ]; then\n  touch \"$OUT/reverting\"\n  while [ -e \"$OUT/hold\" ]; do sleep 0.05; done\nfi\n";
+
+/// The bad commit's entry point: records its run, then fails.
+const FAILING_RUN_SH: &str = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nexit 3\n";
+
+fn reasons(m: &Machine) -> Vec<String> {
+    std::fs::read_to_string(m.out.join("reasons"))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn linked_commit(m: &Machine) -> String {
+    m.linked_tree()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn spawn_sync(m: &Machine, url: &str, args: &[&str]) -> std::process::Child {
+    let mut cmd = m.command();
+    cmd.arg("sync")
+        .arg("--repo-url")
+        .arg(url)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+/// A machine on `good` (the holding entry point) with `bad` (a failing one) on the branch.
+fn good_then_bad() -> (
+    crate::support::Upstream,
+    crate::support::GitDaemon,
+    Machine,
+    String,
+    String,
+    String,
+) {
+    let (up, daemon, url) = served();
+    let good = up.commit(&[("run.sh", HOLDING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    let bad = up.commit(&[("run.sh", FAILING_RUN_SH)], "bad");
+    (up, daemon, m, url, good, bad)
+}
+
+#[test]
+fn a_revert_stopped_by_sigterm_is_a_revert_that_did_not_finish_and_nothing_runs_after_it() {
+    let (_up, _daemon, m, url, good, bad) = good_then_bad();
+    std::fs::write(m.out.join("hold"), "").unwrap();
+    let child = spawn_sync(&m, &url, &REVERT);
+    wait_for(&m.out.join("reverting"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopped = Run::within(child, Duration::from_secs(20)).expect(1);
+    let line = stopped.error_line();
+    assert!(line.contains("SIGTERM"), "{line}");
+    std::fs::remove_file(m.out.join("hold")).unwrap();
+    // Stopped halfway, the revert left the machine in no known state: as a revert that
+    // failed, nothing more runs until the branch moves, the failed commit least of all.
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "revert-failed");
+    assert_eq!(state["pending"]["outcome"], "revert-failed");
+    assert_eq!(state["applied"]["commit"], good.as_str());
+    m.sync(&url, &REVERT).expect(1);
+    assert_eq!(
+        reasons(&m)[1..],
+        [
+            format!("{bad} apply {good}"),
+            format!("{good} revert {bad}")
+        ]
+    );
+    assert_eq!(linked_commit(&m), good);
+}
+
+#[test]
+fn sigterm_during_the_failing_entry_point_starts_no_revert() {
+    let (up, _daemon, url) = served();
+    let good = up.commit(&[("run.sh", HOLDING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    let waits = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\ntouch \"$OUT/started\"\nwhile [ ! -e \"$OUT/never\" ]; do sleep 0.05; done\n";
+    let bad = up.commit(&[("run.sh", waits)], "waits");
+    let child = spawn_sync(&m, &url, &REVERT);
+    wait_for(&m.out.join("started"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopped = Run::within(child, Duration::from_secs(20)).expect(1);
+    stopped.error_line();
+    assert!(!stopped.stderr.contains("reverting"), "{}", stopped.stderr);
+    assert_eq!(reasons(&m)[1..], [format!("{bad} apply {good}")]);
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "apply-failed");
+    assert!(state["pending"]["outcome"].is_null(), "{state}");
+    // The machine stays where it was stopped, on a complete tree of the commit.
+    assert_eq!(linked_commit(&m), bad);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("run.sh")).unwrap(),
+        waits
+    );
+}
+
+/// The good commit's entry point kills gitops (kill -9 of its parent) while reverting, as
+/// the OOM killer or a crash would, every time.
+const KILLING_RUN_SH: &str = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nif [ \"$GITOPS_REASON\" = revert ]; then kill -9 $PPID; fi\n";
+
+#[test]
+fn a_revert_killed_every_time_never_loops() {
+    let (up, _daemon, url) = served();
+    let good = up.commit(&[("run.sh", KILLING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    let bad = up.commit(&[("run.sh", FAILING_RUN_SH)], "bad");
+    let killed = m.sync(&url, &REVERT);
+    assert_eq!(killed.code, -1, "killed: {}", killed.stderr);
+    assert_eq!(
+        reasons(&m)[1..],
+        [
+            format!("{bad} apply {good}"),
+            format!("{good} revert {bad}")
+        ]
+    );
+    // The failed commit failed, and its revert did not finish: passes after it run nothing.
+    for _ in 0..4 {
+        let run = m.sync(&url, &REVERT).expect(1);
+        run.error_line();
+    }
+    assert_eq!(reasons(&m).len(), 3, "a loop: {:?}", reasons(&m));
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "revert-failed", "{state}");
+    assert_eq!(state["pending"]["commit"], bad.as_str());
+    assert_eq!(state["pending"]["outcome"], "revert-failed");
+    assert_eq!(state["applied"]["commit"], good.as_str());
+    let status = m.run(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.stdout);
+    assert!(
+        status.stdout.contains("revert failed")
+            && status.stdout.contains(&format!(
+                "killed or crashed while reverting to {}",
+                &good[..12]
+            )),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn a_commit_that_deletes_its_entry_point_is_reverted() {
+    let (up, _daemon, url) = served();
+    let good = up.commit(&[("run.sh", HOLDING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    let bad = up.remove("run.sh", "no entry point");
+    let run = m.sync(&url, &REVERT).expect(1);
+    run.error_line();
+    assert_eq!(reasons(&m).last().unwrap(), &format!("{good} revert {bad}"));
+    assert_eq!(linked_commit(&m), good);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("run.sh")).unwrap(),
+        HOLDING_RUN_SH
+    );
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "reverted");
+}
+
+#[test]
+fn a_health_check_that_hangs_is_killed_at_its_timeout_and_reverted() {
+    let (up, _daemon, url) = served();
+    let good = up.commit(&[("run.sh", HOLDING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    let bad = up.commit_file_mode(
+        ".gitops/health",
+        "#!/bin/sh\nsleep 600 &\nsleep 600\n",
+        0o755,
+        "hangs",
+    );
+    let child = spawn_sync(
+        &m,
+        &url,
+        &["--on-failure", "revert", "--health-timeout", "1s"],
+    );
+    let run = Run::within(child, Duration::from_secs(30)).expect(1);
+    assert!(run.error_line().contains("reverted to"), "{}", run.stderr);
+    assert_eq!(reasons(&m).last().unwrap(), &format!("{good} revert {bad}"));
+    assert_eq!(linked_commit(&m), good);
+}
+
+#[test]
+fn a_revert_writes_the_applied_tree_again_when_it_was_removed_by_hand() {
+    let (_up, _daemon, m, url, good, bad) = good_then_bad();
+    std::fs::remove_dir_all(m.state.join("trees").join(&good)).unwrap();
+    m.sync(&url, &REVERT).expect(1);
+    assert_eq!(reasons(&m).last().unwrap(), &format!("{good} revert {bad}"));
+    assert_eq!(linked_commit(&m), good);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("run.sh")).unwrap(),
+        HOLDING_RUN_SH
+    );
+}
+
+#[test]
+fn apply_always_on_a_failing_applied_commit_is_not_reverted_and_is_retried() {
+    let (up, _daemon, url) = served();
+    up.commit(&[("run.sh", HOLDING_RUN_SH)], "good");
+    let applied = up.commit_file_mode(
+        ".gitops/health",
+        "#!/bin/sh\n[ ! -e \"$OUT/broken\" ]\n",
+        0o755,
+        "checks the machine",
+    );
+    let m = Machine::new();
+    let args = ["--on-failure", "revert", "--apply", "always"];
+    m.sync(&url, &args).expect(0);
+    // The applied commit itself fails its re-run: there is nothing else to go back to.
+    std::fs::write(m.out.join("broken"), "").unwrap();
+    let run = m.sync(&url, &args).expect(1);
+    assert!(!run.stderr.contains("reverting"), "{}", run.stderr);
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "apply-failed");
+    assert!(state["pending"]["outcome"].is_null(), "{state}");
+    m.sync(&url, &args).expect(1);
+    assert_eq!(m.state_json()["pending"]["attempts"], 2);
+    assert_eq!(reasons(&m).len(), 3, "{:?}", reasons(&m));
+    std::fs::remove_file(m.out.join("broken")).unwrap();
+    m.sync(&url, &args).expect(0);
+    assert_eq!(m.applied(), Some(applied));
+    assert!(m.state_json()["pending"].is_null());
+}
+
+#[test]
+fn a_force_push_back_to_the_applied_commit_ends_the_hold() {
+    let (up, _daemon, m, url, good, _bad) = good_then_bad();
+    m.sync(&url, &REVERT).expect(1);
+    up.rewind(&good);
+    let run = m.sync(&url, &REVERT).expect(0);
+    assert!(!run.stderr.contains("error"), "{}", run.stderr);
+    let state = m.state_json();
+    assert!(state["pending"].is_null(), "{state}");
+    assert_eq!(state["last_pass"]["outcome"], "up-to-date");
+    assert_eq!(linked_commit(&m), good);
+    assert_eq!(reasons(&m).len(), 3);
+    m.run(&["status"]).expect(0);
+}
+
+#[test]
+fn a_rewind_allowed_that_fails_is_reverted_and_the_record_stays() {
+    let (up, _daemon, url) = served();
+    let old = up.commit(&[("run.sh", FAILING_RUN_SH)], "old, failing");
+    let good = up.commit(&[("run.sh", HOLDING_RUN_SH)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    up.rewind(&old);
+    let args = ["--on-failure", "revert", "--allow-rewind"];
+    m.sync(&url, &args).expect(1);
+    assert_eq!(
+        reasons(&m)[1..],
+        [
+            format!("{old} apply {good}"),
+            format!("{good} revert {old}")
+        ]
+    );
+    assert_eq!(linked_commit(&m), good);
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], good.as_str());
+    assert_eq!(state["pending"]["outcome"], "reverted");
+    // Held back with the rewind allowed; refused without it.
+    m.sync(&url, &args).expect(1);
+    m.sync(&url, &REVERT).expect(4);
+    assert_eq!(reasons(&m).len(), 3);
+}
+
+#[test]
+fn two_failing_commits_in_a_row_are_each_reverted_and_told() {
+    let (up, _daemon, m, url, good, bad) = good_then_bad();
+    m.sync(&url, &REVERT).expect(1);
+    let worse = up.commit(&[("motd", "x\n")], "still failing");
+    let run = m.sync(&url, &REVERT).expect(1);
+    assert!(run.error_line().contains(&worse[..12]), "{}", run.stderr);
+    assert_eq!(
+        reasons(&m)[1..],
+        [
+            format!("{bad} apply {good}"),
+            format!("{good} revert {bad}"),
+            format!("{worse} apply {good}"),
+            format!("{good} revert {worse}"),
+        ]
+    );
+    let state = m.state_json();
+    assert_eq!(state["pending"]["commit"], worse.as_str());
+    assert_eq!(state["pending"]["attempts"], 1);
+    assert_eq!(state["pending"]["outcome"], "reverted");
+    assert_eq!(linked_commit(&m), good);
+    // Only the applied tree and the held-back one are kept.
+    let trees = m.trees();
+    assert!(trees.len() <= 2 && trees.contains(&good), "{trees:?}");
+}
+
+#[test]
+fn a_clock_set_back_tries_a_reverted_commit_once_more_then_holds_it() {
+    let (_up, _daemon, m, url, _good, _bad) = good_then_bad();
+    m.sync(&url, &REVERT).expect(1);
+    // The revert recorded as done in the future: the clock was set back since.
+    let path = m.state.join("state.json");
+    let mut state = m.state_json();
+    state["pending"]["reverted_at"] = "2099-01-01T00:00:00Z".into();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let args = ["--on-failure", "revert", "--retry-reverted", "1h"];
+    m.sync(&url, &args).expect(1);
+    assert_eq!(reasons(&m).len(), 5);
+    for _ in 0..3 {
+        m.sync(&url, &args).expect(1);
+    }
+    assert_eq!(reasons(&m).len(), 5, "{:?}", reasons(&m));
+}
