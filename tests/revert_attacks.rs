@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{served, wait_for, Machine, Run};
+use crate::harness::{chmod, served, wait_for, Machine, Run};
 
 const REVERT: [&str; 2] = ["--on-failure", "revert"];
 
@@ -326,4 +326,92 @@ fn a_clock_set_back_tries_a_reverted_commit_once_more_then_holds_it() {
         m.sync(&url, &args).expect(1);
     }
     assert_eq!(reasons(&m).len(), 5, "{:?}", reasons(&m));
+}
+
+/// The packed blob of `content` damaged inside its pack, its length and trailer kept: only
+/// reading that blob (or hashing the whole pack) shows it, as bit rot on a disk would.
+fn rot_blob(m: &Machine, content: &str) {
+    use crate::support::{git, run};
+    let home = m.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = m.dir.path().join("blob");
+    std::fs::write(&file, content).unwrap();
+    let id = run(git(&home).arg("hash-object").arg(&file));
+    let packs = m.state.join("repo.git/objects/pack");
+    for name in crate::harness::names(&packs) {
+        let Some(stem) = name.strip_suffix(".idx") else {
+            continue;
+        };
+        let listing = run(git(&home)
+            .arg("verify-pack")
+            .arg("-v")
+            .arg(packs.join(&name)));
+        // "<id> blob <size> <size in pack> <offset>"
+        let Some(line) = listing.lines().find(|l| l.starts_with(&id)) else {
+            continue;
+        };
+        let fields: Vec<usize> = line
+            .split_whitespace()
+            .skip(2)
+            .take(3)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        let (in_pack, offset) = (fields[1], fields[2]);
+        let pack = packs.join(format!("{stem}.pack"));
+        let mtime = std::fs::metadata(&pack).unwrap().modified().unwrap();
+        chmod(&pack, 0o600);
+        let mut bytes = std::fs::read(&pack).unwrap();
+        // Past the object's header: its compressed data.
+        for b in &mut bytes[offset + 2..offset + in_pack] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&pack, bytes).unwrap();
+        // Bit rot leaves the time alone: the quick look, which trusts a pack whose size and
+        // time it checked before, does not see it.
+        let file = std::fs::File::options().write(true).open(&pack).unwrap();
+        file.set_modified(mtime).unwrap();
+        return;
+    }
+    panic!("blob {id} is in no pack");
+}
+
+#[test]
+fn a_revert_out_of_a_damaged_store_heals_it_and_reverts() {
+    let (up, _daemon, url) = served();
+    let site = "only the applied commit has this file\n";
+    let good = up.commit(&[("run.sh", HOLDING_RUN_SH), ("site", site)], "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    up.remove("site", "no site");
+    let bad = up.commit(&[("run.sh", FAILING_RUN_SH)], "bad");
+    // The failed commit's tree is the spare brought up to date (reading its own blobs only);
+    // the applied tree is written whole, and reads the rotten one.
+    rot_blob(&m, site);
+    let run = m.sync(&url, &REVERT).expect(1);
+    let line = run.error_line();
+    assert!(line.contains("was reverted to"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("fetched it again into a fresh store"),
+        "{}",
+        run.stderr
+    );
+    // One revert, its entry point run once, on the whole applied tree.
+    assert_eq!(
+        reasons(&m)[1..],
+        [
+            format!("{bad} apply {good}"),
+            format!("{good} revert {bad}")
+        ]
+    );
+    assert_eq!(linked_commit(&m), good);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("site")).unwrap(),
+        site
+    );
+    let state = m.state_json();
+    assert_eq!(state["pending"]["outcome"], "reverted", "{state}");
+    // The next pass holds the commit back on the healed store, with nothing more to say.
+    let next = m.sync(&url, &REVERT).expect(1);
+    assert!(!next.stderr.contains("warning"), "{}", next.stderr);
+    assert_eq!(reasons(&m).len(), 3);
 }

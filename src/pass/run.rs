@@ -589,8 +589,18 @@ fn pass(
                     let result = match (result, back) {
                         (Err(e), Some(back)) => {
                             mark_reverting(layout, state, &back);
-                            let repo = healed.as_ref().unwrap_or(repo);
-                            let reverted = revert(settings, layout, repo, &back, &target, &e);
+                            let (reverted, fresh) = revert(
+                                settings,
+                                layout,
+                                healed.as_ref().unwrap_or(repo),
+                                &back,
+                                &target,
+                                &e,
+                                || heal_store(settings, layout, in_state, fetched.tip),
+                            );
+                            if fresh.is_some() {
+                                healed = fresh;
+                            }
                             Err((e, Some(reverted)))
                         }
                         (result, _) => result.map_err(|e| (e, None)),
