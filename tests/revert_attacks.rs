@@ -415,3 +415,126 @@ fn a_revert_out_of_a_damaged_store_heals_it_and_reverts() {
     assert!(!next.stderr.contains("warning"), "{}", next.stderr);
     assert_eq!(reasons(&m).len(), 3);
 }
+
+/// The files of a commit with a large tree: writing it takes a while, so a kill can land in it.
+fn many_files(run_sh: &'static str, tag: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = (0..600)
+        .map(|i| {
+            (
+                format!("d{}/f{i}", i % 7),
+                format!("{tag} {i}\n").repeat(20),
+            )
+        })
+        .collect();
+    files.push(("run.sh".into(), run_sh.into()));
+    files
+}
+
+fn commit_files(
+    up: &crate::support::Upstream,
+    files: &[(String, String)],
+    message: &str,
+) -> String {
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    up.commit(&files, message)
+}
+
+/// Whether `tree` holds exactly `files` (and nothing else but directories).
+fn holds_exactly(tree: &std::path::Path, files: &[(String, String)]) -> Result<(), String> {
+    let mut found = 0;
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found += 1;
+            }
+        }
+    }
+    if found != files.len() {
+        return Err(format!("{found} files, not {}", files.len()));
+    }
+    for (path, content) in files {
+        let got = std::fs::read_to_string(tree.join(path)).map_err(|e| format!("{path}: {e}"))?;
+        if &got != content {
+            return Err(format!("{path} differs"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_at_any_moment_of_a_pass_that_reverts_ends_on_the_applied_tree_with_no_loop() {
+    let up = crate::support::Upstream::new();
+    let good_files = many_files(HOLDING_RUN_SH, "good");
+    let good = commit_files(&up, &good_files, "good");
+    let bad_files = many_files(FAILING_RUN_SH, "bad");
+    let bad = commit_files(&up, &bad_files, "bad");
+    let daemon = crate::support::GitDaemon::serve(&up.srv());
+    let url = daemon.url("config.git");
+    // Counted from the start of the pass (the fetch, the failed commit's tree), then from the
+    // moment the failed commit's entry point ran (the revert's tree, its entry point, the record).
+    let moments = [0u64, 60]
+        .map(|ms| (false, ms))
+        .into_iter()
+        .chain([0u64, 2, 5, 10, 40, 110, 240].map(|ms| (true, ms)));
+    for (after_failure, delay_ms) in moments {
+        let m = Machine::new();
+        up.rewind(&good);
+        m.sync(&url, &REVERT).expect(0);
+        up.rewind(&bad);
+        let mut child = spawn_sync(&m, &url, &REVERT);
+        if after_failure {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while reasons(&m).len() < 2 {
+                assert!(std::time::Instant::now() < deadline, "the commit never ran");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let at = format!("kill at {delay_ms} ms (after the failure: {after_failure})");
+        // Whenever the kill came, the link shows a complete tree of one of the two commits.
+        let linked = linked_commit(&m);
+        let files = if linked == good {
+            &good_files
+        } else {
+            &bad_files
+        };
+        assert!(linked == good || linked == bad, "{at}: {linked}");
+        holds_exactly(&m.checkout, files).unwrap_or_else(|e| panic!("{at}: {linked}: {e}"));
+
+        // The next pass ends on the applied tree, whole, and with the commit held back.
+        let next = m.sync(&url, &REVERT).expect(1);
+        next.error_line();
+        assert_eq!(linked_commit(&m), good, "{at}");
+        holds_exactly(&m.checkout, &good_files).unwrap_or_else(|e| panic!("{at}: {e}"));
+        let state = m.state_json();
+        assert_eq!(state["applied"]["commit"], good.as_str(), "{at}");
+        assert_eq!(state["pending"]["commit"], bad.as_str(), "{at}");
+        // Nothing half-written is left for days while the commit is held back.
+        let trees = m.trees();
+        assert!(trees.iter().all(|t| !t.starts_with('.')), "{at}: {trees:?}");
+        let held = state["pending"]["outcome"].as_str().unwrap_or_default();
+        assert!(
+            held == "reverted" || held == "revert-failed",
+            "{at}: {state}"
+        );
+        // No loop: the failed commit ran at most twice (before and after the kill), and the
+        // passes after that run nothing.
+        let ran = reasons(&m);
+        let bad_runs = ran.iter().filter(|r| r.starts_with(&bad)).count();
+        assert!(bad_runs <= 2, "{at}: {ran:?}");
+        for _ in 0..2 {
+            m.sync(&url, &REVERT).expect(1);
+        }
+        assert_eq!(reasons(&m), ran, "{at}");
+        assert_eq!(linked_commit(&m), good, "{at}");
+    }
+}

@@ -468,6 +468,13 @@ fn pass(
                     say!("gitops: warning: {}", one_line(&e));
                 }
             }
+            // A revert killed halfway left half a tree (.new-<commit>, as large as the tree),
+            // which only an apply would sweep: a commit is held back for days.
+            let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
+            let keep = [applied.as_deref().unwrap_or_default(), &tip, &linked];
+            if let Err(e) = checkout::prune(&layout.trees(), &keep) {
+                say!("gitops: warning: {}", one_line(&e));
+            }
             Err((outcome, fail(Exit::ApplyFailed, why)))
         }
         Action::Refuse => {
