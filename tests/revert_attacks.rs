@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{chmod, served, wait_for, Machine, Run};
+use crate::receiver::Receiver;
 
 const REVERT: [&str; 2] = ["--on-failure", "revert"];
 
@@ -120,13 +121,28 @@ fn sigterm_during_the_failing_entry_point_starts_no_revert() {
 const KILLING_RUN_SH: &str = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nif [ \"$GITOPS_REASON\" = revert ]; then kill -9 $PPID; fi\n";
 
 #[test]
-fn a_revert_killed_every_time_never_loops() {
+fn a_revert_killed_every_time_never_loops_and_is_told_as_a_failed_revert() {
     let (up, _daemon, url) = served();
     let good = up.commit(&[("run.sh", KILLING_RUN_SH)], "good");
     let m = Machine::new();
-    m.sync(&url, &REVERT).expect(0);
+    let hook = Receiver::start(vec![]);
+    let file = m.dir.path().join("notify-url");
+    std::fs::write(&file, hook.url("/hook") + "\n").unwrap();
+    chmod(&file, 0o600);
+    let metrics = m.dir.path().join("metrics");
+    std::fs::create_dir(&metrics).unwrap();
+    std::fs::write(
+        &m.config,
+        format!(
+            "GITOPS_NOTIFY_URL_FILE={}\nGITOPS_NOTIFY_FORMAT=json\nGITOPS_ON_FAILURE=revert\nGITOPS_METRICS_DIR={}\n",
+            file.display(),
+            metrics.display()
+        ),
+    )
+    .unwrap();
+    m.sync(&url, &[]).expect(0);
     let bad = up.commit(&[("run.sh", FAILING_RUN_SH)], "bad");
-    let killed = m.sync(&url, &REVERT);
+    let killed = m.sync(&url, &[]);
     assert_eq!(killed.code, -1, "killed: {}", killed.stderr);
     assert_eq!(
         reasons(&m)[1..],
@@ -135,9 +151,20 @@ fn a_revert_killed_every_time_never_loops() {
             format!("{good} revert {bad}")
         ]
     );
+    // Before the next pass, status says what the kill interrupted.
+    let status = m.run(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.stdout);
+    assert!(
+        status.stdout.contains(&format!(
+            "killed or crashed while reverting to {}",
+            &good[..12]
+        )),
+        "{}",
+        status.stdout
+    );
     // The failed commit failed, and its revert did not finish: passes after it run nothing.
     for _ in 0..4 {
-        let run = m.sync(&url, &REVERT).expect(1);
+        let run = m.sync(&url, &[]).expect(1);
         run.error_line();
     }
     assert_eq!(reasons(&m).len(), 3, "a loop: {:?}", reasons(&m));
@@ -146,17 +173,31 @@ fn a_revert_killed_every_time_never_loops() {
     assert_eq!(state["pending"]["commit"], bad.as_str());
     assert_eq!(state["pending"]["outcome"], "revert-failed");
     assert_eq!(state["applied"]["commit"], good.as_str());
-    let status = m.run(&["status"]);
+    let status = m.run(&["status", "--json"]);
     assert_eq!(status.code, 1, "{}", status.stdout);
-    assert!(
-        status.stdout.contains("revert failed")
-            && status.stdout.contains(&format!(
-                "killed or crashed while reverting to {}",
-                &good[..12]
-            )),
-        "{}",
-        status.stdout
-    );
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(json["pending"]["outcome"], "revert-failed", "{json}");
+    assert!(json["in_progress"].is_null(), "{json}");
+    let status = m.run(&["status"]);
+    assert!(status.stdout.contains("revert failed"), "{}", status.stdout);
+    // Told once, as a failed revert of the commit, back on the applied one.
+    let events: Vec<serde_json::Value> = hook
+        .wait_for_requests(2, Duration::from_secs(10))
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["event"], "revert-failed", "{}", events[1]);
+    assert_eq!(events[1]["commit"], bad.as_str());
+    assert_eq!(events[1]["previous_commit"], good.as_str());
+    let prom = std::fs::read_to_string(metrics.join("gitops.prom")).unwrap();
+    for line in [
+        "gitops_passes_total{outcome=\"revert-failed\"} 4",
+        "gitops_last_pass_success 0",
+        "gitops_consecutive_failures 5",
+    ] {
+        assert!(prom.contains(line), "{line} in:\n{prom}");
+    }
 }
 
 #[test]
