@@ -579,3 +579,53 @@ fn kill_9_at_any_moment_of_a_pass_that_reverts_ends_on_the_applied_tree_with_no_
         assert_eq!(linked_commit(&m), good, "{at}");
     }
 }
+
+#[test]
+fn a_revert_gets_the_applied_tree_exactly_whatever_either_entry_point_did_to_its_tree() {
+    let (up, _daemon, url) = served();
+    // The applied commit's entry point scribbles in its own tree when it reverts; the failed
+    // one rewrites a file to the applied commit's bytes (same size), removes one and adds one
+    // before failing: the trees they leave must never pass for a commit's tree.
+    let good_sh = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nif [ \"$GITOPS_REASON\" = revert ]; then echo scribbled > conf; echo new > added-by-revert; fi\n";
+    let bad_sh = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nprintf 'good\\n' > conf\nrm -f only-bad\necho x > added-by-bad\nexit 3\n";
+    let good_files: Vec<(String, String)> =
+        [("run.sh", good_sh), ("conf", "good\n"), ("keep", "kept\n")]
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
+    let good = commit_files(&up, &good_files, "good");
+    let m = Machine::new();
+    m.sync(&url, &REVERT).expect(0);
+    up.commit(
+        &[("run.sh", bad_sh), ("conf", "bad!\n"), ("only-bad", "b\n")],
+        "bad",
+    );
+    let retry = ["--on-failure", "revert", "--retry-reverted", "0s"];
+    for pass in 0..3 {
+        m.sync(&url, &retry).expect(1);
+        assert_eq!(linked_commit(&m), good, "pass {pass}");
+        // The revert's own scribbles are its own business; all else is the applied tree.
+        let mut expected = good_files.clone();
+        expected[1].1 = "scribbled\n".into();
+        expected.push(("added-by-revert".into(), "new\n".into()));
+        holds_exactly(&m.checkout, &expected).unwrap_or_else(|e| panic!("pass {pass}: {e}"));
+    }
+    assert_eq!(reasons(&m).len(), 7, "{:?}", reasons(&m));
+    // A fix applies exactly its tree, whatever the spare went through.
+    let fixed_sh = REVERT_FREE_RUN_SH;
+    let fixed = up.commit(&[("run.sh", fixed_sh)], "fixed");
+    m.sync(&url, &REVERT).expect(0);
+    assert_eq!(linked_commit(&m), fixed);
+    let fixed_files: Vec<(String, String)> = [
+        ("run.sh", fixed_sh),
+        ("conf", "bad!\n"),
+        ("keep", "kept\n"),
+        ("only-bad", "b\n"),
+    ]
+    .iter()
+    .map(|(p, c)| (p.to_string(), c.to_string()))
+    .collect();
+    holds_exactly(&m.checkout, &fixed_files).unwrap();
+}
+
+const REVERT_FREE_RUN_SH: &str = "#!/bin/sh\ntrue\n";
