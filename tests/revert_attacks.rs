@@ -629,3 +629,58 @@ fn a_revert_gets_the_applied_tree_exactly_whatever_either_entry_point_did_to_its
 }
 
 const REVERT_FREE_RUN_SH: &str = "#!/bin/sh\ntrue\n";
+
+#[test]
+fn a_revert_runs_no_commit_whose_signer_is_no_longer_trusted() {
+    use crate::trust::{allowed_signers, arg, ssh_key};
+    let dir = tempfile::tempdir().unwrap();
+    let stolen = ssh_key(dir.path(), "stolen", &["-t", "ed25519"]);
+    let kept = ssh_key(dir.path(), "kept", &["-t", "ed25519"]);
+    let line = |who: &str, key: &crate::trust::SshKey| {
+        format!("{who}@example.com namespaces=\"git\" {}", key.key())
+    };
+    let signers = allowed_signers(dir.path(), &[line("stolen", &stolen), line("kept", &kept)]);
+    let (up, _daemon, url) = served();
+    // Applied while its key was trusted: the commit of whoever stole the key.
+    let evil = up.commit_with(
+        &[("run.sh", HOLDING_RUN_SH)],
+        "signed with the stolen key",
+        &stolen.signing(),
+        &[],
+    );
+    let m = Machine::new();
+    let args = ["--on-failure", "revert", &arg(&signers)];
+    m.sync(&url, &args).expect(0);
+    // The key's line removed, a fix signed by a trusted key, which fails its health check:
+    // going back would run the stolen key's commit again.
+    allowed_signers(dir.path(), &[line("kept", &kept)]);
+    let fix = up.commit_with(
+        &[("run.sh", FAILING_RUN_SH)],
+        "the fix, failing",
+        &kept.signing(),
+        &[],
+    );
+    let run = m.sync(&url, &args).expect(1);
+    let said = run.error_line();
+    assert!(
+        said.contains("reverting to") && said.contains(&evil[..12]),
+        "{said}"
+    );
+    assert_eq!(
+        reasons(&m)[1..],
+        [format!("{fix} apply {evil}")],
+        "the untrusted commit ran again"
+    );
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "revert-failed", "{state}");
+    assert!(
+        state["last_pass"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("in no line of --allowed-signers"),
+        "{state}"
+    );
+    // Held back: neither commit runs on the next pass.
+    m.sync(&url, &args).expect(1);
+    assert_eq!(reasons(&m).len(), 2);
+}

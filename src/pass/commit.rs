@@ -204,6 +204,7 @@ pub(super) fn apply_commit(
 /// more is tried in this pass. A tree the store cannot give whole gets the store `heal`ed and
 /// is written once more (nothing of the revert has run yet); the healed store comes back with
 /// the result, for the rest of the pass to read.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn revert(
     settings: &Settings,
     layout: &Layout,
@@ -212,6 +213,7 @@ pub(super) fn revert(
     failed: &Target<'_>,
     why: &anyhow::Error,
     heal: impl FnOnce() -> Option<gix::Repository>,
+    now: time::OffsetDateTime,
 ) -> (Result<()>, Option<gix::Repository>) {
     let short = |c: &str| c.get(..12).unwrap_or(c).to_string();
     let line = format!(
@@ -231,6 +233,21 @@ pub(super) fn revert(
         umask: failed.umask,
         lock_fd: failed.lock_fd,
     };
+    // A revert runs the applied commit's code again, so it is held to today's signers as every
+    // commit a pass runs is (--apply always checks the applied commit again too): a key whose
+    // line was removed since it signed (a stolen one) gets nothing run again.
+    if let Some(trust) = &settings.trust {
+        let checked = gix::ObjectId::from_hex(applied.as_bytes())
+            .map_err(anyhow::Error::from)
+            .and_then(|id| {
+                git::trust::verify(repo, trust, None, id, now)
+                    .map_err(|untrusted| fail(Exit::Untrusted, untrusted.to_string()))
+            });
+        if let Err(e) = checked {
+            apply::note_in_log(failed.log, &format!("the revert failed: {}", one_line(&e)));
+            return (Err(e), None);
+        }
+    }
     let (mut ms, mut switched) = (None, false);
     let mut result = apply_commit(settings, layout, repo, &target, &mut ms, &mut switched);
     // The failed commit's tree may have been the spare brought up to date, reading only the

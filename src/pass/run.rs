@@ -604,6 +604,7 @@ fn pass(
                                 &target,
                                 &e,
                                 || heal_store(settings, layout, in_state, fetched.tip),
+                                now(),
                             );
                             if fresh.is_some() {
                                 healed = fresh;
