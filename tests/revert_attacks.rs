@@ -325,13 +325,40 @@ fn a_rewind_allowed_that_fails_is_reverted_and_the_record_stays() {
     assert_eq!(reasons(&m).len(), 3);
 }
 
+/// An env file that sends JSON notifications to a receiver started here.
+fn notified(m: &Machine) -> Receiver {
+    let hook = Receiver::start(vec![]);
+    let file = m.dir.path().join("notify-url");
+    std::fs::write(&file, hook.url("/hook") + "\n").unwrap();
+    chmod(&file, 0o600);
+    std::fs::write(
+        &m.config,
+        format!(
+            "GITOPS_NOTIFY_URL_FILE={}\nGITOPS_NOTIFY_FORMAT=json\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    hook
+}
+
+fn events(hook: &Receiver, count: usize) -> Vec<serde_json::Value> {
+    hook.wait_for_requests(count, Duration::from_secs(10))
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
 #[test]
 fn two_failing_commits_in_a_row_are_each_reverted_and_told() {
     let (up, _daemon, m, url, good, bad) = good_then_bad();
+    let hook = notified(&m);
+    m.sync(&url, &REVERT).expect(1);
     m.sync(&url, &REVERT).expect(1);
     let worse = up.commit(&[("motd", "x\n")], "still failing");
     let run = m.sync(&url, &REVERT).expect(1);
     assert!(run.error_line().contains(&worse[..12]), "{}", run.stderr);
+    m.sync(&url, &REVERT).expect(1);
     assert_eq!(
         reasons(&m)[1..],
         [
@@ -349,6 +376,27 @@ fn two_failing_commits_in_a_row_are_each_reverted_and_told() {
     // Only the applied tree and the held-back one are kept.
     let trees = m.trees();
     assert!(trees.len() <= 2 && trees.contains(&good), "{trees:?}");
+    // One notification per revert, each naming its commit; none for the passes holding back.
+    let told = events(&hook, 2);
+    let told: Vec<(&str, &str, &str)> = told
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["commit"].as_str().unwrap(),
+                e["previous_commit"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("reverted", bad.as_str(), good.as_str()),
+            ("reverted", worse.as_str(), good.as_str())
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hook.requests().len(), 2);
 }
 
 #[test]
