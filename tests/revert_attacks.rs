@@ -732,3 +732,32 @@ fn a_revert_runs_no_commit_whose_signer_is_no_longer_trusted() {
     m.sync(&url, &args).expect(1);
     assert_eq!(reasons(&m).len(), 2);
 }
+
+#[test]
+fn a_shallow_store_consolidated_many_times_still_gives_the_revert_its_tree() {
+    let (up, _daemon, url) = served();
+    let m = Machine::new();
+    let args = ["--on-failure", "revert", "--depth", "1"];
+    let mut good = String::new();
+    // More fetches than the store keeps packs for: consolidated along the way.
+    for n in 0..11 {
+        good = up.commit(
+            &[("run.sh", HOLDING_RUN_SH), ("n", &format!("{n}\n"))],
+            &format!("good {n}"),
+        );
+        m.sync(&url, &args).expect(0);
+    }
+    let bad = up.commit(&[("run.sh", FAILING_RUN_SH)], "bad");
+    m.sync(&url, &args).expect(1);
+    assert_eq!(reasons(&m).last().unwrap(), &format!("{good} revert {bad}"));
+    assert_eq!(linked_commit(&m), good);
+    assert_eq!(
+        std::fs::read_to_string(m.checkout.join("n")).unwrap(),
+        "10\n"
+    );
+    let packs = crate::harness::names(&m.state.join("repo.git/objects/pack"));
+    assert!(
+        packs.iter().filter(|p| p.ends_with(".pack")).count() <= 8,
+        "{packs:?}"
+    );
+}
