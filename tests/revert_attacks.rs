@@ -761,3 +761,31 @@ fn a_shallow_store_consolidated_many_times_still_gives_the_revert_its_tree() {
         "{packs:?}"
     );
 }
+
+#[test]
+fn with_retry_reverted_the_journal_says_when_the_commit_is_tried_again() {
+    let (_up, _daemon, m, url, _good, bad) = good_then_bad();
+    let args = ["--on-failure", "revert", "--retry-reverted", "2h"];
+    let run = m.sync(&url, &args).expect(1);
+    let at = m.state_json()["pending"]["reverted_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at =
+        time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).unwrap();
+    let retry = (at + time::Duration::hours(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    // Not "until the branch moves" alone: it is tried again at a time the operator can read.
+    let said = run.error_line();
+    assert!(said.contains(&retry), "{retry} in {said}");
+    let held = m.sync(&url, &args).expect(1);
+    let said = held.error_line();
+    assert!(
+        said.contains(&bad[..12]) && said.contains(&retry),
+        "{retry} in {said}"
+    );
+    // Without the option, the record holds it until the branch moves.
+    let never = m.sync(&url, &REVERT).expect(1);
+    assert!(!never.error_line().contains(&retry), "{}", never.stderr);
+}

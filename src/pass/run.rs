@@ -454,12 +454,18 @@ fn pass(
             let at = pending.reverted_at.as_deref().unwrap_or("an earlier pass");
             let applied = state.applied.as_ref().map(|a| a.commit.clone());
             let back = applied.as_deref().map_or("", |a| a.get(..12).unwrap_or(a));
+            let retry = settings.health.retry_reverted;
+            let hold = health::held_until(retry, pending.reverted_at.as_deref());
             let why = match outcome {
                 Outcome::RevertFailed => format!(
-                    "{short} failed and reverting to {back} failed too (at {at}); nothing runs until the branch moves: repair the machine, then push a fix"
+                    "{short} failed and reverting to {back} failed too (at {at}); nothing runs {hold}: repair the machine, then push a fix"
                 ),
                 _ => format!(
-                    "{short} failed and was reverted to {back} at {at}; it is held back until the branch moves: push a fix (or pass --retry-reverted to try it again)"
+                    "{short} failed and was reverted to {back} at {at}; it is held back {hold}: push a fix{}",
+                    match retry {
+                        health::RetryReverted::Never => " (or pass --retry-reverted to try it again)",
+                        health::RetryReverted::After(_) => "",
+                    }
                 ),
             };
             // The applied tree stays linked, as on a pass with nothing new.
@@ -650,6 +656,8 @@ fn pass(
                 Err(failed) => failed,
             };
             let back = previous.get(..12).unwrap_or(&previous);
+            let reverted_at = rfc3339(now());
+            let hold = health::held_until(settings.health.retry_reverted, Some(&reverted_at));
             let (outcome, e) = match reverted {
                 None => {
                     let outcome = match crate::exit::code_of(&e) {
@@ -659,10 +667,10 @@ fn pass(
                     (outcome, e)
                 }
                 Some(Ok(())) => {
-                    say!("gitops: reverted to {back}; {short} is held back until the branch moves");
+                    say!("gitops: reverted to {back}; {short} is held back {hold}");
                     let e = e.context(crate::exit::Coded::new(
                         Exit::ApplyFailed,
-                        format!("{short} failed and was reverted to {back} (held back until the branch moves)"),
+                        format!("{short} failed and was reverted to {back} (held back {hold})"),
                     ));
                     (Outcome::Reverted, e)
                 }
@@ -670,7 +678,7 @@ fn pass(
                     let e = fail(
                         Exit::ApplyFailed,
                         format!(
-                            "{short} failed and reverting to {back} failed too: {}; nothing more runs until the branch moves: repair the machine, then push a fix (the first failure: {})",
+                            "{short} failed and reverting to {back} failed too: {}; nothing more runs {hold}: repair the machine, then push a fix (the first failure: {})",
                             one_line(&again),
                             one_line(&e)
                         ),
@@ -686,7 +694,7 @@ fn pass(
                 log: log_shown,
                 subject,
                 outcome: was_reverted.then_some(outcome),
-                reverted_at: was_reverted.then(|| rfc3339(now())),
+                reverted_at: was_reverted.then_some(reverted_at),
             });
             // Whatever the link points at stays too: a failure before the switch must not
             // leave it dangling.
