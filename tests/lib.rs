@@ -30,6 +30,7 @@ mod plan;
 mod reboot;
 mod records;
 mod revert;
+mod revert_attacks;
 mod soak;
 mod state_dir;
 mod status_report;

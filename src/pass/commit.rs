@@ -201,7 +201,10 @@ pub(super) fn apply_commit(
 /// Go back to `applied` after the commit of `failed` failed with `why`: its tree written again
 /// out of the store, the link pointed back at it, its entry point (GITOPS_REASON=revert) and
 /// health check run again, into the failed apply's log. Once: whatever it returns, nothing
-/// more is tried in this pass.
+/// more is tried in this pass. A tree the store cannot give whole gets the store `heal`ed and
+/// is written once more (nothing of the revert has run yet); the healed store comes back with
+/// the result, for the rest of the pass to read.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn revert(
     settings: &Settings,
     layout: &Layout,
@@ -209,7 +212,9 @@ pub(super) fn revert(
     applied: &str,
     failed: &Target<'_>,
     why: &anyhow::Error,
-) -> Result<()> {
+    heal: impl FnOnce() -> Option<gix::Repository>,
+    now: time::OffsetDateTime,
+) -> (Result<()>, Option<gix::Repository>) {
     let short = |c: &str| c.get(..12).unwrap_or(c).to_string();
     let line = format!(
         "{} failed ({}); reverting to the last applied commit {}",
@@ -228,14 +233,44 @@ pub(super) fn revert(
         umask: failed.umask,
         lock_fd: failed.lock_fd,
     };
+    // A revert runs the applied commit's code again, so it is held to today's signers as every
+    // commit a pass runs is (--apply always checks the applied commit again too): a key whose
+    // line was removed since it signed (a stolen one) gets nothing run again.
+    if let Some(trust) = &settings.trust {
+        let checked = gix::ObjectId::from_hex(applied.as_bytes())
+            .map_err(anyhow::Error::from)
+            .and_then(|id| {
+                git::trust::verify(repo, trust, None, id, now)
+                    .map_err(|untrusted| fail(Exit::Untrusted, untrusted.to_string()))
+            });
+        if let Err(e) = checked {
+            apply::note_in_log(failed.log, &format!("the revert failed: {}", one_line(&e)));
+            return (Err(e), None);
+        }
+    }
     let (mut ms, mut switched) = (None, false);
-    apply_commit(settings, layout, repo, &target, &mut ms, &mut switched)
+    let mut result = apply_commit(settings, layout, repo, &target, &mut ms, &mut switched);
+    // The failed commit's tree may have been the spare brought up to date, reading only the
+    // blobs it changed; the applied tree is written whole, and is the first read of the rest:
+    // damage there (bit rot the quick look does not hash) is healed as for the commit's own.
+    let mut healed = None;
+    if result
+        .as_ref()
+        .is_err_and(|e| e.to_string().starts_with(TREE_WRITE_FAILED))
+    {
+        if let Some(fresh) = heal() {
+            result = apply_commit(settings, layout, &fresh, &target, &mut ms, &mut switched);
+            healed = Some(fresh);
+        }
+    }
+    let result = result
         .inspect_err(|e| {
             apply::note_in_log(failed.log, &format!("the revert failed: {}", one_line(e)));
         })
         .inspect(|()| {
             apply::note_in_log(failed.log, &format!("reverted to {}", short(applied)));
-        })
+        });
+    (result, healed)
 }
 
 /// Create this apply's log file, new (O_EXCL, O_NOFOLLOW): a file or link already there under

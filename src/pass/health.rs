@@ -169,6 +169,28 @@ pub fn held_back(pending: Option<&Pending>, retry: RetryReverted, now: OffsetDat
     }
 }
 
+/// How long a commit reverted at `reverted_at` is held back, as the journal and the error say
+/// it: "until the branch moves", and with `--retry-reverted` the time it is tried again, so
+/// that nobody pushes a fix in a hurry for a commit that retries itself within the hour.
+pub fn held_until(retry: RetryReverted, reverted_at: Option<&str>) -> String {
+    let RetryReverted::After(wait) = retry else {
+        return "until the branch moves".into();
+    };
+    let shown = crate::config::format_duration(wait);
+    let again = reverted_at
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .zip(time::Duration::try_from(wait).ok())
+        // A time hand-written near the end of the calendar must not overflow.
+        .and_then(|(at, wait)| at.checked_add(wait));
+    match again {
+        Some(again) => format!(
+            "until the branch moves or {} (--retry-reverted {shown})",
+            super::run::rfc3339(again)
+        ),
+        None => format!("until the branch moves or --retry-reverted {shown} has passed"),
+    }
+}
+
 /// Wait, in slices so that a SIGTERM ends the wait at once. False when a signal came.
 fn pause(total: Duration) -> bool {
     let until = std::time::Instant::now() + total;
@@ -249,6 +271,21 @@ mod tests {
             );
         }
         assert!(!held_back(None, RetryReverted::Never, now));
+    }
+
+    #[test]
+    fn the_hold_says_when_the_commit_is_tried_again() {
+        let hour = RetryReverted::After(Duration::from_secs(3600));
+        #[rustfmt::skip]
+        let table: &[(RetryReverted, Option<&str>, &str)] = &[
+            (RetryReverted::Never, Some("2026-12-03T11:00:00Z"), "until the branch moves"),
+            (hour, Some("2026-12-03T11:00:00Z"), "until the branch moves or 2026-12-03T12:00:00Z (--retry-reverted 60min)"),
+            (hour, None, "until the branch moves or --retry-reverted 60min has passed"),
+            (hour, Some("9999-12-31T23:30:00Z"), "until the branch moves or --retry-reverted 60min has passed"),
+        ];
+        for (retry, at, want) in table {
+            assert_eq!(held_until(*retry, *at), *want, "{retry:?} {at:?}");
+        }
     }
 
     #[test]

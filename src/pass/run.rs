@@ -45,7 +45,7 @@ pub fn run(settings: &Settings, now: &dyn Fn() -> OffsetDateTime) -> Result<()> 
     }
     // The state as the last pass left it: what the notifications compare this pass with.
     let before = state.clone();
-    let killed = take_unfinished(&mut state);
+    let killed = take_unfinished(&mut state, &rfc3339(now()));
     let loaded = (state.applied.clone(), state.pending.clone());
     let started_at = rfc3339(now());
     let clock = std::time::Instant::now();
@@ -465,12 +465,18 @@ fn pass(
             let at = pending.reverted_at.as_deref().unwrap_or("an earlier pass");
             let applied = state.applied.as_ref().map(|a| a.commit.clone());
             let back = applied.as_deref().map_or("", |a| a.get(..12).unwrap_or(a));
+            let retry = settings.health.retry_reverted;
+            let hold = health::held_until(retry, pending.reverted_at.as_deref());
             let why = match outcome {
                 Outcome::RevertFailed => format!(
-                    "{short} failed and reverting to {back} failed too (at {at}); nothing runs until the branch moves: repair the machine, then push a fix"
+                    "{short} failed and reverting to {back} failed too (at {at}); nothing runs {hold}: repair the machine, then push a fix"
                 ),
                 _ => format!(
-                    "{short} failed and was reverted to {back} at {at}; it is held back until the branch moves: push a fix (or pass --retry-reverted to try it again)"
+                    "{short} failed and was reverted to {back} at {at}; it is held back {hold}: push a fix{}",
+                    match retry {
+                        health::RetryReverted::Never => " (or pass --retry-reverted to try it again)",
+                        health::RetryReverted::After(_) => "",
+                    }
                 ),
             };
             // The applied tree stays linked, as on a pass with nothing new.
@@ -478,6 +484,13 @@ fn pass(
                 if let Err(e) = repair_checkout(settings, layout, applied, entry_umask) {
                     say!("gitops: warning: {}", one_line(&e));
                 }
+            }
+            // A revert killed halfway left half a tree (.new-<commit>, as large as the tree),
+            // which only an apply would sweep: a commit is held back for days.
+            let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
+            let keep = [applied.as_deref().unwrap_or_default(), &tip, &linked];
+            if let Err(e) = checkout::prune(&layout.trees(), &keep) {
+                say!("gitops: warning: {}", one_line(&e));
             }
             Err((outcome, fail(Exit::ApplyFailed, why)))
         }
@@ -531,6 +544,7 @@ fn pass(
                         started_at: rfc3339(now()),
                         pid: std::process::id(),
                         log: Some(log.display().to_string()),
+                        reverting_to: None,
                     });
                     state::save(layout, state, true)?;
                     Ok(log)
@@ -594,11 +608,24 @@ fn pass(
                         state.applied.as_ref().map(|a| a.commit.as_str()),
                         &tip,
                         crate::signals::received().is_some(),
-                    );
+                    )
+                    .map(str::to_string);
                     let result = match (result, back) {
                         (Err(e), Some(back)) => {
-                            let repo = healed.as_ref().unwrap_or(repo);
-                            let reverted = revert(settings, layout, repo, back, &target, &e);
+                            mark_reverting(layout, state, &back);
+                            let (reverted, fresh) = revert(
+                                settings,
+                                layout,
+                                healed.as_ref().unwrap_or(repo),
+                                &back,
+                                &target,
+                                &e,
+                                || heal_store(settings, layout, in_state, fetched.tip),
+                                now(),
+                            );
+                            if fresh.is_some() {
+                                healed = fresh;
+                            }
                             Err((e, Some(reverted)))
                         }
                         (result, _) => result.map_err(|e| (e, None)),
@@ -640,6 +667,8 @@ fn pass(
                 Err(failed) => failed,
             };
             let back = previous.get(..12).unwrap_or(&previous);
+            let reverted_at = rfc3339(now());
+            let hold = health::held_until(settings.health.retry_reverted, Some(&reverted_at));
             let (outcome, e) = match reverted {
                 None => {
                     let outcome = match crate::exit::code_of(&e) {
@@ -649,10 +678,10 @@ fn pass(
                     (outcome, e)
                 }
                 Some(Ok(())) => {
-                    say!("gitops: reverted to {back}; {short} is held back until the branch moves");
+                    say!("gitops: reverted to {back}; {short} is held back {hold}");
                     let e = e.context(crate::exit::Coded::new(
                         Exit::ApplyFailed,
-                        format!("{short} failed and was reverted to {back} (held back until the branch moves)"),
+                        format!("{short} failed and was reverted to {back} (held back {hold})"),
                     ));
                     (Outcome::Reverted, e)
                 }
@@ -660,7 +689,7 @@ fn pass(
                     let e = fail(
                         Exit::ApplyFailed,
                         format!(
-                            "{short} failed and reverting to {back} failed too: {}; nothing more runs until the branch moves: repair the machine, then push a fix (the first failure: {})",
+                            "{short} failed and reverting to {back} failed too: {}; nothing more runs {hold}: repair the machine, then push a fix (the first failure: {})",
                             one_line(&again),
                             one_line(&e)
                         ),
@@ -676,7 +705,7 @@ fn pass(
                 log: log_shown,
                 subject,
                 outcome: was_reverted.then_some(outcome),
-                reverted_at: was_reverted.then(|| rfc3339(now())),
+                reverted_at: was_reverted.then_some(reverted_at),
             });
             // Whatever the link points at stays too: a failure before the switch must not
             // leave it dangling.
@@ -686,6 +715,23 @@ fn pass(
             }
             Err((outcome, e))
         }
+    }
+}
+
+/// Record, durably, that the pass now reverts to `back`: killed during the revert, it is a
+/// revert that did not finish, which the next pass holds back (see `take_unfinished`) rather
+/// than trying the failed commit again. Unrecorded (a full disk), the revert runs all the same:
+/// the machine comes first, and a kill then only costs one more try of the commit.
+fn mark_reverting(layout: &Layout, state: &mut State, back: &str) {
+    let Some(in_progress) = state.in_progress.as_mut() else {
+        return;
+    };
+    in_progress.reverting_to = Some(back.to_string());
+    if let Err(e) = state::save(layout, state, true) {
+        say!(
+            "gitops: warning: could not record that the revert starts: {}",
+            one_line(&e)
+        );
     }
 }
 
@@ -750,8 +796,11 @@ pub fn stale_error(stale: &state::Stale, now: OffsetDateTime) -> String {
 
 /// A pass that recorded it was applying a commit and never recorded how that ended was killed
 /// (kill -9, the OOM killer, a power cut) or crashed: count it as a failed attempt of that
-/// commit, so this pass retries it as pending. Returns whether there was one.
-pub(super) fn take_unfinished(state: &mut State) -> bool {
+/// commit, so this pass retries it as pending. Killed while reverting, the commit had failed
+/// already and the revert did not finish: a failed revert (held back, `now` its time), never a
+/// retry, or a revert that kills gitops would apply the failed commit again on every pass.
+/// Returns whether there was one.
+pub(super) fn take_unfinished(state: &mut State, now: &str) -> bool {
     let Some(unfinished) = state.in_progress.take() else {
         return false;
     };
@@ -760,6 +809,7 @@ pub(super) fn take_unfinished(state: &mut State) -> bool {
         .pending
         .take()
         .filter(|p| p.commit == unfinished.commit);
+    let reverting = unfinished.reverting_to.is_some();
     state.pending = Some(Pending {
         attempts: previous
             .as_ref()
@@ -771,7 +821,8 @@ pub(super) fn take_unfinished(state: &mut State) -> bool {
         subject: previous.and_then(|p| p.subject),
         commit: unfinished.commit,
         last_error: error,
-        ..Default::default()
+        outcome: reverting.then_some(Outcome::RevertFailed),
+        reverted_at: reverting.then(|| now.to_string()),
     });
     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
     true
@@ -779,11 +830,18 @@ pub(super) fn take_unfinished(state: &mut State) -> bool {
 
 /// What status and the next pass say about a pass that never recorded its outcome.
 pub fn unfinished_error(unfinished: &InProgress) -> String {
-    format!(
-        "the pass applying {} started at {} did not finish: killed or crashed",
-        unfinished.commit.get(..12).unwrap_or(&unfinished.commit),
-        unfinished.started_at
-    )
+    let commit = unfinished.commit.get(..12).unwrap_or(&unfinished.commit);
+    match &unfinished.reverting_to {
+        Some(to) => format!(
+            "{commit} failed and the pass started at {} was killed or crashed while reverting to {}: the revert did not finish",
+            unfinished.started_at,
+            to.get(..12).unwrap_or(to)
+        ),
+        None => format!(
+            "the pass applying {commit} started at {} did not finish: killed or crashed",
+            unfinished.started_at
+        ),
+    }
 }
 
 /// Record a configuration error that stopped `gitops sync` before its pass, so that status does

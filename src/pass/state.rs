@@ -115,6 +115,11 @@ pub struct InProgress {
     /// The apply's log, which holds what the entry point said before the pass was killed.
     #[serde(default)]
     pub log: Option<String>,
+    /// Set, durably, once `commit` failed and the pass starts going back to this applied
+    /// commit (`--on-failure revert`): a pass killed from then on left a revert unfinished, and
+    /// `commit`, whose failure was seen, is not tried again by the next pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverting_to: Option<String>,
 }
 
 /// The last commit whose entry point exited 0.

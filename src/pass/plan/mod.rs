@@ -288,7 +288,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         }
     };
     // A pass that was killed while applying is a failed attempt to the next pass.
-    run::take_unfinished(&mut state);
+    run::take_unfinished(&mut state, &run::rfc3339(now()));
     let mut remote_commit = None;
     let Observed {
         fetched,

@@ -423,6 +423,7 @@ mod tests {
             started_at: "2026-12-02T09:55:00Z".into(),
             pid: 1,
             log: None,
+            reverting_to: None,
         });
         let after = state(Some(Outcome::UpToDate), 0, None);
         assert_eq!(

@@ -379,6 +379,7 @@ mod tests {
                 started_at: "2026-11-25T09:58:00Z".into(),
                 pid: 42,
                 log: None,
+                reverting_to: None,
             });
             s
         };

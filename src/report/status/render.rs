@@ -192,7 +192,7 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
             Some(Outcome::Reverted) => out.push(Line::new(
                 "  reverted",
                 Tone::Pending,
-                format!("{when}, to the applied commit; held back until the branch moves"),
+                format!("{when}, to the applied commit; held back until the branch moves (or --retry-reverted has passed)"),
             )),
             Some(Outcome::RevertFailed) => out.push(Line::new(
                 "  revert failed",
