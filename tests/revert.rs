@@ -249,3 +249,33 @@ fn the_entry_point_learns_why_it_runs() {
         [format!("{first} apply "), format!("{first} always {first}")]
     );
 }
+
+#[test]
+fn a_named_health_check_the_reverted_to_commit_predates_does_not_fail_the_revert() {
+    let (up, _daemon, url) = served();
+    let good = up.commit(&[("run.sh", REASONS_RUN_SH)], "before the check existed");
+    let m = Machine::new();
+    m.sync(&url, &[]).expect(0);
+    // The operator names a check that the next commit brings; that commit fails it.
+    let bad = up.commit_file_mode(
+        "checks/web.sh",
+        "#!/bin/sh\nexit 1\n",
+        0o755,
+        "adds a failing check",
+    );
+    let named = ["--on-failure", "revert", "--health-check", "checks/web.sh"];
+    let run = m.sync(&url, &named).expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "the health check checks/web.sh is not in {}",
+            &good[..12]
+        )),
+        "{}",
+        run.stderr
+    );
+    let state = m.state_json();
+    assert_eq!(state["last_pass"]["outcome"], "reverted", "{state}");
+    assert_eq!(state["pending"]["commit"], bad.as_str());
+    assert_eq!(linked_commit(&m), good);
+    assert_eq!(reasons(&m).last().unwrap(), &format!("{good} revert {bad}"));
+}

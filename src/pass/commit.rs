@@ -192,6 +192,20 @@ pub(super) fn apply_commit(
     ran?.map_err(|why| fail(Exit::ApplyFailed, why))?;
     // The entry point's exit status says it ran; the health check, that the machine works.
     match health::chosen(&settings.health, &tree) {
+        // A check named by --health-check that the commit reverted to predates: that commit
+        // applied without it, and a revert must not fail for want of a file it never had.
+        Some(program)
+            if target.reason == "revert"
+                && std::fs::symlink_metadata(tree.join(program)).is_err() =>
+        {
+            let line = format!(
+                "the health check {program} is not in {}, which applied without it: the revert is checked by its entry point alone",
+                &target.commit[..target.commit.len().min(12)]
+            );
+            say!("gitops: {line}");
+            apply::note_in_log(log, &line);
+            Ok(())
+        }
         Some(program) => health::check(&settings.health, program, &run)?
             .map_err(|why| fail(Exit::ApplyFailed, why)),
         None => Ok(()),
