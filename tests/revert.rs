@@ -112,6 +112,9 @@ fn a_commit_whose_health_check_fails_is_reverted_and_held_back_until_a_fix() {
         "{told}"
     );
 
+    let metrics = m.run(&["status", "--prometheus"]).stdout;
+    assert!(metrics.contains("\ngitops_held_back 1\n"), "{metrics}");
+
     // Held back: the next passes run nothing and tell nothing new.
     for _ in 0..3 {
         let run = m.sync(&url, &[]).expect(1);
@@ -137,6 +140,8 @@ fn a_commit_whose_health_check_fails_is_reverted_and_held_back_until_a_fix() {
     assert_eq!(state["applied"]["commit"], fixed.as_str());
     assert!(state["pending"].is_null(), "{state}");
     assert_eq!(linked_commit(&m), fixed);
+    let metrics = m.run(&["status", "--prometheus"]).stdout;
+    assert!(metrics.contains("\ngitops_held_back 0\n"), "{metrics}");
 }
 
 #[test]

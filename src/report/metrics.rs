@@ -116,6 +116,16 @@ pub fn render(state: &State, outbox_events: usize, trigger: Option<&Stats>) -> S
             state.pending.as_ref().map_or(0, |p| p.attempts).to_string(),
         )],
     );
+    // A reverted commit waits without retries: a number of attempts does not show that.
+    let held = state
+        .pending
+        .as_ref()
+        .is_some_and(|p| matches!(p.outcome, Some(Outcome::Reverted | Outcome::RevertFailed)));
+    out.gauge(
+        "gitops_held_back",
+        "1 while the branch's tip failed, was reverted (--on-failure revert) and is held back until the branch moves; 0 otherwise.",
+        &[(&[], u8::from(held).to_string())],
+    );
     out.gauge(
         "gitops_notify_outbox_events",
         "Notification events written and not yet delivered to every destination.",
@@ -440,6 +450,7 @@ mod tests {
             "gitops_branch_stale 0",
             "gitops_consecutive_failures 0",
             "gitops_pending_attempts 0",
+            "gitops_held_back 0",
             "gitops_notify_outbox_events 0",
             "gitops_passes_total{outcome=\"up-to-date\"} 0",
             "gitops_passes_total{outcome=\"applied\"} 0",
@@ -512,6 +523,7 @@ mod tests {
             "gitops_applied_commit_timestamp_seconds 1795593540",
             "gitops_consecutive_failures 3",
             "gitops_pending_attempts 3",
+            "gitops_held_back 0",
             "gitops_notify_outbox_events 5",
             "gitops_passes_total{outcome=\"applied\"} 4",
             "gitops_passes_total{outcome=\"apply-failed\"} 3",
