@@ -27,6 +27,7 @@ mod notify_pass;
 mod orphans;
 mod pass_guards;
 mod plan;
+mod plan_attacks;
 mod reboot;
 mod records;
 mod revert;

@@ -1,0 +1,86 @@
+//! `gitops plan` attacked: a hostile repository whose commit makes the description expensive,
+//! and what the next pass does against what the plan said.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{applied_machine, Run, RECORDING_RUN_SH};
+
+/// `count` lines of one letter each, a to d, from `seed`: under 1 MiB, so not "large" by
+/// size, and so repetitive that a line diff of two such texts falls back to its slow path.
+fn letters(seed: u64, count: usize) -> String {
+    let mut x = seed | 1;
+    let mut text = String::with_capacity(count * 2);
+    for _ in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push(char::from(b'a' + (x % 4) as u8));
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn a_commit_of_files_that_are_slow_to_diff_is_planned_in_seconds() {
+    let (up, _daemon, m, url) = applied_machine();
+    const LINES: usize = 300_000;
+    // Both sides large: the applied commit has the files too. The entry point stops before
+    // its filler, so the pass can run it.
+    let run_sh = |seed| format!("{RECORDING_RUN_SH}exit 0\n{}", letters(seed, LINES));
+    let names = ["a.txt", "b.txt", "c.txt"];
+    let first: Vec<(String, String)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), letters(i as u64 + 1, LINES)))
+        .chain([("run.sh".to_string(), run_sh(7))])
+        .collect();
+    let files: Vec<(&str, &str)> = first
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    up.commit(&files, "filler");
+    m.sync(&url, &[]).expect(0);
+    let second: Vec<(String, String)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), letters(i as u64 + 100, LINES)))
+        .chain([("run.sh".to_string(), run_sh(107))])
+        .collect();
+    let files: Vec<(&str, &str)> = second
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    let tip = up.commit(&files, "other filler");
+
+    // Before the bound, this plan diffed for minutes (debug build) holding the lock.
+    let started = Instant::now();
+    let child = m.spawn(&["plan", "--repo-url", &url]);
+    let run = Run::within(child, Duration::from_secs(40)).expect(10);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = &run.stdout;
+    assert!(
+        out.contains(&format!("would apply {}", &tip[..12])),
+        "{out}"
+    );
+    for name in names {
+        assert!(
+            out.contains(&format!("M {name:<6} | large, {LINES} -> {LINES} lines")),
+            "{name}: {out}"
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "  no diff: large, {} lines",
+            LINES + RECORDING_RUN_SH.lines().count() + 1
+        )),
+        "{out}"
+    );
+    // And the pass does what the plan said.
+    m.sync(&url, &[]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(tip.as_str()));
+}
