@@ -38,6 +38,7 @@ mod status_truth;
 mod store_heal;
 mod store_packs;
 mod suspend;
+mod suspend_attacks;
 mod sync_pass;
 mod transport_trust;
 mod transports;

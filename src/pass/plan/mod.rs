@@ -401,7 +401,17 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         Outcome::Applied | Outcome::UpToDate => Some(fetched.tip),
         _ => applied_id,
     };
-    let reboot = reboot_commit.map(|commit| reboot(settings, layout, &repo, &state, commit, now));
+    let reboot = reboot_commit.map(|commit| {
+        reboot(
+            settings,
+            layout,
+            &repo,
+            &state,
+            suspension.as_ref(),
+            commit,
+            now,
+        )
+    });
     let shown_commit = |id: ObjectId| CommitShown {
         commit: id.to_string(),
         subject: git::subject(&repo, id).map(|s| clip(&run::shown(&s))),
@@ -519,6 +529,7 @@ fn reboot(
     layout: &Layout,
     repo: &gix::Repository,
     state: &State,
+    suspension: Option<&suspend::Suspension>,
     commit: ObjectId,
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Reboot {
@@ -545,6 +556,7 @@ fn reboot(
         Some(request),
         state,
         marker.as_ref(),
+        suspension,
         &settings.reboot,
         now(),
     ) {
