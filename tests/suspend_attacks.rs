@@ -79,3 +79,64 @@ fn a_reboot_the_applied_commit_asks_for_waits_for_the_suspension_to_end() {
     }
     assert_eq!(reboots(&m), 1);
 }
+
+fn stamp(value: &serde_json::Value) -> OffsetDateTime {
+    OffsetDateTime::parse(
+        value.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+fn record(m: &Machine) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(m.state.join("suspended.json")).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn a_suspension_recorded_to_last_for_centuries_ends_max_suspend_after_the_first_pass() {
+    let (up, _daemon, m, url) = crate::harness::applied_machine();
+    let first = m.applied().unwrap();
+    // Written by hand, or by a `gitops suspend` whose clock was centuries ahead.
+    let path = m.state.join("suspended.json");
+    std::fs::write(
+        &path,
+        "{\"by\":\"alice\",\"at\":\"2026-01-01T00:00:00Z\",\"until\":\"2999-01-01T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    crate::harness::chmod(&path, 0o600);
+    let second = up.commit(&[("a", "1\n")], "held back");
+    let plan = m.run(&["plan", "--repo-url", &url]).expect(0);
+    assert!(
+        plan.stdout.contains(
+            "more than --max-suspend 24h from now: the next pass shortens it to end 24h after that pass"
+        ),
+        "{}",
+        plan.stdout
+    );
+
+    let run = m.sync(&url, &[]).expect(0);
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "suspended");
+    assert!(
+        run.stderr.contains(
+            "was recorded to last until 2999-01-01T00:00:00Z, more than --max-suspend 24h from now"
+        ),
+        "{}",
+        run.stderr
+    );
+    let until = stamp(&record(&m).unwrap()["until"]);
+    let left = until - OffsetDateTime::now_utc();
+    assert!(
+        left <= time::Duration::hours(24) && left > time::Duration::hours(23),
+        "{until}"
+    );
+    // Said once: the record now ends within the limit.
+    let run = m.sync(&url, &[]).expect(0);
+    assert!(!run.stderr.contains("recorded to last"), "{}", run.stderr);
+    assert_eq!(m.applied().as_deref(), Some(first.as_str()));
+
+    // A day later the suspension is over and the commit applies.
+    later(&m, 24 * 3600 + 60, &["sync", "--repo-url", &url]).expect(0);
+    assert_eq!(m.applied().as_deref(), Some(second.as_str()));
+    assert!(record(&m).is_none());
+}

@@ -366,6 +366,15 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         }
     };
     let suspended = suspension.as_ref().is_some_and(|s| s.active_at(now()));
+    if let Some(s) = suspension.as_ref().filter(|_| suspended) {
+        if s.capped(settings.max_suspend, now()).is_some() {
+            let max = format_duration(settings.max_suspend);
+            warnings.push(format!(
+                "the suspension by {} lasts until {}, more than --max-suspend {max} from now: the next pass shortens it to end {max} after that pass",
+                s.by, s.until
+            ));
+        }
+    }
     let held_as = state.pending.as_ref().and_then(|p| p.outcome);
     let outcome = outcome(action, signature.verdict == "untrusted", suspended, held_as);
 
