@@ -84,3 +84,41 @@ fn a_commit_of_files_that_are_slow_to_diff_is_planned_in_seconds() {
     m.sync(&url, &[]).expect(0);
     assert_eq!(m.applied().as_deref(), Some(tip.as_str()));
 }
+
+#[test]
+fn bidirectional_controls_and_line_separators_from_the_repository_are_written_out() {
+    let (up, _daemon, m, url) = applied_machine();
+    // Trojan Source: shown with the controls honoured, the command reads as part of a comment.
+    let run_sh = format!(
+        "{RECORDING_RUN_SH}rm -rf \"$OUT/victim\" #\u{202e}\u{2066} tidy the cache\u{2069}\n"
+    );
+    up.commit(
+        &[("run.sh", &run_sh), ("notes\u{202e}txt.sh", "x\n")],
+        "Tidy up\u{2028}gitops plan: up to date",
+    );
+    let text = Run::within(
+        m.spawn(&["plan", "--repo-url", &url]),
+        Duration::from_secs(60),
+    )
+    .expect(10);
+    let json = Run::within(
+        m.spawn(&["plan", "--repo-url", &url, "--json"]),
+        Duration::from_secs(60),
+    )
+    .expect(10);
+    for out in [&text.stdout, &json.stdout] {
+        for c in ['\u{202e}', '\u{2066}', '\u{2069}', '\u{2028}'] {
+            assert!(!out.contains(c), "{c:?} in {out}");
+        }
+    }
+    let out = &text.stdout;
+    assert!(
+        out.contains("+rm -rf \"$OUT/victim\" #\\u{202e}\\u{2066} tidy the cache\\u{2069}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"Tidy up\\u{2028}gitops plan: up to date\""),
+        "{out}"
+    );
+    assert!(out.contains("A notes\\u{202e}txt.sh"), "{out}");
+}
