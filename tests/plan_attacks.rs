@@ -122,3 +122,25 @@ fn bidirectional_controls_and_line_separators_from_the_repository_are_written_ou
     );
     assert!(out.contains("A notes\\u{202e}txt.sh"), "{out}");
 }
+
+#[test]
+fn an_entry_point_that_is_a_directory_is_planned_as_an_apply_that_fails() {
+    let (up, _daemon, m, url) = applied_machine();
+    up.remove("run.sh", "no entry point for a moment");
+    up.commit(&[("run.sh/inner", "x\n")], "run.sh is a directory now");
+    let run = m.run(&["plan", "--repo-url", &url]).expect(10);
+    assert!(
+        run.stdout.contains(
+            "entry point: run.sh (type-changed, directory: not a file, so the apply would fail)"
+        ),
+        "{}",
+        run.stdout
+    );
+    // As the plan said: the pass switches to the commit and refuses to run it.
+    let sync = m.sync(&url, &[]).expect(1);
+    assert!(
+        sync.error_line().contains("is a directory"),
+        "{}",
+        sync.stderr
+    );
+}

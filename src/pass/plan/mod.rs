@@ -450,7 +450,8 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         pending: state.pending.as_ref().map(|p| PendingShown {
             commit: p.commit.clone(),
             attempts: p.attempts,
-            last_error: p.last_error.clone(),
+            // Recorded by a pass, but possibly by an older one that let more through.
+            last_error: run::shown(&p.last_error),
         }),
         commits,
         files,

@@ -127,7 +127,14 @@ pub(super) fn render(plan: &Plan) -> String {
         }
     }
     let e = &plan.entrypoint;
-    let kind = e.kind.map(|k| format!(", {k}")).unwrap_or_default();
+    let kind = match e.kind {
+        // The pass refuses to run either: said here, as for a missing entry point.
+        Some(k @ ("directory" | "submodule")) => {
+            format!(", {k}: not a file, so the apply would fail")
+        }
+        Some(k) => format!(", {k}"),
+        None => String::new(),
+    };
     let change = match e.change {
         "missing" | "deleted" => format!(
             "{}: the tip has no entry point, so the apply would fail",
