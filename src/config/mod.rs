@@ -82,6 +82,10 @@ pub struct Options {
     #[arg(long, env = "GITOPS_MAX_FILE_SIZE", value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub max_file_size: u64,
 
+    /// The longest a suspension may last from now: a pass ends one recorded to last longer (written by hand, or while the clock was wrong) this long after it sees it; also gitops suspend's limit
+    #[arg(long, env = "GITOPS_MAX_SUSPEND", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub max_suspend: Duration,
+
     #[command(flatten)]
     pub health: crate::pass::health::HealthOptions,
 
@@ -143,6 +147,8 @@ pub struct Settings {
     pub known_hosts: Option<PathBuf>,
     pub lock_timeout: Duration,
     pub max_file_size: u64,
+    /// The longest a suspension lasts from the pass that sees it.
+    pub max_suspend: Duration,
     /// The health check after the entry point.
     pub health: crate::pass::health::HealthOptions,
     /// Where the pass's events go; empty when notifications are off.
@@ -203,6 +209,15 @@ impl Settings {
                 format!("--entrypoint {entrypoint:?} must be a path inside the repository, such as run.sh"),
             ));
         }
+        if opts.max_suspend < Duration::from_secs(1) {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--max-suspend {} is shorter than a second: it is how long a suspension lasts at most; give one such as 24h",
+                    format_duration(opts.max_suspend)
+                ),
+            ));
+        }
         if let Some(key) = &opts.ssh_key {
             check_deploy_key(key)?;
         }
@@ -253,6 +268,7 @@ impl Settings {
             known_hosts: opts.known_hosts.as_deref().map(absolute),
             lock_timeout: opts.lock_timeout,
             max_file_size: opts.max_file_size,
+            max_suspend: opts.max_suspend,
             notifier: opts.notify.resolve()?,
             health: opts.health.clone(),
             reboot: opts.reboot.clone(),

@@ -922,13 +922,24 @@ pub fn shown(text: &str) -> String {
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// Control characters written out (`\x1b`, `\x0d`), a tab as a space: a message from a
-/// hostile server must not move the cursor, repaint the terminal or overwrite a line.
+/// hostile server must not move the cursor, repaint the terminal or overwrite a line. The
+/// bidirectional controls and the Unicode line and paragraph separators are written out too
+/// (`\u{202e}`): a terminal or web page that honours them shows a line other than the one
+/// that runs (a `gitops plan` diff where `rm -rf …` reads as a harmless comment), or starts
+/// a line the text does not have.
 pub(super) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\t' => out.push(' '),
             c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            '\u{061c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}'
+            | '\u{2029}' => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -977,6 +988,15 @@ mod tests {
             ),
             ("a\tb\u{7f}c\u{9b}d", "a b\\x7fc\\x9bd"),
             ("é ü", "é ü"),
+            (
+                "rm -rf / #\u{202e}\u{2066} comment\u{2069}\u{2028}x",
+                "rm -rf / #\\u{202e}\\u{2066} comment\\u{2069}\\u{2028}x",
+            ),
+            // Joiners stay: emoji and scripts need them.
+            (
+                "\u{1f468}\u{200d}\u{1f469} \u{5d0}\u{5d1}",
+                "\u{1f468}\u{200d}\u{1f469} \u{5d0}\u{5d1}",
+            ),
         ];
         for (text, shown) in table {
             assert_eq!(printable(text), shown, "{text:?}");

@@ -54,6 +54,15 @@ impl Suspension {
         self.ends().is_some_and(|until| now < until)
     }
 
+    /// The end a pass gives a suspension recorded to last more than `max` from `now` (a
+    /// minute's slack for `gitops suspend`'s rounding and a clock that steps back a little):
+    /// `max` from now. None: the record's own end stands.
+    pub fn capped(&self, max: Duration, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let until = self.ends()?;
+        let cap = now.checked_add(time::Duration::try_from(max).ok()?)?;
+        (until > cap + time::Duration::MINUTE).then_some(cap)
+    }
+
     /// "alice until 2026-12-03T12:00:00Z (reason: db migration)": who, until when, why.
     pub fn described(&self) -> String {
         let reason = self
@@ -225,6 +234,29 @@ pub(super) fn holds_back(
             Err(e) => say!("gitops: warning: {why}, but {}", one_line(&e)),
         }
         return false;
+    }
+    // A record that would outlast --max-suspend from now was not written by `gitops suspend`
+    // under this configuration: by hand, or while the clock was wrong (a machine that booted
+    // years ahead and was corrected keeps its suspension for those years), or with a
+    // --max-suspend typed on the command line above the env file's. The env file's limit is
+    // what makes a suspension impossible to forget, so it ends this long after this pass at
+    // the latest, and the record says so from now on.
+    if let Some(cap) = record.capped(settings.max_suspend, now) {
+        let was = std::mem::replace(&mut record.until, rfc3339(cap));
+        match write(layout, &record) {
+            Ok(()) => say!(
+                "gitops: warning: the suspension by {} was recorded to last until {was}, more than --max-suspend {} from now (written by hand, or while the clock was wrong?): it ends at {} instead",
+                record.by,
+                format_duration(settings.max_suspend),
+                record.until
+            ),
+            Err(e) => say!(
+                "gitops: warning: the suspension by {} lasts until {was}, more than --max-suspend {} from now, and could not be shortened: {}; gitops resume ends it",
+                record.by,
+                format_duration(settings.max_suspend),
+                one_line(&e)
+            ),
+        }
     }
     let Action::Apply { reason, .. } = action else {
         // Nothing to apply (the branch went back to the applied commit): nothing held back.
@@ -570,6 +602,26 @@ mod tests {
         ];
         for (until, active) in table {
             assert_eq!(record(until).active_at(now), active, "{until}");
+        }
+    }
+
+    #[test]
+    fn a_suspension_lasts_at_most_max_suspend_from_the_pass_that_sees_it() {
+        let now = time::macros::datetime!(2026-12-03 12:00 UTC);
+        let day = Duration::from_secs(86400);
+        #[rustfmt::skip]
+        let table = [
+            // until                   max  capped at
+            ("2026-12-04T12:00:00Z",   day, None),                 // exactly --max-suspend
+            ("2026-12-04T12:01:00Z",   day, None),                 // within the slack
+            ("2026-12-04T12:01:01Z",   day, Some("2026-12-04T12:00:00Z")),
+            ("2999-01-01T00:00:00Z",   day, Some("2026-12-04T12:00:00Z")),
+            ("2026-12-03T11:00:00Z",   day, None),                 // already over
+            ("tomorrow",               day, None),                 // over: unreadable
+        ];
+        for (until, max, want) in table {
+            let got = record(until).capped(max, now).map(rfc3339);
+            assert_eq!(got.as_deref(), want, "{until}");
         }
     }
 

@@ -13,6 +13,7 @@ use super::request::{self, Request};
 use crate::exit::{fail, Exit};
 use crate::pass::run::rfc3339;
 use crate::pass::state::{Layout, RebootRecord, State};
+use crate::pass::suspend::Suspension;
 
 /// How reboots are carried out (`gitops sync`, `gitops reboot-plan`).
 #[derive(clap::Args, Debug, Clone)]
@@ -193,6 +194,7 @@ pub fn evaluate(
     request: Option<Request>,
     state: &State,
     marker: Option<&Asked>,
+    suspension: Option<&Suspension>,
     options: &RebootOptions,
     now: OffsetDateTime,
 ) -> std::result::Result<Evaluated, String> {
@@ -209,6 +211,7 @@ pub fn evaluate(
         facts.clock_synchronised = facts::clock_synchronised();
         decision = plan::decide(request.as_ref(), splay, &facts, &policy, asked);
     }
+    decision = held_by_suspension(decision, suspension, now);
     let reason = plan::reason(&decision, request.as_ref(), &facts);
     Ok(Evaluated {
         request,
@@ -216,6 +219,24 @@ pub fn evaluate(
         decision,
         reason,
     })
+}
+
+/// A due reboot waits while applies are suspended, until the suspension ends: whoever suspended
+/// them is working on the machine, and "runs nothing" must cover the reboot the applied commit
+/// asks for (a pass during a suspension rebooted the machine under the operator's hands). Not
+/// asked, it is asked by the first pass after the end, as any blocked reboot.
+fn held_by_suspension(
+    decision: Decision,
+    suspension: Option<&Suspension>,
+    now: OffsetDateTime,
+) -> Decision {
+    match suspension.filter(|s| s.active_at(now)) {
+        Some(s) if decision == Decision::RebootNow => Decision::Blocked {
+            guard: Guard::Suspended(s.by.clone()),
+            until: s.ends(),
+        },
+        _ => decision,
+    }
 }
 
 /// Write the evaluation into state (status shows it); with `ask`, also the reboot about to be
@@ -423,10 +444,13 @@ pub fn for_pass(
         }
         return (false, None);
     };
+    // Unreadable is not suspended, as for the pass (which has removed such a record by now).
+    let suspension = crate::pass::suspend::read(layout).ok().flatten();
     let mut evaluated = match evaluate(
         Some(request),
         state,
         read_marker(layout).as_ref(),
+        suspension.as_ref(),
         options,
         now,
     ) {
@@ -557,8 +581,16 @@ pub fn run(args: &Args, now: OffsetDateTime) -> Result<Exit> {
         release_fleet_lock(&args.reboot, &mut state, now);
     }
     let marker = read_marker(&layout);
-    let mut evaluated = evaluate(request, &state, marker.as_ref(), &args.reboot, now)
-        .map_err(|why| fail(Exit::Internal, why))?;
+    let suspension = crate::pass::suspend::read(&layout).ok().flatten();
+    let mut evaluated = evaluate(
+        request,
+        &state,
+        marker.as_ref(),
+        suspension.as_ref(),
+        &args.reboot,
+        now,
+    )
+    .map_err(|why| fail(Exit::Internal, why))?;
     let held = match lock {
         Some(_) => take_fleet_lock(&args.reboot, &mut evaluated),
         None => None,
@@ -611,6 +643,42 @@ pub fn run(args: &Args, now: OffsetDateTime) -> Result<Exit> {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_due_reboot_waits_for_a_suspension_to_end() {
+        let now = datetime!(2026-12-24 03:05:00 UTC);
+        let suspension = |until: &str| Suspension {
+            by: "alice".into(),
+            at: "2026-12-24T03:00:00Z".into(),
+            until: until.into(),
+            reason: None,
+            held: None,
+        };
+        let (active, ended) = (
+            suspension("2026-12-24T05:00:00Z"),
+            suspension("2026-12-24T03:05:00Z"),
+        );
+        let scheduled = Decision::Scheduled { at: now };
+        let held = Decision::Blocked {
+            guard: Guard::Suspended("alice".into()),
+            until: Some(datetime!(2026-12-24 05:00:00 UTC)),
+        };
+        #[rustfmt::skip]
+        let table = [
+            (Decision::RebootNow, None,          Decision::RebootNow),
+            (Decision::RebootNow, Some(&active), held),
+            (Decision::RebootNow, Some(&ended),  Decision::RebootNow),
+            (scheduled.clone(),   Some(&active), scheduled),
+            (Decision::Satisfied, Some(&active), Decision::Satisfied),
+        ];
+        for (decision, suspension, want) in table {
+            assert_eq!(
+                held_by_suspension(decision.clone(), suspension, now),
+                want,
+                "{decision:?} {suspension:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_fleet_lock_is_released_after_the_boot_or_once_the_reboot_is_overdue() {

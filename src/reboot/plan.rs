@@ -48,6 +48,9 @@ pub enum Guard {
     OutsideWindow,
     /// The fleet lock server did not grant the lock (its answer).
     FleetLock(String),
+    /// `gitops suspend` holds applies back (who): someone is working on the machine, and a
+    /// reboot is the most disruptive thing a pass does.
+    Suspended(String),
 }
 
 /// The plan for this machine now.
@@ -173,6 +176,7 @@ pub fn reason(decision: &Decision, request: Option<&Request>, facts: &Facts) -> 
                     request.and_then(|r| r.window.as_ref()).map(|w| w.to_string()).unwrap_or_default()
                 ),
                 Guard::FleetLock(why) => format!("blocked: the fleet lock was not granted: {why}"),
+                Guard::Suspended(by) => format!("blocked{until}: applies are suspended by {by} (gitops resume ends it)"),
             }
         }
     }

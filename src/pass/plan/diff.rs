@@ -168,8 +168,12 @@ pub(super) fn files(
         total: changes.len(),
         ..Files::default()
     };
-    let mut budget = COUNT_BUDGET;
+    let mut budget = Budget {
+        bytes: COUNT_BUDGET,
+        lines: LINE_BUDGET,
+    };
     for (path, old, new) in changes {
+        stopped()?;
         let counted = count(repo, old, new, &mut budget);
         let change = change_name(old, new);
         let (insertions, deletions, note) = match counted {
@@ -216,7 +220,13 @@ pub(super) enum Counted {
     Not(String),
 }
 
-pub(super) fn count(repo: &gix::Repository, old: Side, new: Side, budget: &mut u64) -> Counted {
+/// What the line counts of one plan may still read and diff.
+pub(super) struct Budget {
+    pub bytes: u64,
+    pub lines: usize,
+}
+
+pub(super) fn count(repo: &gix::Repository, old: Side, new: Side, budget: &mut Budget) -> Counted {
     let submodule = |side: Side| side.is_some_and(|(m, _)| m.is_commit());
     if submodule(old) || submodule(new) {
         return Counted::Not("submodule".into());
@@ -241,10 +251,10 @@ pub(super) fn count(repo: &gix::Repository, old: Side, new: Side, budget: &mut u
         return Counted::Not(format!("large, {old_size} -> {new_size} bytes"));
     }
     let total = old_size + new_size;
-    if total > *budget {
+    if total > budget.bytes {
         return Counted::Not("not counted".into());
     }
-    *budget -= total;
+    budget.bytes -= total;
     let read = |side: Side| -> std::result::Result<Vec<u8>, ()> {
         match side {
             None => Ok(Vec::new()),
@@ -260,8 +270,36 @@ pub(super) fn count(repo: &gix::Repository, old: Side, new: Side, budget: &mut u
     if is_binary(&a) || is_binary(&b) {
         return Counted::Not(format!("binary, {old_size} -> {new_size} bytes"));
     }
+    let (old_lines, new_lines) = (lines(&a), lines(&b));
+    if let Err(note) = diffable(old_lines, new_lines, &mut budget.lines) {
+        return Counted::Not(note);
+    }
     let (added, removed) = line_counts(&a, &b);
     Counted::Lines { added, removed }
+}
+
+/// Lines of a text, as a diff sees them: a last line without its newline counts.
+pub(super) fn lines(data: &[u8]) -> usize {
+    let newlines = data.iter().filter(|&&b| b == b'\n').count();
+    newlines + usize::from(!data.is_empty() && !data.ends_with(b"\n"))
+}
+
+/// Whether two sides of these many lines may be diffed, taken from what `budget` has left;
+/// else the note shown instead of the counts.
+pub(super) fn diffable(
+    old_lines: usize,
+    new_lines: usize,
+    budget: &mut usize,
+) -> std::result::Result<(), String> {
+    if old_lines.max(new_lines) > MAX_COUNTED_LINES {
+        return Err(format!("large, {old_lines} -> {new_lines} lines"));
+    }
+    let total = old_lines + new_lines;
+    if total > *budget {
+        return Err("not counted".into());
+    }
+    *budget -= total;
+    Ok(())
 }
 
 pub(super) fn is_binary(data: &[u8]) -> bool {
@@ -336,6 +374,10 @@ pub(super) fn entry_point(
             .map_err(|_| "unreadable".to_string())?;
         if is_binary(&data) {
             return Err(format!("binary, {size} bytes"));
+        }
+        let count = lines(&data);
+        if count > MAX_COUNTED_LINES {
+            return Err(format!("large, {count} lines"));
         }
         Ok(data)
     };
@@ -551,5 +593,31 @@ mod tests {
     fn lines_are_counted_and_binaries_told() {
         assert_eq!(line_counts(b"a\nb\nc\n", b"a\nB\nc\nd\n"), (2, 1));
         assert!(is_binary(b"\x7fELF\0\0") && !is_binary(b"#!/bin/sh\n"));
+        assert_eq!(
+            (lines(b""), lines(b"a"), lines(b"a\n"), lines(b"a\nb")),
+            (0, 1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn only_so_many_lines_are_diffed_per_file_and_per_plan() {
+        let mut budget = 3 * MAX_COUNTED_LINES;
+        let most = MAX_COUNTED_LINES;
+        #[rustfmt::skip]
+        let table: &[(usize, usize, std::result::Result<(), &str>, usize)] = &[
+            // old lines new lines  diffed or why not                 budget left
+            (most,      most,       Ok(()),                           most),
+            (most + 1,  0,          Err("large, 20001 -> 0 lines"),   most),
+            (3,         most + 1,   Err("large, 3 -> 20001 lines"),   most),
+            (most,      1,          Err("not counted"),               most),
+            (most,      0,          Ok(()),                           0),
+            (0,         1,          Err("not counted"),               0),
+            (0,         0,          Ok(()),                           0),
+        ];
+        for (old, new, want, left) in table {
+            let got = diffable(*old, *new, &mut budget);
+            assert_eq!(got, want.map_err(String::from), "{old} {new}");
+            assert_eq!(budget, *left, "{old} {new}");
+        }
     }
 }

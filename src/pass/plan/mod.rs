@@ -57,6 +57,15 @@ const MAX_COUNTED_BLOB: u64 = 1 << 20;
 /// How much file content all line counts together may read; past it, files are listed
 /// without counts (a commit touching 50k files is summed up, not read whole).
 const COUNT_BUDGET: u64 = 64 << 20;
+/// A file with more lines than this (either side) gets no line counts and no diff: the lines
+/// are listed instead. A diff's cost grows faster than its size once lines repeat (the
+/// histogram diff falls back to Myers, about n^1.5): a commit of 1 MiB files of one-letter
+/// lines kept a plan busy for minutes, holding the lock every pass waits for, deaf to Ctrl-C.
+const MAX_COUNTED_LINES: usize = 20_000;
+/// How many lines all line counts together may diff (both sides); past it, files are listed
+/// without counts, as past `COUNT_BUDGET`. With `MAX_COUNTED_LINES`, the counting of any
+/// commit stays within seconds.
+const LINE_BUDGET: usize = 1_000_000;
 /// The entry point's diff, at most this many lines.
 const MAX_DIFF_LINES: usize = 400;
 /// Characters of one diff line, path or subject shown.
@@ -84,6 +93,7 @@ pub fn run(args: &Args, now: &dyn Fn() -> OffsetDateTime) -> Result<Exit> {
     }
     let plan = make(&settings, &layout, now)?;
     drop(lock);
+    stopped()?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -94,6 +104,19 @@ pub fn run(args: &Args, now: &dyn Fn() -> OffsetDateTime) -> Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// Stopped by a signal (Ctrl-C, systemctl stop) once the fetch is done: nothing is printed,
+/// since a plan cut short would say less than the pass does, and the exit is 75, as for a
+/// signal while waiting for the lock.
+fn stopped() -> Result<()> {
+    match crate::signals::received() {
+        Some(signal) => Err(fail(
+            Exit::Locked,
+            format!("gitops plan received {signal} before it finished; nothing is planned: run it again"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_private(layout: &Layout) -> Result<()> {
@@ -343,6 +366,15 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         }
     };
     let suspended = suspension.as_ref().is_some_and(|s| s.active_at(now()));
+    if let Some(s) = suspension.as_ref().filter(|_| suspended) {
+        if s.capped(settings.max_suspend, now()).is_some() {
+            let max = format_duration(settings.max_suspend);
+            warnings.push(format!(
+                "the suspension by {} lasts until {}, more than --max-suspend {max} from now: the next pass shortens it to end {max} after that pass",
+                s.by, s.until
+            ));
+        }
+    }
     let held_as = state.pending.as_ref().and_then(|p| p.outcome);
     let outcome = outcome(action, signature.verdict == "untrusted", suspended, held_as);
 
@@ -378,7 +410,17 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         Outcome::Applied | Outcome::UpToDate => Some(fetched.tip),
         _ => applied_id,
     };
-    let reboot = reboot_commit.map(|commit| reboot(settings, layout, &repo, &state, commit, now));
+    let reboot = reboot_commit.map(|commit| {
+        reboot(
+            settings,
+            layout,
+            &repo,
+            &state,
+            suspension.as_ref(),
+            commit,
+            now,
+        )
+    });
     let shown_commit = |id: ObjectId| CommitShown {
         commit: id.to_string(),
         subject: git::subject(&repo, id).map(|s| clip(&run::shown(&s))),
@@ -408,7 +450,8 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         pending: state.pending.as_ref().map(|p| PendingShown {
             commit: p.commit.clone(),
             attempts: p.attempts,
-            last_error: p.last_error.clone(),
+            // Recorded by a pass, but possibly by an older one that let more through.
+            last_error: run::shown(&p.last_error),
         }),
         commits,
         files,
@@ -496,6 +539,7 @@ fn reboot(
     layout: &Layout,
     repo: &gix::Repository,
     state: &State,
+    suspension: Option<&suspend::Suspension>,
     commit: ObjectId,
     now: &dyn Fn() -> OffsetDateTime,
 ) -> Reboot {
@@ -522,6 +566,7 @@ fn reboot(
         Some(request),
         state,
         marker.as_ref(),
+        suspension,
         &settings.reboot,
         now(),
     ) {

@@ -88,10 +88,7 @@ pub(super) fn render(plan: &Plan) -> String {
             line(format!("  … and {more}{} more", c.total - c.list.len()));
         }
         if let Some(dropped) = c.dropped {
-            line(format!(
-                "  the branch no longer has {dropped} commit{} of the applied history",
-                if dropped == 1 { "" } else { "s" }
-            ));
+            line(dropped_line(dropped));
         }
     }
     let f = &plan.files;
@@ -127,7 +124,14 @@ pub(super) fn render(plan: &Plan) -> String {
         }
     }
     let e = &plan.entrypoint;
-    let kind = e.kind.map(|k| format!(", {k}")).unwrap_or_default();
+    let kind = match e.kind {
+        // The pass refuses to run either: said here, as for a missing entry point.
+        Some(k @ ("directory" | "submodule")) => {
+            format!(", {k}: not a file, so the apply would fail")
+        }
+        Some(k) => format!(", {k}"),
+        None => String::new(),
+    };
     let change = match e.change {
         "missing" | "deleted" => format!(
             "{}: the tip has no entry point, so the apply would fail",
@@ -208,6 +212,20 @@ pub(super) fn render(plan: &Plan) -> String {
     out
 }
 
+/// What a rewind loses of the applied history, counted up to the bound the new commits are:
+/// at the bound there may be more.
+fn dropped_line(dropped: usize) -> String {
+    let least = if dropped >= MAX_COMMITS_COUNTED {
+        "at least "
+    } else {
+        ""
+    };
+    format!(
+        "  the branch no longer has {least}{dropped} commit{} of the applied history",
+        if dropped == 1 { "" } else { "s" }
+    )
+}
+
 /// One line of the diff stat: `M path | +3 -1`.
 fn stat_line(change: &FileChange, width: usize) -> String {
     let mark = match change.change {
@@ -274,6 +292,13 @@ pub(super) fn health_words(h: &Health, tip: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewind_s_losses_at_the_count_s_bound_are_a_lower_bound() {
+        assert!(dropped_line(1).ends_with("no longer has 1 commit of the applied history"));
+        assert!(dropped_line(9_999).contains("has 9999 commits"));
+        assert!(dropped_line(MAX_COMMITS_COUNTED).contains("has at least 10000 commits"));
+    }
 
     #[test]
     fn the_diff_stat_line_says_what_changed_and_how_much() {
