@@ -21,6 +21,7 @@ mod config;
 mod docs;
 mod exit;
 mod files;
+mod fleet;
 mod git;
 mod http;
 mod install;

@@ -13,6 +13,7 @@ mod config_file;
 mod crash;
 mod depth;
 mod env_fds_checkout;
+mod fleet;
 mod fleetlock_server;
 mod hostile_content;
 mod install_trigger;

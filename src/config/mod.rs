@@ -41,14 +41,17 @@ pub struct Options {
     )]
     pub checkout: PathBuf,
 
-    /// Entry point to run, relative to the repository root
+    /// Entry points to look for, relative to the repository root, space separated: the first the commit has runs; {host} and {group} are this machine's
     #[arg(
         long,
         env = "GITOPS_ENTRYPOINT",
-        value_name = "FILE",
-        default_value = "run.sh"
+        value_name = "FILES",
+        default_value = crate::fleet::entry::DEFAULT_TEMPLATES
     )]
     pub entrypoint: String,
+
+    #[command(flatten)]
+    pub identity: crate::fleet::identity::IdentityOptions,
 
     /// When to run the entry point: on-change (a new commit, or a failed one to retry) or always (every pass, to correct drift)
     #[arg(long, env = "GITOPS_APPLY", value_enum, default_value_t = ApplyPolicy::OnChange)]
@@ -138,7 +141,9 @@ pub struct Settings {
     pub branch: Option<String>,
     pub state_dir: PathBuf,
     pub checkout: PathBuf,
-    pub entrypoint: String,
+    /// `--entrypoint`'s templates, in order.
+    pub entrypoints: Vec<String>,
+    pub identity: crate::fleet::identity::Identity,
     pub apply: ApplyPolicy,
     pub apply_timeout: Duration,
     pub fetch_timeout: Duration,
@@ -199,16 +204,11 @@ impl Settings {
                 ));
             }
         }
-        let entrypoint = opts.entrypoint.trim().to_string();
-        if entrypoint.is_empty()
-            || Path::new(&entrypoint).is_absolute()
-            || entrypoint.split('/').any(|c| c == "..")
-        {
-            return Err(fail(
-                Exit::Usage,
-                format!("--entrypoint {entrypoint:?} must be a path inside the repository, such as run.sh"),
-            ));
-        }
+        let entrypoints =
+            crate::fleet::entry::parse(&opts.entrypoint).map_err(|why| fail(Exit::Usage, why))?;
+        let identity =
+            crate::fleet::identity::resolve(&opts.identity, crate::fleet::identity::hostname)
+                .map_err(|why| fail(Exit::Usage, why))?;
         if opts.max_suspend < Duration::from_secs(1) {
             return Err(fail(
                 Exit::Usage,
@@ -259,7 +259,8 @@ impl Settings {
             branch: opts.branch.clone(),
             state_dir,
             checkout,
-            entrypoint,
+            entrypoints,
+            identity,
             apply: opts.apply,
             apply_timeout: opts.apply_timeout,
             fetch_timeout: opts.fetch_timeout,

@@ -138,16 +138,25 @@ pub(super) struct Target<'a> {
     pub lock_fd: RawFd,
 }
 
+/// How far an apply got, whatever it returned.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// The checkout link was pointed at the commit's tree: from then on the machine may hold
+    /// some of the commit, and a revert has something to undo.
+    pub switched: bool,
+    /// The entry point chosen in the commit's tree, and why.
+    pub entrypoint: Option<crate::fleet::entry::Choice>,
+    /// How long the entry point ran, in ms.
+    pub apply_ms: Option<u64>,
+}
+
 /// Write the tree, point the checkout at it, run the entry point and the health check.
-/// `switched` says whether the checkout link was pointed at the commit's tree: from then on
-/// the machine may hold some of the commit, and a revert has something to undo.
 pub(super) fn apply_commit(
     settings: &Settings,
     layout: &Layout,
     repo: &gix::Repository,
     target: &Target<'_>,
-    apply_ms: &mut Option<u64>,
-    switched: &mut bool,
+    progress: &mut Progress,
 ) -> Result<()> {
     let (tip, branch, log) = (target.commit, target.branch, target.log);
     let tree = write_commit_tree(settings, layout, repo, tip, target.umask)
@@ -162,7 +171,15 @@ pub(super) fn apply_commit(
     switch_checkout(settings, &tree).inspect_err(|e| {
         apply::note_in_log(log, &one_line(e));
     })?;
-    *switched = true;
+    progress.switched = true;
+    let chosen = crate::fleet::entry::choose(&settings.entrypoints, &settings.identity, |p| {
+        std::fs::symlink_metadata(tree.join(p)).is_ok()
+    });
+    let line = format!("entry point {}: {}", chosen.path, chosen.why);
+    say!("gitops: {line}");
+    apply::note_in_log(log, &line);
+    let chosen = progress.entrypoint.insert(chosen);
+    let who = &settings.identity;
     let mut env = vec![
         ("GITOPS_COMMIT", tip.to_string()),
         ("GITOPS_PREVIOUS_COMMIT", target.previous.to_string()),
@@ -170,6 +187,8 @@ pub(super) fn apply_commit(
         ("GITOPS_REPO_URL", settings.repo_url.redacted.clone()),
         ("GITOPS_BRANCH", branch.to_string()),
         ("GITOPS_CHECKOUT", settings.checkout.display().to_string()),
+        ("GITOPS_HOST", who.host.clone().unwrap_or_default()),
+        ("GITOPS_GROUPS", who.groups_text()),
     ];
     // The alias may carry the same credentials; the entry point gets what status shows.
     if std::env::var_os("REPO_URL").is_some() {
@@ -178,7 +197,7 @@ pub(super) fn apply_commit(
     let run = apply::Run {
         checkout: &settings.checkout,
         tree: &tree,
-        entrypoint: &settings.entrypoint,
+        entrypoint: &chosen.path,
         env,
         timeout: settings.apply_timeout,
         log,
@@ -188,7 +207,7 @@ pub(super) fn apply_commit(
     };
     let started = std::time::Instant::now();
     let ran = apply::run(&run);
-    *apply_ms = Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
+    progress.apply_ms = Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
     ran?.map_err(|why| fail(Exit::ApplyFailed, why))?;
     // The entry point's exit status says it ran; the health check, that the machine works.
     match health::chosen(&settings.health, &tree) {
@@ -262,8 +281,8 @@ pub(super) fn revert(
             return (Err(e), None);
         }
     }
-    let (mut ms, mut switched) = (None, false);
-    let mut result = apply_commit(settings, layout, repo, &target, &mut ms, &mut switched);
+    let mut progress = Progress::default();
+    let mut result = apply_commit(settings, layout, repo, &target, &mut progress);
     // The failed commit's tree may have been the spare brought up to date, reading only the
     // blobs it changed; the applied tree is written whole, and is the first read of the rest:
     // damage there (bit rot the quick look does not hash) is healed as for the commit's own.
@@ -273,7 +292,7 @@ pub(super) fn revert(
         .is_err_and(|e| e.to_string().starts_with(TREE_WRITE_FAILED))
     {
         if let Some(fresh) = heal() {
-            result = apply_commit(settings, layout, &fresh, &target, &mut ms, &mut switched);
+            result = apply_commit(settings, layout, &fresh, &target, &mut progress);
             healed = Some(fresh);
         }
     }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::apply;
 use super::commit::{
-    apply_commit, create_log, heal_store, repair_checkout, revert, Target,
+    apply_commit, create_log, heal_store, repair_checkout, revert, Progress, Target,
     APPLIED_TREE_WRITE_FAILED, TREE_WRITE_FAILED,
 };
 use super::decide::{decide, Action, Reason};
@@ -558,7 +558,7 @@ fn pass(
                 .map(|a| a.commit.clone())
                 .unwrap_or_default();
             let mut healed = None;
-            let mut switched = false;
+            let mut progress = Progress::default();
             let (log, result) = match prepared {
                 Ok(log) => {
                     let target = Target {
@@ -570,15 +570,7 @@ fn pass(
                         umask: entry_umask,
                         lock_fd,
                     };
-                    let mut apply_ms = None;
-                    let mut result = apply_commit(
-                        settings,
-                        layout,
-                        repo,
-                        &target,
-                        &mut apply_ms,
-                        &mut switched,
-                    );
+                    let mut result = apply_commit(settings, layout, repo, &target, &mut progress);
                     // A tree the store could not give whole: when the store is damaged, it is
                     // fetched again and the tree written from the fresh one, in this pass. The
                     // entry point has not run: the write comes before it.
@@ -588,23 +580,16 @@ fn pass(
                     {
                         if let Some(again) = heal_store(settings, layout, in_state, fetched.tip) {
                             let again = healed.insert(again);
-                            result = apply_commit(
-                                settings,
-                                layout,
-                                again,
-                                &target,
-                                &mut apply_ms,
-                                &mut switched,
-                            );
+                            result = apply_commit(settings, layout, again, &target, &mut progress);
                         }
                     }
-                    if apply_ms.is_some() {
-                        state.last_apply_ms = apply_ms;
+                    if progress.apply_ms.is_some() {
+                        state.last_apply_ms = progress.apply_ms;
                     }
                     // --on-failure revert: back to the applied commit, in this pass, once.
                     let back = health::revert_to(
                         settings.health.on_failure,
-                        switched,
+                        progress.switched,
                         state.applied.as_ref().map(|a| a.commit.as_str()),
                         &tip,
                         crate::signals::received().is_some(),
@@ -654,6 +639,7 @@ fn pass(
                         committed_at: tip_committed_at
                             .or_else(|| committed_at_of(repo, fetched.tip)),
                         signer,
+                        entrypoint: progress.entrypoint.clone(),
                     });
                     state.pending = None;
                     if let Err(e) = git::record_applied(repo, fetched.tip) {

@@ -136,6 +136,9 @@ pub struct Applied {
     /// Who signed it, when signatures are verified (--allowed-signers, --gpg-keyring).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<crate::git::trust::Signer>,
+    /// The entry point that ran, and why it was this machine's (hosts/, groups/, the repository's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<crate::fleet::entry::Choice>,
 }
 
 /// How the most recent pass ended.

@@ -479,6 +479,7 @@ mod tests {
                 subject: None,
                 committed_at: Some("2026-11-25T07:59:00Z".into()),
                 signer: None,
+                entrypoint: None,
             }),
             last_pass: Some(LastPass {
                 started_at: "2026-11-25T09:59:58Z".into(),

@@ -334,6 +334,7 @@ pub(super) fn entry_point(
     });
     let mut shown = EntryPoint {
         path: clip(&run::shown(path)),
+        why: String::new(),
         change: match (old, new) {
             (None, None) => "missing",
             (Some(a), Some(b)) if a == b => "unchanged",

@@ -238,6 +238,9 @@ struct FileChange {
 #[derive(Debug, Serialize)]
 struct EntryPoint {
     path: String,
+    /// Why this machine runs that one (hosts/, groups/, the repository's): `--entrypoint`'s
+    /// first template the tip has, {host} and {group} filled in.
+    why: String,
     /// added, modified, deleted, unchanged, missing, type-changed or mode-changed.
     change: &'static str,
     /// The tip's entry: file, executable, symlink, directory or submodule; None when missing.
@@ -394,7 +397,11 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         },
         _ => files(&repo, base, base_tree, tip_tree)?,
     };
-    let entrypoint = entry_point(&repo, &settings.entrypoint, base_tree, tip_tree);
+    let chosen = crate::fleet::entry::choose(&settings.entrypoints, &settings.identity, |p| {
+        lookup(&repo, tip_tree, p).ok().flatten().is_some()
+    });
+    let mut entrypoint = entry_point(&repo, &chosen.path, base_tree, tip_tree);
+    entrypoint.why = clip(&run::shown(&chosen.why));
     let health = health(
         &settings.health,
         lookup(&repo, tip_tree, DEFAULT_CHECK).is_ok_and(|e| e.is_some()),

@@ -140,6 +140,7 @@ pub(super) fn render(plan: &Plan) -> String {
         other => other.to_string(),
     };
     line(format!("entry point: {} ({change}{kind})", e.path));
+    line(format!("  chosen:    {}", e.why));
     if let Some(note) = &e.note {
         line(format!("  no diff: {note}"));
     }

@@ -329,6 +329,7 @@ mod tests {
                 subject: Some("first".into()),
                 committed_at: None,
                 signer: None,
+                entrypoint: None,
             }),
             last_pass: outcome.map(|outcome| LastPass {
                 started_at: "2026-12-02T10:00:00Z".into(),

@@ -307,6 +307,7 @@ mod tests {
                 subject: Some("Set the motd".into()),
                 committed_at: None,
                 signer: None,
+                entrypoint: None,
             }),
             last_pass: Some(LastPass {
                 started_at: "2026-11-25T09:59:58Z".into(),

@@ -129,6 +129,13 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
             ),
         ));
     }
+    if let Some(entry) = state.applied.as_ref().and_then(|a| a.entrypoint.as_ref()) {
+        out.push(Line::new(
+            "  entry point",
+            Tone::Plain,
+            format!("{} ({})", entry.path, entry.why),
+        ));
+    }
     if let Some(stale) = &state.stale {
         out.push(Line::new(
             "stale",
