@@ -7,6 +7,7 @@ pub mod decide;
 pub mod guard;
 pub mod health;
 pub mod lock;
+pub mod observe;
 pub mod plan;
 pub mod run;
 pub mod state;

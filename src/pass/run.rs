@@ -11,14 +11,15 @@ use super::commit::{
     apply_commit, create_log, heal_store, repair_checkout, revert, Progress, Target,
     APPLIED_TREE_WRITE_FAILED, TREE_WRITE_FAILED,
 };
-use super::decide::{decide, Action, Reason};
+use super::decide::{Action, Reason};
 use super::guard;
 use super::health;
 use super::lock::Held;
+use super::observe::{next_action, observe, Observed};
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
-use crate::git::{self, tree as checkout, Relation};
+use crate::git::{self, tree as checkout};
 use crate::report::notify;
 
 /// One pass. Holds the lock throughout, records its outcome in state.json whatever happens after
@@ -232,169 +233,7 @@ fn send_notifications(
     }
 }
 
-type Staged<T> = std::result::Result<T, (Outcome, anyhow::Error)>;
-
-/// Where the remote stands against what is applied: what a pass decides from, and what
-/// `gitops plan` shows.
-pub(super) struct Observed {
-    pub fetched: git::Fetched,
-    /// The fetched tip, as hex.
-    pub tip: String,
-    /// state.json's applied commit.
-    pub in_state: Option<gix::ObjectId>,
-    /// The store's record of the applied commit (refs/gitops/applied).
-    pub recorded: Option<gix::ObjectId>,
-    /// The commit the tip must descend from.
-    pub applied_id: Option<gix::ObjectId>,
-    pub relation: Relation,
-    /// The tip's committer time, when the stale check read it from the store.
-    pub tip_committed_at: Option<String>,
-    /// The store, when finding the above needed it open.
-    pub store: Option<gix::Repository>,
-}
-
-/// Fetch, and relate the tip to the applied commit. Sets state's branch and stale tip, and
-/// `remote_commit` as soon as the fetch worked.
-pub(super) fn observe(
-    settings: &Settings,
-    layout: &Layout,
-    state: &mut State,
-    remote_commit: &mut Option<String>,
-    now: &dyn Fn() -> OffsetDateTime,
-) -> Staged<Observed> {
-    let fetch_failed = |e| (Outcome::FetchFailed, e);
-    let in_state = state
-        .applied
-        .as_ref()
-        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
-    // state.json's commit goes with the fetch: a store rebuilt because it was damaged records
-    // it again, so a rewind is refused after a heal as before it.
-    // After a pass that failed on the store's side of things (its fetch, or writing a tree out
-    // of it), the store gets the closer look (every pack hashed whole): damage the quick look
-    // every pass pays for cannot see would otherwise fail every pass from then on.
-    let suspect = state.last_pass.as_ref().is_some_and(|p| {
-        p.outcome == Outcome::FetchFailed
-            || p.error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(APPLIED_TREE_WRITE_FAILED))
-    }) || state
-        .pending
-        .as_ref()
-        .is_some_and(|p| p.last_error.contains(TREE_WRITE_FAILED));
-    let fetched = git::fetch(&layout.repo(), settings, in_state, suspect).map_err(fetch_failed)?;
-    let tip = fetched.tip.to_string();
-    *remote_commit = Some(tip.clone());
-    state.branch = Some(fetched.branch.clone());
-    // The store is opened (again: the fetch ran on its own thread) only when a pass needs it:
-    // the usual pass, nothing new, never does.
-    let mut store = None;
-    let open_store = || -> Staged<gix::Repository> {
-        git::open_store(&layout.repo(), settings).map_err(fetch_failed)
-    };
-
-    // The commit the tip must descend from: state.json's, or the store's record when state.json
-    // lost it or is an older copy.
-    let recorded = match git::recorded_applied(&layout.repo()) {
-        Ok(recorded) => recorded,
-        // Unreadable is not "none": with state.json lost too, any older commit would pass.
-        Err(why) if settings.allow_rewind => {
-            say!(
-                "gitops: warning: the store's record of the applied commit ({}) {why}; --allow-rewind: it is written again by this pass",
-                git::APPLIED_REF
-            );
-            None
-        }
-        Err(why) => {
-            return Err((
-                Outcome::Refused,
-                fail(
-                    Exit::Refused,
-                    format!(
-                        "the store's record of the applied commit ({}) {why}, so going back to an older commit cannot be detected; pass --allow-rewind once to apply the branch as it is and record it again",
-                        layout.repo().join(git::APPLIED_REF).display()
-                    ),
-                ),
-            ))
-        }
-    };
-    // Whether the record descends from state.json's commit: asked only when the two differ.
-    let record_is_newer = match (in_state, recorded) {
-        (Some(a), Some(r)) if a != r => {
-            let repo = store.insert(open_store()?);
-            matches!(git::relation(repo, Some(a), r), Ok(Relation::Descends))
-        }
-        _ => false,
-    };
-    let applied_id = super::decide::floor(in_state, recorded, record_is_newer);
-    let from_record = applied_id != in_state;
-    if from_record {
-        let r = applied_id.map(|r| r.to_string()).unwrap_or_default();
-        say!(
-            "gitops: warning: state.json does not record the last applied commit, the store does ({}, {}): the branch must descend from it",
-            r.get(..12).unwrap_or_default(),
-            git::APPLIED_REF
-        );
-    }
-    let mut relation = if applied_id == Some(fetched.tip) {
-        Relation::Same
-    } else {
-        let repo = store.insert(open_store()?);
-        git::relation(repo, applied_id, fetched.tip).map_err(fetch_failed)?
-    };
-    // The store's commit, unknown to state.json, is applied again: nothing records its outcome.
-    if from_record && relation == Relation::Same {
-        relation = Relation::Fresh;
-    }
-    // The tip's committer time, when the stale check read it from the store: the apply records it.
-    let mut tip_committed_at = None;
-    state.stale = match settings.max_commit_age {
-        Some(max_age) => {
-            let committed_at = match state.applied.as_ref() {
-                Some(a) if a.commit == tip => a.committed_at.clone(),
-                _ => {
-                    let repo = match &store {
-                        Some(repo) => repo,
-                        None => store.insert(open_store()?),
-                    };
-                    tip_committed_at = committed_at_of(repo, fetched.tip);
-                    tip_committed_at.clone()
-                }
-            };
-            super::decide::stale(&tip, committed_at, max_age, now())
-        }
-        None => None,
-    };
-    Ok(Observed {
-        fetched,
-        tip,
-        in_state,
-        recorded,
-        applied_id,
-        relation,
-        tip_committed_at,
-        store,
-    })
-}
-
-/// The pass's decision from what `observe` found. `gitops plan` asks it too, through here, so
-/// that the plan and the pass never decide differently.
-pub(super) fn next_action(
-    settings: &Settings,
-    state: &State,
-    relation: Relation,
-    tip: &str,
-    now: OffsetDateTime,
-) -> Action {
-    let held = health::held_back(state.pending.as_ref(), settings.health.retry_reverted, now);
-    decide(
-        relation,
-        tip,
-        state.pending.as_ref(),
-        held,
-        settings.apply,
-        settings.allow_rewind,
-    )
-}
+pub(super) type Staged<T> = std::result::Result<T, (Outcome, anyhow::Error)>;
 
 fn pass(
     settings: &Settings,
@@ -722,7 +561,7 @@ fn mark_reverting(layout: &Layout, state: &mut State, back: &str) {
 }
 
 /// A commit's committer time as state.json writes it.
-fn committed_at_of(repo: &gix::Repository, commit: gix::ObjectId) -> Option<String> {
+pub(super) fn committed_at_of(repo: &gix::Repository, commit: gix::ObjectId) -> Option<String> {
     git::commit_time(repo, commit)
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
         .map(rfc3339)

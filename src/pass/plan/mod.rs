@@ -1,5 +1,5 @@
 //! `gitops plan`: what the next `gitops sync` would do, without doing it. The plan fetches and
-//! decides as the pass does (`run::observe`, `run::next_action`, on a copy of the state that is
+//! decides as the pass does (`observe::observe`, `observe::next_action`, on a copy of the state that is
 //! never saved), then describes the decision from the object store alone: the commits, the
 //! files changed, the entry point's diff, the signature verdict, the health policy, a
 //! suspension and the reboot the commit asks for. It writes no tree, runs nothing from the
@@ -24,7 +24,8 @@ use time::OffsetDateTime;
 use super::decide::{Action, Reason};
 use super::guard;
 use super::health::{HealthOptions, OnFailure, RetryReverted, DEFAULT_CHECK};
-use super::run::{self, one_line, Observed};
+use super::observe::{self, Observed};
+use super::run::{self, one_line};
 use super::state::{self, Layout, Outcome, State};
 use super::suspend;
 use crate::config::{format_duration, Options, Settings};
@@ -323,8 +324,9 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         relation,
         store,
         ..
-    } = run::observe(settings, layout, &mut state, &mut remote_commit, now).map_err(|(_, e)| e)?;
-    let action = run::next_action(settings, &state, relation, &tip, now());
+    } = observe::observe(settings, layout, &mut state, &mut remote_commit, now)
+        .map_err(|(_, e)| e)?;
+    let action = observe::next_action(settings, &state, relation, &tip, now());
     let repo = match store {
         Some(repo) => repo,
         None => git::open_store(&layout.repo(), settings)?,
