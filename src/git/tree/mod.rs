@@ -22,7 +22,7 @@ mod write;
 
 pub use manifest::Manifest;
 use manifest::*;
-pub use write::{update_tree, write_tree};
+pub use write::{changes, update_tree, write_tree};
 
 /// Bring a tree to `commit` in `trees/<commit>`: the spare tree (the one linked before the last
 /// apply, kept in `spare/` beside `trees/`) brought up to date by `update` when its manifest shows

@@ -108,14 +108,7 @@ pub fn update_tree(
     let from = ObjectId::from_hex(base.commit().as_bytes())?;
     let old = repo.find_commit(from)?.tree()?;
     let new = repo.find_commit(commit)?.tree()?;
-    let mut recorder = gix::diff::tree::Recorder::default();
-    gix::diff::tree(
-        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
-        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
-        &mut gix::diff::tree::State::default(),
-        &repo.objects,
-        &mut recorder,
-    )?;
+    let records = changes(repo, &old, &new)?;
     let validate = repo
         .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)?
         .validate;
@@ -126,7 +119,7 @@ pub fn update_tree(
     // out of order) makes it miss a change a fresh checkout would make: every tree it walked
     // is checked, and any other is the fresh checkout's to settle.
     let mut walked = vec![old.id, new.id];
-    for change in &recorder.records {
+    for change in &records {
         match change {
             Change::Addition {
                 entry_mode, oid, ..
@@ -157,7 +150,7 @@ pub fn update_tree(
     let mut removals = Vec::new();
     let mut writes = Vec::new();
     let mut touched = Vec::new();
-    for change in recorder.records {
+    for change in records {
         let (path, write) = match change {
             Change::Addition {
                 entry_mode,
@@ -314,4 +307,23 @@ pub(super) fn parents_are_dirs(dir: &Path, path: &BStr, create: bool) -> Result<
         }
     }
     Ok(true)
+}
+
+/// Every change between two trees, directories walked into (their entries are changes of
+/// their own), as gix's tree diff records them: what an apply by the diff and `gitops plan`
+/// both read.
+pub fn changes(
+    repo: &gix::Repository,
+    old: &gix::Tree<'_>,
+    new: &gix::Tree<'_>,
+) -> Result<Vec<gix::diff::tree::recorder::Change>> {
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
+        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
+        &mut gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )?;
+    Ok(recorder.records)
 }

@@ -113,15 +113,7 @@ pub(super) fn files(
         None => empty,
     };
     let new = repo.find_tree(tip_tree)?;
-    let mut recorder = gix::diff::tree::Recorder::default();
-    gix::diff::tree(
-        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
-        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
-        &mut gix::diff::tree::State::default(),
-        &repo.objects,
-        &mut recorder,
-    )
-    .map_err(|e| {
+    let records = git::tree::changes(repo, &old, &new).map_err(|e| {
         fail(
             Exit::Internal,
             format!("the trees cannot be compared ({e}): the store may be damaged, and gitops sync fetches it again when it cannot write a tree out of it"),
@@ -130,8 +122,7 @@ pub(super) fn files(
     use gix::diff::tree::recorder::Change;
     // Directories are walked into (their files are changes of their own) and left out.
     let file = |mode: EntryMode, id: ObjectId| (!mode.is_tree()).then_some((mode, id));
-    let mut changes: Vec<(gix::bstr::BString, Side, Side)> = recorder
-        .records
+    let mut changes: Vec<(gix::bstr::BString, Side, Side)> = records
         .into_iter()
         .filter_map(|change| {
             let (path, old, new) = match change {
