@@ -13,13 +13,13 @@ const MACHINE_HEALTH: &str =
 
 const REVERT: [&str; 2] = ["--on-failure", "revert"];
 
-fn reasons(m: &Machine) -> Vec<String> {
+pub fn reasons(m: &Machine) -> Vec<String> {
     std::fs::read_to_string(m.out.join("reasons"))
         .map(|t| t.lines().map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-fn linked_commit(m: &Machine) -> String {
+pub fn linked_commit(m: &Machine) -> String {
     m.linked_tree()
         .file_name()
         .unwrap()

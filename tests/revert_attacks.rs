@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::harness::{chmod, served, wait_for, Machine, Run};
 use crate::receiver::Receiver;
+use crate::revert::{linked_commit, reasons};
 
 const REVERT: [&str; 2] = ["--on-failure", "revert"];
 
@@ -17,20 +18,6 @@ const HOLDING_RUN_SH: &str = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $G
 
 /// The bad commit's entry point: records its run, then fails.
 const FAILING_RUN_SH: &str = "#!/bin/sh\necho \"$GITOPS_COMMIT $GITOPS_REASON $GITOPS_PREVIOUS_COMMIT\" >> \"$OUT/reasons\"\nexit 3\n";
-
-fn reasons(m: &Machine) -> Vec<String> {
-    std::fs::read_to_string(m.out.join("reasons"))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-fn linked_commit(m: &Machine) -> String {
-    m.linked_tree()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
 
 fn spawn_sync(m: &Machine, url: &str, args: &[&str]) -> std::process::Child {
     let mut cmd = m.command();

@@ -29,6 +29,15 @@ const MIN_SHARE: Duration = Duration::from_secs(1);
 /// Queue the event this pass tells, if any, durably, before the pass records its outcome: a
 /// crash in between repeats the event at worst, never loses it. `notifier` is None when the
 /// options did not parse (a configuration error): the event is queued only where notifications
+/// Whether events are queued: notifications configured, or, when the options did not resolve
+/// (`None`), where they were on before (the outbox exists).
+fn notifying(layout: &Layout, notifier: Option<&Notifier>) -> bool {
+    match notifier {
+        Some(notifier) => !notifier.is_empty(),
+        None => outbox::dir(layout).is_dir(),
+    }
+}
+
 /// were on before (the outbox exists), for the first pass that can send it.
 pub fn queue_for_pass(
     layout: &Layout,
@@ -38,11 +47,7 @@ pub fn queue_for_pass(
     exit_code: i32,
     now: OffsetDateTime,
 ) -> Result<()> {
-    let on = match notifier {
-        Some(notifier) => !notifier.is_empty(),
-        None => outbox::dir(layout).is_dir(),
-    };
-    if !on {
+    if !notifying(layout, notifier) {
         return Ok(());
     }
     let telling = event::tell(before, after, now);
@@ -143,11 +148,7 @@ pub fn queue_news(
     commit: Option<(&str, Option<&str>)>,
     now: OffsetDateTime,
 ) -> Result<()> {
-    let on = match notifier {
-        Some(notifier) => !notifier.is_empty(),
-        None => outbox::dir(layout).is_dir(),
-    };
-    if !on {
+    if !notifying(layout, notifier) {
         return Ok(());
     }
     let at = rfc3339(now);
