@@ -49,3 +49,4 @@ mod trigger;
 mod trigger_attacks;
 mod trust;
 mod trust_attacks;
+mod watch;

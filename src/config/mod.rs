@@ -53,6 +53,9 @@ pub struct Options {
     #[command(flatten)]
     pub identity: crate::fleet::identity::IdentityOptions,
 
+    #[command(flatten)]
+    pub watch: crate::fleet::watch::WatchOptions,
+
     /// When to run the entry point: on-change (a new commit, or a failed one to retry) or always (every pass, to correct drift)
     #[arg(long, env = "GITOPS_APPLY", value_enum, default_value_t = ApplyPolicy::OnChange)]
     pub apply: ApplyPolicy,
@@ -144,6 +147,8 @@ pub struct Settings {
     /// `--entrypoint`'s templates, in order.
     pub entrypoints: Vec<String>,
     pub identity: crate::fleet::identity::Identity,
+    /// `--watch` and `--sparse`: the part of the repository this machine reads.
+    pub watch: crate::fleet::watch::Watch,
     pub apply: ApplyPolicy,
     pub apply_timeout: Duration,
     pub fetch_timeout: Duration,
@@ -209,6 +214,7 @@ impl Settings {
         let identity =
             crate::fleet::identity::resolve(&opts.identity, crate::fleet::identity::hostname)
                 .map_err(|why| fail(Exit::Usage, why))?;
+        let watch = opts.watch.resolve().map_err(|why| fail(Exit::Usage, why))?;
         if opts.max_suspend < Duration::from_secs(1) {
             return Err(fail(
                 Exit::Usage,
@@ -261,6 +267,7 @@ impl Settings {
             checkout,
             entrypoints,
             identity,
+            watch,
             apply: opts.apply,
             apply_timeout: opts.apply_timeout,
             fetch_timeout: opts.fetch_timeout,

@@ -75,6 +75,25 @@ pub fn candidates(templates: &[String], who: &Identity) -> Vec<(String, String)>
     out
 }
 
+/// The candidates up to and including the one the commit's tree has (`exists`), or all of them:
+/// the entry point a machine runs, and every one that would take its place by appearing. A
+/// change to any of them changes what the machine runs; one further down cannot.
+pub fn up_to_choice(
+    templates: &[String],
+    who: &Identity,
+    exists: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, _) in candidates(templates, who) {
+        let found = exists(&path);
+        out.push(path);
+        if found {
+            break;
+        }
+    }
+    out
+}
+
 /// The first candidate the commit has (`exists`), or, when it has none, the last one: running
 /// it fails with the usual "not found", which names the option.
 pub fn choose(templates: &[String], who: &Identity, exists: impl Fn(&str) -> bool) -> Choice {

@@ -2,4 +2,6 @@
 //! a commit's entry points is its own.
 
 pub mod entry;
+pub mod gate;
 pub mod identity;
+pub mod watch;

@@ -84,22 +84,55 @@ pub(super) fn write_commit_tree(
 ) -> Result<std::path::PathBuf> {
     let id = gix::ObjectId::from_hex(commit.as_bytes())?;
     let max = settings.max_file_size;
+    let only = sparse_paths(settings, repo, id);
+    // A spare written with other paths (or whole) is not reused: the flavor says which.
+    let flavor = match &only {
+        Some(paths) => format!("umask {:o} sparse {}", umask.bits(), paths.join(" ")),
+        None => format!("umask {:o}", umask.bits()),
+    };
     let ours = nix::sys::stat::umask(umask);
     let prepared = checkout::prepare(
         &layout.trees(),
         commit,
-        &format!("umask {:o}", umask.bits()),
+        &flavor,
         |dir| {
-            git::write_tree(repo, id, dir, max).and_then(|()| {
+            git::write_tree(repo, id, dir, max, only.as_deref()).and_then(|()| {
                 let mode = 0o777 & !umask.bits();
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                     .with_context(|| format!("could not set the mode of {}", dir.display()))
             })
         },
-        |dir, base| checkout::update_tree(repo, base, id, dir, max),
+        |dir, base| match only {
+            // The diff would bring in the others' files: a sparse tree is small, written afresh.
+            Some(_) => anyhow::bail!("a sparse tree is written afresh"),
+            None => checkout::update_tree(repo, base, id, dir, max),
+        },
     );
     nix::sys::stat::umask(ours);
     prepared
+}
+
+/// With `--sparse`, the paths of `commit` a tree holds: the watched ones, its entry point and
+/// those that would take its place, .gitops/ and the named health check.
+fn sparse_paths(
+    settings: &Settings,
+    repo: &gix::Repository,
+    commit: gix::ObjectId,
+) -> Option<Vec<String>> {
+    if !settings.watch.sparse {
+        return None;
+    }
+    let tree = repo.find_commit(commit).ok()?.tree_id().ok()?.detach();
+    let mut paths = crate::fleet::watch::scope(
+        &settings.watch,
+        &settings.identity,
+        &settings.entrypoints,
+        |p| git::tree::entry_at(repo, tree, p).is_ok_and(|e| e.is_some()),
+    )?;
+    if let Some(check) = &settings.health.health_check {
+        paths.push(check.trim_end_matches('/').to_string());
+    }
+    Some(paths)
 }
 
 /// How the failure to write a commit's tree out of the store starts.

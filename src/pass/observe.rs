@@ -4,12 +4,13 @@
 use time::OffsetDateTime;
 
 use super::commit::{APPLIED_TREE_WRITE_FAILED, TREE_WRITE_FAILED};
-use super::decide::{decide, Action};
+use super::decide::{decide, Action, Reason};
 use super::health;
 use super::run::{committed_at_of, Staged};
 use super::state::{Layout, Outcome, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit};
+use crate::fleet::{self, gate::Gate};
 use crate::git::{self, Relation};
 
 /// Where the remote stands against what is applied: what a pass decides from, and what
@@ -22,8 +23,11 @@ pub(super) struct Observed {
     pub in_state: Option<gix::ObjectId>,
     /// The store's record of the applied commit (refs/gitops/applied).
     pub recorded: Option<gix::ObjectId>,
-    /// The commit the tip must descend from.
+    /// The applied commit the tip is compared with: state.json's, or the store's record.
     pub applied_id: Option<gix::ObjectId>,
+    /// A later tip that concerned nothing this machine watches (state.seen): the tip must
+    /// descend from it, and is the same when it is that one.
+    pub seen: Option<gix::ObjectId>,
     pub relation: Relation,
     /// The tip's committer time, when the stale check read it from the store.
     pub tip_committed_at: Option<String>,
@@ -113,11 +117,25 @@ pub(super) fn observe(
             git::APPLIED_REF
         );
     }
-    let mut relation = if applied_id == Some(fetched.tip) {
+    // Only while state.json's applied commit is the one it was seen from: an apply since, or
+    // a record taken from the store, leaves it behind.
+    let seen = state
+        .seen
+        .as_ref()
+        .filter(|s| {
+            !from_record
+                && state
+                    .applied
+                    .as_ref()
+                    .is_some_and(|a| a.commit == s.applied)
+        })
+        .and_then(|s| gix::ObjectId::from_hex(s.commit.as_bytes()).ok());
+    let floor = seen.or(applied_id);
+    let mut relation = if floor == Some(fetched.tip) {
         Relation::Same
     } else {
         let repo = store.insert(open_store()?);
-        git::relation(repo, applied_id, fetched.tip).map_err(fetch_failed)?
+        git::relation(repo, floor, fetched.tip).map_err(fetch_failed)?
     };
     // The store's commit, unknown to state.json, is applied again: nothing records its outcome.
     if from_record && relation == Relation::Same {
@@ -127,8 +145,10 @@ pub(super) fn observe(
     let mut tip_committed_at = None;
     state.stale = match settings.max_commit_age {
         Some(max_age) => {
-            let committed_at = match state.applied.as_ref() {
-                Some(a) if a.commit == tip => a.committed_at.clone(),
+            let seen_tip = state.seen.as_ref().filter(|s| s.commit == tip);
+            let committed_at = match (state.applied.as_ref(), seen_tip) {
+                (Some(a), _) if a.commit == tip => a.committed_at.clone(),
+                (_, Some(s)) if s.committed_at.is_some() => s.committed_at.clone(),
                 _ => {
                     let repo = match &store {
                         Some(repo) => repo,
@@ -148,6 +168,7 @@ pub(super) fn observe(
         in_state,
         recorded,
         applied_id,
+        seen,
         relation,
         tip_committed_at,
         store,
@@ -172,4 +193,57 @@ pub(super) fn next_action(
         settings.apply,
         settings.allow_rewind,
     )
+}
+
+/// Whether this machine runs `tip` now (`--watch`, `.gitops/rollout`), for an apply
+/// `next_action` decided for `reason`. Reads the two trees' entries at the watched paths only:
+/// as many tree lookups as the paths are deep, whatever the size of the repository.
+pub(super) fn gate(
+    settings: &Settings,
+    state: &State,
+    repo: &gix::Repository,
+    tip: gix::ObjectId,
+    reason: Reason,
+    now: OffsetDateTime,
+) -> Gate {
+    let applied = state
+        .applied
+        .as_ref()
+        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
+    let gated =
+        applied.is_some() && matches!(reason, Reason::NewCommit | Reason::Retry | Reason::Rewind);
+    let tree_of = |commit: gix::ObjectId| {
+        repo.find_commit(commit)
+            .ok()
+            .and_then(|c| c.tree_id().ok())
+            .map(|t| t.detach())
+    };
+    let trees = applied.and_then(tree_of).zip(tree_of(tip));
+    let who = &settings.identity;
+    let watched_changed = match (&settings.watch.templates, trees) {
+        (None, _) => None,
+        // A tree that cannot be read: the apply says why.
+        (Some(_), None) => Some(true),
+        (Some(_), Some((old, new))) => {
+            let entry_points = fleet::entry::up_to_choice(&settings.entrypoints, who, |p| {
+                git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
+            });
+            let paths =
+                fleet::watch::paths(&settings.watch, who, &entry_points).unwrap_or_default();
+            Some(
+                fleet::watch::first_change(
+                    &paths,
+                    |p| git::tree::entry_at(repo, old, p),
+                    |p| git::tree::entry_at(repo, new, p),
+                )
+                .is_some(),
+            )
+        }
+    };
+    let facts = fleet::gate::Facts {
+        gated,
+        watched_changed,
+        rollout: None,
+    };
+    fleet::gate::decide(&facts, now)
 }

@@ -15,10 +15,11 @@ use super::decide::{Action, Reason};
 use super::guard;
 use super::health;
 use super::lock::Held;
-use super::observe::{next_action, observe, Observed};
+use super::observe::{gate, next_action, observe, Observed};
 use super::state::{self, Applied, InProgress, LastPass, Layout, Outcome, Pending, State};
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
+use crate::fleet::gate::Gate;
 use crate::git::{self, tree as checkout};
 use crate::report::notify;
 
@@ -250,6 +251,7 @@ fn pass(
         in_state,
         recorded,
         applied_id,
+        seen,
         relation,
         tip_committed_at,
         mut store,
@@ -265,8 +267,24 @@ fn pass(
     match action {
         Action::UpToDate => {
             state.pending = None;
-            say!("gitops: up to date at {short} ({})", fetched.branch);
-            let mut repaired = repair_checkout(settings, layout, &tip, entry_umask);
+            // The tip, or a later one that concerned nothing this machine watches: the
+            // applied commit's tree is the one linked.
+            let linked = match seen {
+                Some(_) => state
+                    .applied
+                    .as_ref()
+                    .map_or(tip.clone(), |a| a.commit.clone()),
+                None => tip.clone(),
+            };
+            match seen {
+                Some(_) if linked != tip => say!(
+                    "gitops: up to date at {short} ({}): nothing this machine watches changed since {}",
+                    fetched.branch,
+                    linked.get(..12).unwrap_or(&linked)
+                ),
+                _ => say!("gitops: up to date at {short} ({})", fetched.branch),
+            }
+            let mut repaired = repair_checkout(settings, layout, &linked, entry_umask);
             // The applied tree, written again, could not be read out of a damaged store.
             if repaired
                 .as_ref()
@@ -274,7 +292,7 @@ fn pass(
                 && heal_store(settings, layout, in_state, fetched.tip).is_some()
             {
                 store = None;
-                repaired = repair_checkout(settings, layout, &tip, entry_umask);
+                repaired = repair_checkout(settings, layout, &linked, entry_umask);
             }
             repaired.map_err(|e| {
                 let outcome = match crate::exit::code_of(&e) {
@@ -334,7 +352,10 @@ fn pass(
             Err((outcome, fail(Exit::ApplyFailed, why)))
         }
         Action::Refuse => {
-            let applied = applied_id.map(|a| a.to_string()).unwrap_or_default();
+            let applied = seen
+                .or(applied_id)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             Err((
                 Outcome::Refused,
                 fail(
@@ -357,6 +378,22 @@ fn pass(
                 Some(trust) => Some(verify(repo, trust, applied_id, fetched.tip, now())?),
                 None => None,
             };
+            match gate(settings, state, repo, fetched.tip, reason, now()) {
+                Gate::Run => {}
+                Gate::Skip => {
+                    return Ok(skip(
+                        settings,
+                        layout,
+                        state,
+                        repo,
+                        &fetched,
+                        tip_committed_at,
+                        entry_umask,
+                        now(),
+                    ));
+                }
+                Gate::Wait { .. } => todo!(),
+            }
             let what = match reason {
                 Reason::FirstApply => "first apply",
                 Reason::NewCommit => "new commit",
@@ -481,6 +518,7 @@ fn pass(
                         entrypoint: progress.entrypoint.clone(),
                     });
                     state.pending = None;
+                    state.seen = None;
                     if let Err(e) = git::record_applied(repo, fetched.tip) {
                         say!("gitops: warning: {}", one_line(&e));
                     }
@@ -541,6 +579,50 @@ fn pass(
             Err((outcome, e))
         }
     }
+}
+
+/// A tip that changes nothing this machine watches: nothing runs, the applied tree stays
+/// linked, and the tip is recorded as seen (what the next one must descend from).
+#[allow(clippy::too_many_arguments)]
+fn skip(
+    settings: &Settings,
+    layout: &Layout,
+    state: &mut State,
+    repo: &gix::Repository,
+    fetched: &git::Fetched,
+    committed_at: Option<String>,
+    entry_umask: nix::sys::stat::Mode,
+    now: OffsetDateTime,
+) -> Outcome {
+    let tip = fetched.tip.to_string();
+    let applied = state
+        .applied
+        .as_ref()
+        .map(|a| a.commit.clone())
+        .unwrap_or_default();
+    let why = format!(
+        "no change under {}",
+        crate::fleet::watch::shown(&settings.watch, &settings.identity)
+    );
+    say!(
+        "gitops: skipped {} ({}): {why}; {} stays applied",
+        tip.get(..12).unwrap_or(&tip),
+        fetched.branch,
+        applied.get(..12).unwrap_or(&applied)
+    );
+    state.pending = None;
+    state.seen = Some(state::Seen {
+        commit: tip,
+        applied: applied.clone(),
+        seen_at: rfc3339(now),
+        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
+        why,
+        committed_at: committed_at.or_else(|| committed_at_of(repo, fetched.tip)),
+    });
+    if let Err(e) = repair_checkout(settings, layout, &applied, entry_umask) {
+        say!("gitops: warning: {}", one_line(&e));
+    }
+    Outcome::UpToDate
 }
 
 /// Record, durably, that the pass now reverts to `back`: killed during the revert, it is a

@@ -47,6 +47,27 @@ pub struct State {
     /// fetched, cleared once the tip is fresh again or the option is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<Stale>,
+    /// The branch's tip, when it concerned nothing this machine watches (`--watch`): nothing
+    /// ran, and the tip is what the next one must descend from. Holds only while `applied` is
+    /// the commit it was seen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Seen>,
+}
+
+/// A tip that changed nothing this machine watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    pub commit: String,
+    /// The applied commit it was compared with.
+    pub applied: String,
+    pub seen_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Why nothing ran: "no change under hosts/web-1/ common/".
+    pub why: String,
+    /// Its committer time, so that the stale check need not open the store for it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<String>,
 }
 
 /// A tip older than --max-commit-age: a Git host that withholds new commits looks like this.

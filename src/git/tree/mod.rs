@@ -24,6 +24,40 @@ pub use manifest::Manifest;
 use manifest::*;
 pub use write::{changes, update_tree, write_tree};
 
+/// The entry at `path` in the tree `tree`: its mode and object. Err: a directory on the way is
+/// a symlink (the checkout would lead outside the tree there), said as the end of a sentence.
+pub fn entry_at(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    path: &str,
+) -> std::result::Result<Option<(gix::objs::tree::EntryMode, ObjectId)>, String> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let mut current = tree;
+    for (index, part) in parts.iter().enumerate() {
+        let Ok(tree) = repo.find_tree(current) else {
+            return Ok(None);
+        };
+        let Some(entry) = tree.find_entry(part.as_bytes()) else {
+            return Ok(None);
+        };
+        let (mode, id) = (entry.mode(), entry.object_id());
+        if index + 1 == parts.len() {
+            return Ok(Some((mode, id)));
+        }
+        if mode.is_link() {
+            return Err(format!("{part} on the way to it is a symlink"));
+        }
+        if !mode.is_tree() {
+            return Ok(None);
+        }
+        current = id;
+    }
+    Ok(None)
+}
+
 /// Bring a tree to `commit` in `trees/<commit>`: the spare tree (the one linked before the last
 /// apply, kept in `spare/` beside `trees/`) brought up to date by `update` when its manifest shows
 /// it exactly as it was written, else a fresh tree written by `write` into an empty directory.
@@ -361,7 +395,7 @@ mod tests {
             "test",
             |dir| {
                 fresh = true;
-                write_tree(repo, id, dir, u64::MAX)
+                write_tree(repo, id, dir, u64::MAX, None)
             },
             |dir, base| update_tree(repo, base, id, dir, u64::MAX),
         )
@@ -403,7 +437,7 @@ mod tests {
     fn assert_exact(repo: &gix::Repository, tree: &Path, commit: &str, step: &str) {
         let fresh = tempfile::tempdir().unwrap();
         let id = ObjectId::from_hex(commit.as_bytes()).unwrap();
-        write_tree(repo, id, fresh.path(), u64::MAX).unwrap();
+        write_tree(repo, id, fresh.path(), u64::MAX, None).unwrap();
         assert_eq!(snapshot(tree), snapshot(fresh.path()), "{step}");
     }
 

@@ -4,18 +4,23 @@
 use super::*;
 
 /// Write the tree of `commit` into the empty directory `dest`, refusing any blob larger than
-/// `max_file_size` before a byte of it is read, and stopping at a signal.
+/// `max_file_size` before a byte of it is read, and stopping at a signal. With `only`, just the
+/// files under those paths (`--sparse`).
 pub fn write_tree(
     repo: &gix::Repository,
     commit: ObjectId,
     dest: &Path,
     max_file_size: u64,
+    only: Option<&[String]>,
 ) -> Result<()> {
     let tree = repo
         .find_commit(commit)
         .with_context(|| format!("commit {commit} is not in the object store"))?
         .tree_id()?;
     let mut index = repo.index_from_tree(&tree)?;
+    if let Some(only) = only {
+        index.remove_entries(|_, path, _| !crate::fleet::watch::in_sparse_tree(only, path));
+    }
     check_sizes(repo, &index, max_file_size)?;
     let mut options =
         repo.checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)?;

@@ -19,40 +19,6 @@ pub(super) fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<Object
     Ok(tree.detach())
 }
 
-/// The entry at `path` in the tree `tree`: its mode and object. Err: a directory on the way is
-/// a symlink (the checkout would lead outside the tree there), said as the end of a sentence.
-pub(super) fn lookup(
-    repo: &gix::Repository,
-    tree: ObjectId,
-    path: &str,
-) -> std::result::Result<Option<(EntryMode, ObjectId)>, String> {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    let mut current = tree;
-    for (index, part) in parts.iter().enumerate() {
-        let Ok(tree) = repo.find_tree(current) else {
-            return Ok(None);
-        };
-        let Some(entry) = tree.find_entry(part.as_bytes()) else {
-            return Ok(None);
-        };
-        let (mode, id) = (entry.mode(), entry.object_id());
-        if index + 1 == parts.len() {
-            return Ok(Some((mode, id)));
-        }
-        if mode.is_link() {
-            return Err(format!("{part} on the way to it is a symlink"));
-        }
-        if !mode.is_tree() {
-            return Ok(None);
-        }
-        current = id;
-    }
-    Ok(None)
-}
-
 /// The commits of `tip` that `base` does not have, the newest first; all of the branch when
 /// there is no base. Bounded: counted up to `MAX_COMMITS_COUNTED`, listed up to
 /// `MAX_COMMITS_SHOWN`. A walk that fails part-way (a shallow boundary) ends the count there.
@@ -314,8 +280,8 @@ pub(super) fn entry_point(
     base_tree: Option<ObjectId>,
     tip_tree: ObjectId,
 ) -> EntryPoint {
-    let old = base_tree.and_then(|t| lookup(repo, t, path).ok().flatten());
-    let new = lookup(repo, tip_tree, path).ok().flatten();
+    let old = base_tree.and_then(|t| git::tree::entry_at(repo, t, path).ok().flatten());
+    let new = git::tree::entry_at(repo, tip_tree, path).ok().flatten();
     let kind = new.map(|(mode, _)| match mode.kind() {
         EntryKind::Blob => "file",
         EntryKind::BlobExecutable => "executable",

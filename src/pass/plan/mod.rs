@@ -400,18 +400,23 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         _ => files(&repo, base, base_tree, tip_tree)?,
     };
     let chosen = crate::fleet::entry::choose(&settings.entrypoints, &settings.identity, |p| {
-        lookup(&repo, tip_tree, p).ok().flatten().is_some()
+        git::tree::entry_at(&repo, tip_tree, p)
+            .ok()
+            .flatten()
+            .is_some()
     });
     let mut entrypoint = entry_point(&repo, &chosen.path, base_tree, tip_tree);
     entrypoint.why = clip(&run::shown(&chosen.why));
     let health = health(
         &settings.health,
-        lookup(&repo, tip_tree, DEFAULT_CHECK).is_ok_and(|e| e.is_some()),
+        git::tree::entry_at(&repo, tip_tree, DEFAULT_CHECK).is_ok_and(|e| e.is_some()),
         settings
             .health
             .health_check
             .as_deref()
-            .is_some_and(|named| lookup(&repo, tip_tree, named).is_ok_and(|e| e.is_some())),
+            .is_some_and(|named| {
+                git::tree::entry_at(&repo, tip_tree, named).is_ok_and(|e| e.is_some())
+            }),
         applied_id.map(|a| a.to_string()).as_deref(),
     );
     // After the pass, the reboot plan is the applied commit's: the tip's once it is applied.
@@ -594,7 +599,7 @@ fn request_in_store(
 ) -> std::result::Result<Option<crate::reboot::request::Request>, String> {
     use crate::reboot::request;
     let tree = tree_of(repo, commit).map_err(|e| one_line(&e))?;
-    let (mode, id) = match lookup(repo, tree, file) {
+    let (mode, id) = match git::tree::entry_at(repo, tree, file) {
         Ok(Some(found)) => found,
         Ok(None) => return Ok(None),
         Err(why) => {

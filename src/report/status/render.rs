@@ -136,6 +136,26 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
             format!("{} ({})", entry.path, entry.why),
         ));
     }
+    // Only while the applied commit is the one it was compared with (as the pass reads it).
+    let skipped = state.seen.as_ref().filter(|s| {
+        state
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.commit == s.applied)
+    });
+    if let Some(s) = skipped {
+        out.push(Line::new(
+            "skipped",
+            Tone::Plain,
+            format!(
+                "{} {:?}, {}: {}",
+                short(&s.commit),
+                s.subject.as_deref().unwrap_or(""),
+                age(&s.seen_at, now),
+                s.why
+            ),
+        ));
+    }
     if let Some(stale) = &state.stale {
         out.push(Line::new(
             "stale",
