@@ -3,3 +3,4 @@
 
 pub mod entry;
 pub mod identity;
+pub mod rollout;
