@@ -1,10 +1,8 @@
 //! Rollout waves without a server: `.gitops/rollout` says how a commit spreads over the fleet,
-//! each machine finds its own wave from a stable hash of its machine id (or group), and a
+//! each machine finds its own wave from a stable hash of its host name (ranked among the
+//! repository's hosts/), of its machine id or of its group, and a
 //! machine in wave k applies a commit `interval × k` after the rollout starts. Everything here
 //! is a pure decision but the one read of /etc/machine-id, so each is a table test.
-// Until the pass reads the rollout; an expectation, so that wiring it in fails the lint and
-// this line goes with it.
-#![expect(dead_code, reason = "the pass does not read the rollout yet")]
 
 use std::io::Read;
 use std::path::Path;
@@ -73,8 +71,13 @@ pub enum Wave {
 /// What a machine's position in the rollout is hashed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum By {
-    /// Each machine on its own: the machine id outlives renames and reinstalls of the agent.
+    /// Each machine on its own, ranked among the hosts the repository lists (hosts/<host>/) by
+    /// a stable hash of their names: the waves then have exactly the sizes given (`1` is one
+    /// machine). A machine the repository does not list is placed by its machine id.
     #[default]
+    Host,
+    /// Each machine on its own, by a stable hash of its machine id: each wave gets about its
+    /// share (a machine cannot know the others' ids, so `1` may be none or a few).
     MachineId,
     /// Each group as one: a group's machines get a commit together (a cluster that must agree
     /// on its version), by the machine's first group.
@@ -87,7 +90,7 @@ fn example(key: &str) -> &'static str {
         "waves" => "waves = 1, 10%, 50%, 100%",
         "interval" => "interval = 30min",
         "rollout-start" => "rollout-start = 2026-12-03T10:00:00Z",
-        "by" => "by = machine-id",
+        "by" => "by = host",
         _ => "fleet = 20",
     }
 }
@@ -167,11 +170,12 @@ pub fn parse(text: &str) -> Result<Rollout, String> {
             }
             "by" => {
                 by = match value {
+                    "host" => By::Host,
                     "machine-id" => By::MachineId,
                     "group" => By::Group,
                     _ => {
                         return Err(at(format!(
-                            "{} is neither machine-id nor group",
+                            "{} is none of host, machine-id and group",
                             quote(value)
                         )))
                     }
@@ -437,6 +441,70 @@ pub fn due_at(rollout: &Rollout, wave: usize, committed_at: OffsetDateTime) -> O
         .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_offset(start.offset()))
 }
 
+/// Where a machine stands in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Place {
+    /// `rank` (from 0) among the `of` hosts the repository lists (`By::Host`).
+    Ranked { rank: usize, of: usize },
+    /// A hashed position in [0, 1) (`position`).
+    Hashed(f64),
+    /// Nothing to place it by: the last wave, since a machine that cannot tell its wave must
+    /// not be a canary.
+    Last,
+}
+
+/// This machine's place: ranked among `inventory` (the names under hosts/ in the commit's
+/// tree) when `by` is `Host` and the inventory lists it, else by the hash of `machine_key`.
+pub fn place(
+    by: By,
+    host: Option<&str>,
+    inventory: &[String],
+    machine_id: Option<&str>,
+    groups: &[String],
+) -> Place {
+    if let (By::Host, Some(host)) = (by, host) {
+        if inventory.iter().any(|h| h == host) {
+            let mut ranked: Vec<(f64, &str)> = inventory
+                .iter()
+                .map(|h| (position(h), h.as_str()))
+                .collect();
+            ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+            ranked.dedup_by(|a, b| a.1 == b.1);
+            let rank = ranked.iter().position(|(_, h)| *h == host).unwrap_or(0);
+            return Place::Ranked {
+                rank,
+                of: ranked.len(),
+            };
+        }
+    }
+    match machine_key(by, machine_id, host, groups) {
+        Some(key) => Place::Hashed(position(&key)),
+        None => Place::Last,
+    }
+}
+
+/// The index of the wave a machine at `place` is in. Ranked: the first wave that reaches more
+/// machines than its rank (a count as given, a percentage of the inventory rounded up, so
+/// `1%` of 20 is still one canary); hashed: `wave_of`, with the inventory's size for counts.
+pub fn wave(rollout: &Rollout, place: Place, inventory: usize) -> Result<usize, String> {
+    let last = rollout.waves.len().saturating_sub(1);
+    match place {
+        Place::Last => Ok(last),
+        Place::Hashed(position) => wave_of(rollout, position, u32::try_from(inventory).ok()),
+        Place::Ranked { rank, of } => Ok(rollout
+            .waves
+            .iter()
+            .position(|&w| {
+                let reach = match w {
+                    Wave::Count(count) => u64::from(count),
+                    Wave::Percent(ppm) => (u64::from(ppm) * of as u64).div_ceil(u64::from(WHOLE)),
+                };
+                (rank as u64) < reach
+            })
+            .unwrap_or(last)),
+    }
+}
+
 /// Whether `id` can be a machine id: not empty, at most 128 bytes, printable ASCII, and not
 /// the `uninitialized` systemd writes early in a first boot, which every new machine shares.
 fn valid_machine_id(id: &str) -> bool {
@@ -460,7 +528,7 @@ pub fn machine_key(
     let host = host.map(str::trim).filter(|h| !h.is_empty());
     let group = groups.first().map(|g| g.trim()).filter(|g| !g.is_empty());
     let key = match by {
-        By::MachineId => id.or(host),
+        By::Host | By::MachineId => id.or(host),
         By::Group => group.or(id).or(host),
     };
     key.map(str::to_string)
@@ -502,12 +570,55 @@ mod tests {
             waves: waves.to_vec(),
             interval: Duration::from_secs(1800),
             start: None,
-            by: By::MachineId,
+            by: By::Host,
             fleet,
         }
     }
 
     use Wave::{Count as C, Percent as P};
+
+    #[test]
+    fn hosts_the_repository_lists_get_waves_of_exactly_the_sizes_given() {
+        let inventory: Vec<String> = (1..=20).map(|i| format!("web-{i:02}")).collect();
+        let plan = Rollout {
+            waves: vec![C(1), P(500_000), P(WHOLE)],
+            ..rollout(&[], None)
+        };
+        let mut sizes = [0; 3];
+        for host in &inventory {
+            let place = place(By::Host, Some(host), &inventory, Some("same-id"), &[]);
+            assert!(matches!(place, Place::Ranked { of: 20, .. }), "{place:?}");
+            sizes[wave(&plan, place, inventory.len()).unwrap()] += 1;
+        }
+        assert_eq!(sizes, [1, 9, 10], "1, then 50% of 20 in all, then the rest");
+        // 1% of 20 rounds up: still one canary.
+        let small = Rollout {
+            waves: vec![P(10_000), P(WHOLE)],
+            ..rollout(&[], None)
+        };
+        let canaries = inventory
+            .iter()
+            .filter(|h| wave(&small, place(By::Host, Some(h), &inventory, None, &[]), 20) == Ok(0))
+            .count();
+        assert_eq!(canaries, 1);
+        #[rustfmt::skip]
+        let table: &[(By, Option<&str>, Option<&str>, Place)] = &[
+            // not listed: its machine id's hash
+            (By::Host,      Some("db-1"),  Some("id-1"), Place::Hashed(position("id-1"))),
+            (By::Host,      None,          Some("id-1"), Place::Hashed(position("id-1"))),
+            (By::MachineId, Some("web-01"), Some("id-1"), Place::Hashed(position("id-1"))),
+            (By::Host,      Some("db-1"),  None,         Place::Hashed(position("db-1"))),
+            (By::Host,      None,          None,         Place::Last),
+        ];
+        for (by, host, id, want) in table {
+            assert_eq!(
+                place(*by, *host, &inventory, *id, &[]),
+                *want,
+                "{by:?} {host:?} {id:?}"
+            );
+        }
+        assert_eq!(wave(&plan, Place::Last, 20), Ok(2));
+    }
 
     #[test]
     fn parse_accepts_the_documented_forms() {
@@ -524,7 +635,7 @@ mod tests {
             ("waves=100%\ninterval=1h", Rollout { waves: vec![P(WHOLE)], interval: Duration::from_secs(3600), ..rollout(&[], None) }),
             ("  waves =0.5%,12.25 %, 100.0%  \r\n interval = 1h 30min#c", Rollout { waves: vec![P(5_000), P(122_500), P(WHOLE)], interval: Duration::from_secs(5400), ..rollout(&[], None) }),
             ("waves = 1, 5, 20\ninterval = 30d\nfleet = 20", Rollout { waves: vec![C(1), C(5), C(20)], interval: MAX_INTERVAL, fleet: Some(20), ..rollout(&[], None) }),
-            ("waves = 5, 30\ninterval = 10min\nfleet = 20\nby = machine-id", Rollout { waves: vec![C(5), C(30)], interval: Duration::from_secs(600), fleet: Some(20), ..rollout(&[], None) }),
+            ("waves = 5, 30\ninterval = 10min\nfleet = 20\nby = machine-id", Rollout { waves: vec![C(5), C(30)], interval: Duration::from_secs(600), fleet: Some(20), by: By::MachineId, ..rollout(&[], None) }),
             // A count and percentages compare only once the fleet is known (wave_of's job).
             ("waves = 50, 10%, 100%\ninterval = 1min\nrollout-start = 2026-12-03T11:00:00+01:00", Rollout { waves: vec![C(50), P(100_000), P(WHOLE)], interval: Duration::from_secs(60), start: Some(datetime!(2026-12-03 11:00 +1)), ..rollout(&[], None) }),
         ];
@@ -571,7 +682,7 @@ mod tests {
             ("waves = 100%\ninterval = 31d".to_string(), &["line 2: interval:", "longer than 30 days"]),
             ("waves = 100%\ninterval = soon".to_string(), &["line 2: interval:", "\"soon\" is not a duration"]),
             (format!("{ok}waves = 100%\nrollout-start = tomorrow"), &["line 3: rollout-start:", "not an RFC 3339", "2026-12-03T10:00:00Z"]),
-            (format!("{ok}waves = 100%\nby = host"), &["line 3: by:", "\"host\" is neither machine-id nor group"]),
+            (format!("{ok}waves = 100%\nby = hostname"), &["line 3: by:", "\"hostname\" is none of host, machine-id and group"]),
             (format!("{ok}waves = 100%\nfleet = 0"), &["line 3: fleet:", "0 machines"]),
             (format!("{ok}waves = 100%\nfleet = -3"), &["line 3: fleet:", "not a number"]),
             (format!("{ok}waves = 100%\nfleet = 4294967296"), &["line 3: fleet:", "too many"]),

@@ -175,7 +175,8 @@ mod tests {
     #[test]
     fn watch_templates_are_paths_inside_the_repository() {
         #[rustfmt::skip]
-        let table: &[(Option<&str>, bool, Result<Option<&[&str]>, &str>)] = &[
+        type Row<'a> = (Option<&'a str>, bool, Result<Option<&'a [&'a str]>, &'a str>);
+        let table: &[Row] = &[
             (None,                          false, Ok(None)),
             (Some("  "),                    false, Ok(None)),
             (Some("hosts/{host}/ common/"), false, Ok(Some(&["hosts/{host}/", "common/"]))),
@@ -248,7 +249,8 @@ mod tests {
             }
         };
         #[rustfmt::skip]
-        let table: &[(&'static [(&'static str, u32)], &'static [(&'static str, u32)], Option<&str>)] = &[
+        type Tree = &'static [(&'static str, u32)];
+        let table: &[(Tree, Tree, Option<&str>)] = &[
             // old tree                              new tree                                first change
             (&[("hosts/web-1", 1), ("common", 2)],   &[("hosts/web-1", 1), ("common", 2)],   None),
             (&[("hosts/web-1", 1), ("common", 2)],   &[("hosts/web-1", 3), ("common", 2)],   Some("hosts/web-1")),

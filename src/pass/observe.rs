@@ -197,7 +197,8 @@ pub(super) fn next_action(
 
 /// Whether this machine runs `tip` now (`--watch`, `.gitops/rollout`), for an apply
 /// `next_action` decided for `reason`. Reads the two trees' entries at the watched paths only:
-/// as many tree lookups as the paths are deep, whatever the size of the repository.
+/// as many tree lookups as the paths are deep, whatever the size of the repository. Err: the
+/// tip's rollout cannot be read, said as a sentence for the operator.
 pub(super) fn gate(
     settings: &Settings,
     state: &State,
@@ -205,45 +206,135 @@ pub(super) fn gate(
     tip: gix::ObjectId,
     reason: Reason,
     now: OffsetDateTime,
-) -> Gate {
+) -> Result<Gate, String> {
     let applied = state
         .applied
         .as_ref()
         .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     let gated =
         applied.is_some() && matches!(reason, Reason::NewCommit | Reason::Retry | Reason::Rewind);
+    if !gated {
+        return Ok(Gate::Run);
+    }
     let tree_of = |commit: gix::ObjectId| {
         repo.find_commit(commit)
             .ok()
             .and_then(|c| c.tree_id().ok())
             .map(|t| t.detach())
     };
-    let trees = applied.and_then(tree_of).zip(tree_of(tip));
+    // A tree that cannot be read: the apply says why.
+    let Some((old, new)) = applied.and_then(tree_of).zip(tree_of(tip)) else {
+        return Ok(Gate::Run);
+    };
     let who = &settings.identity;
-    let watched_changed = match (&settings.watch.templates, trees) {
-        (None, _) => None,
-        // A tree that cannot be read: the apply says why.
-        (Some(_), None) => Some(true),
-        (Some(_), Some((old, new))) => {
-            let entry_points = fleet::entry::up_to_choice(&settings.entrypoints, who, |p| {
-                git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
-            });
-            let paths =
-                fleet::watch::paths(&settings.watch, who, &entry_points).unwrap_or_default();
-            Some(
-                fleet::watch::first_change(
-                    &paths,
-                    |p| git::tree::entry_at(repo, old, p),
-                    |p| git::tree::entry_at(repo, new, p),
-                )
-                .is_some(),
+    let watched_changed = settings.watch.templates.as_ref().map(|_| {
+        let paths = fleet::watch::scope(&settings.watch, who, &settings.entrypoints, |p| {
+            git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
+        })
+        .unwrap_or_default();
+        fleet::watch::first_change(
+            &paths,
+            |p| git::tree::entry_at(repo, old, p),
+            |p| git::tree::entry_at(repo, new, p),
+        )
+        .is_some()
+    });
+    let rollout = match watched_changed {
+        // Skipped whatever the rollout says: not read.
+        Some(false) => None,
+        _ => rollout(settings, repo, old, new, tip, now).map_err(|why| {
+            format!(
+                "the rollout of {} cannot be read ({}): {why}; fix it with a new commit (a commit that changes {} reaches every machine at once)",
+                tip.to_hex_with_len(12),
+                fleet::rollout::FILE,
+                fleet::rollout::FILE
             )
-        }
+        })?,
     };
     let facts = fleet::gate::Facts {
         gated,
         watched_changed,
-        rollout: None,
+        rollout,
     };
-    fleet::gate::decide(&facts, now)
+    Ok(fleet::gate::decide(&facts, now))
+}
+
+/// The most hosts a rollout ranks a machine among: beyond it, a hostile hosts/ would only cost
+/// time.
+const MAX_INVENTORY: usize = 100_000;
+
+/// Where the tip stands in its rollout for this machine; None when it has no .gitops/rollout.
+fn rollout(
+    settings: &Settings,
+    repo: &gix::Repository,
+    old: gix::ObjectId,
+    new: gix::ObjectId,
+    tip: gix::ObjectId,
+    now: OffsetDateTime,
+) -> Result<Option<fleet::gate::Rollout>, String> {
+    use fleet::rollout::{self, FILE, MAX_FILE_BYTES};
+    let Some((mode, id)) = git::tree::entry_at(repo, new, FILE)? else {
+        return Ok(None);
+    };
+    if git::tree::entry_at(repo, old, FILE).ok().flatten() != Some((mode, id)) {
+        return Ok(Some(fleet::gate::Rollout {
+            changes_rollout: true,
+            wave: 0,
+            waves: 1,
+            due: now,
+        }));
+    }
+    if !mode.is_blob() {
+        return Err(format!("{FILE} is not a file"));
+    }
+    let size = repo.find_header(id).map_err(|e| e.to_string())?.size();
+    if size > MAX_FILE_BYTES as u64 {
+        return Err(format!(
+            "{FILE} is {size} bytes, more than the {MAX_FILE_BYTES} it may have"
+        ));
+    }
+    let blob = repo.find_blob(id).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&blob.data).map_err(|_| format!("{FILE} is not UTF-8 text"))?;
+    let plan = rollout::parse(text)?;
+    let who = &settings.identity;
+    let inventory = inventory(repo, new);
+    let place = rollout::place(
+        plan.by,
+        who.host.as_deref(),
+        &inventory,
+        rollout::machine_id().as_deref(),
+        &who.groups,
+    );
+    let wave = rollout::wave(&plan, place, inventory.len())?;
+    let committed_at = git::commit_time(repo, tip)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .unwrap_or(now);
+    Ok(Some(fleet::gate::Rollout {
+        changes_rollout: false,
+        wave,
+        waves: plan.waves.len(),
+        due: rollout::due_at(&plan, wave, committed_at),
+    }))
+}
+
+/// The hosts the repository lists: the directories under hosts/ whose names can be a host's.
+fn inventory(repo: &gix::Repository, tree: gix::ObjectId) -> Vec<String> {
+    let Ok(Some((mode, id))) = git::tree::entry_at(repo, tree, "hosts") else {
+        return Vec::new();
+    };
+    let Some(hosts) = mode.is_tree().then(|| repo.find_tree(id).ok()).flatten() else {
+        return Vec::new();
+    };
+    let Ok(decoded) = hosts.decode() else {
+        return Vec::new();
+    };
+    decoded
+        .entries
+        .iter()
+        .filter(|e| e.mode.is_tree())
+        .filter_map(|e| std::str::from_utf8(e.filename).ok())
+        .filter(|name| fleet::identity::valid_name(name))
+        .take(MAX_INVENTORY)
+        .map(str::to_string)
+        .collect()
 }

@@ -261,6 +261,8 @@ fn pass(
     };
     let short = tip.get(..12).unwrap_or(&tip);
     let action = next_action(settings, state, relation, &tip, now());
+    // Set again below while the tip still waits.
+    state.waiting = None;
     if super::suspend::holds_back(settings, layout, state, &action, &tip, now()) {
         return Ok(Outcome::Suspended);
     }
@@ -378,8 +380,21 @@ fn pass(
                 Some(trust) => Some(verify(repo, trust, applied_id, fetched.tip, now())?),
                 None => None,
             };
-            match gate(settings, state, repo, fetched.tip, reason, now()) {
+            let gate = gate(settings, state, repo, fetched.tip, reason, now())
+                .map_err(|why| (Outcome::ConfigError, fail(Exit::Usage, why)))?;
+            match gate {
                 Gate::Run => {}
+                Gate::Wait { wave, waves, at } => {
+                    return Ok(wait(
+                        settings,
+                        layout,
+                        state,
+                        repo,
+                        &fetched,
+                        (wave, waves, at),
+                        entry_umask,
+                    ));
+                }
                 Gate::Skip => {
                     return Ok(skip(
                         settings,
@@ -392,7 +407,6 @@ fn pass(
                         now(),
                     ));
                 }
-                Gate::Wait { .. } => todo!(),
             }
             let what = match reason {
                 Reason::FirstApply => "first apply",
@@ -618,6 +632,48 @@ fn skip(
         subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
         why,
         committed_at: committed_at.or_else(|| committed_at_of(repo, fetched.tip)),
+    });
+    if let Err(e) = repair_checkout(settings, layout, &applied, entry_umask) {
+        say!("gitops: warning: {}", one_line(&e));
+    }
+    Outcome::UpToDate
+}
+
+/// A tip whose rollout wave has not come for this machine: nothing runs, the applied tree
+/// stays linked, and status and plan say when it applies.
+fn wait(
+    settings: &Settings,
+    layout: &Layout,
+    state: &mut State,
+    repo: &gix::Repository,
+    fetched: &git::Fetched,
+    (wave, waves, at): (usize, usize, OffsetDateTime),
+    entry_umask: nix::sys::stat::Mode,
+) -> Outcome {
+    let tip = fetched.tip.to_string();
+    let applied = state
+        .applied
+        .as_ref()
+        .map(|a| a.commit.clone())
+        .unwrap_or_default();
+    let at = rfc3339(at);
+    say!(
+        "gitops: waiting for wave {wave} at {at}: {} ({}) reaches this machine's wave then (waves 0 to {}); {} stays applied",
+        &tip[..12],
+        fetched.branch,
+        waves.saturating_sub(1),
+        applied.get(..12).unwrap_or(&applied)
+    );
+    // A failed commit the branch has moved past is no longer anyone's to retry.
+    if state.pending.as_ref().is_some_and(|p| p.commit != tip) {
+        state.pending = None;
+    }
+    state.waiting = Some(state::Waiting {
+        subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
+        commit: tip,
+        wave,
+        waves,
+        at,
     });
     if let Err(e) = repair_checkout(settings, layout, &applied, entry_umask) {
         say!("gitops: warning: {}", one_line(&e));

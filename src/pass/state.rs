@@ -52,6 +52,23 @@ pub struct State {
     /// the commit it was seen from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen: Option<Seen>,
+    /// The branch's tip, waiting for this machine's rollout wave (set by the pass that saw it
+    /// wait, cleared by the next pass that decides otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// A tip this machine applies once its rollout wave comes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// This machine's wave, from 0 (the first, which does not wait).
+    pub wave: usize,
+    pub waves: usize,
+    /// When the wave begins (RFC 3339).
+    pub at: String,
 }
 
 /// A tip that changed nothing this machine watches.

@@ -156,6 +156,27 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
             ),
         ));
     }
+    if let Some(w) = &state.waiting {
+        let when =
+            time::OffsetDateTime::parse(&w.at, &time::format_description::well_known::Rfc3339)
+                .map(|at| match (at - now).whole_seconds() {
+                    ..=0 => "due now".to_string(),
+                    secs => format!("in {}", span(secs)),
+                })
+                .unwrap_or_else(|_| "?".to_string());
+        out.push(Line::new(
+            "waiting",
+            Tone::Pending,
+            format!(
+                "{} {:?} for wave {} at {} ({when}; waves 0 to {})",
+                short(&w.commit),
+                w.subject.as_deref().unwrap_or(""),
+                w.wave,
+                w.at,
+                w.waves.saturating_sub(1)
+            ),
+        ));
+    }
     if let Some(stale) = &state.stale {
         out.push(Line::new(
             "stale",

@@ -1,0 +1,195 @@
+//! A fleet of 20 machines against one served repository: each runs only its part, a commit
+//! reaches the machines it concerns, and a rollout reaches them wave by wave, each exactly once.
+//! Run with `--nocapture` to see the simulation's table.
+
+use crate::harness::{Machine, Run};
+use crate::support::{GitDaemon, Upstream};
+
+const MACHINES: usize = 20;
+/// Records the host and commit of every run.
+const RECORDER: &str = "#!/bin/sh\necho \"$GITOPS_HOST $GITOPS_COMMIT\" >> \"$OUT/ran\"\n";
+
+struct Fleet {
+    up: Upstream,
+    _daemon: GitDaemon,
+    url: String,
+    machines: Vec<(String, Machine)>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let up = Upstream::new();
+        let mut files: Vec<(String, String)> = (1..=MACHINES)
+            .map(|i| (format!("hosts/web-{i:02}/run.sh"), RECORDER.to_string()))
+            .collect();
+        files.push(("common/motd".into(), "welcome\n".into()));
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        up.commit(&files, "twenty hosts");
+        let daemon = GitDaemon::serve(&up.srv());
+        let url = daemon.url("config.git");
+        let machines = (1..=MACHINES)
+            .map(|i| (format!("web-{i:02}"), Machine::new()))
+            .collect();
+        Fleet {
+            up,
+            _daemon: daemon,
+            url,
+            machines,
+        }
+    }
+
+    /// One pass on every machine, `offset` seconds from now; the hosts that ran `commit`.
+    fn pass(&self, offset: i64, commit: &str) -> Vec<String> {
+        let mut ran = Vec::new();
+        for (i, (host, m)) in self.machines.iter().enumerate() {
+            let before = runs_of(m, commit);
+            let mut cmd = m.command();
+            cmd.args([
+                "sync",
+                "--repo-url",
+                &self.url,
+                "--watch",
+                "hosts/{host}/ common/",
+            ])
+            .env("GITOPS_HOST", host)
+            .env("GITOPS_TEST_MACHINE_ID", format!("{:032x}", i + 1))
+            .env("GITOPS_TEST_CLOCK_OFFSET", offset.to_string());
+            Run::of(&mut cmd).expect(0);
+            if runs_of(m, commit) > before {
+                ran.push(host.clone());
+            }
+        }
+        ran
+    }
+
+    /// How many times each machine ran `commit`.
+    fn counts(&self, commit: &str) -> Vec<usize> {
+        self.machines
+            .iter()
+            .map(|(_, m)| runs_of(m, commit))
+            .collect()
+    }
+}
+
+fn runs_of(m: &Machine, commit: &str) -> usize {
+    std::fs::read_to_string(m.out.join("ran"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with(commit))
+        .count()
+}
+
+fn show(hosts: &[String]) -> String {
+    match hosts.len() {
+        0 => "none".to_string(),
+        MACHINES => format!("all {MACHINES}"),
+        n => format!("{n}: {}", hosts.join(" ")),
+    }
+}
+
+#[test]
+fn twenty_machines_run_their_own_part_and_a_rollout_goes_wave_by_wave() {
+    let fleet = Fleet::new();
+    let first = fleet.up.commit(&[], "first apply");
+    let ran = fleet.pass(0, &first);
+    println!("{:<44} {}", "first apply", show(&ran));
+    assert_eq!(ran.len(), MACHINES);
+
+    let own = fleet
+        .up
+        .commit(&[("hosts/web-03/app.conf", "port 8080\n")], "web-03 only");
+    let ran = fleet.pass(0, &own);
+    println!("{:<44} {}", "a commit under hosts/web-03/", show(&ran));
+    assert_eq!(ran, ["web-03"]);
+
+    let common = fleet
+        .up
+        .commit(&[("common/motd", "welcome back\n")], "everyone");
+    let ran = fleet.pass(0, &common);
+    println!("{:<44} {}", "a commit under common/", show(&ran));
+    assert_eq!(ran.len(), MACHINES);
+
+    let rollout = fleet.up.commit(
+        &[(
+            ".gitops/rollout",
+            "waves = 1, 50%, 100%\ninterval = 30min\n",
+        )],
+        "roll out in waves",
+    );
+    let ran = fleet.pass(0, &rollout);
+    println!(
+        "{:<44} {}",
+        "the commit that adds .gitops/rollout",
+        show(&ran)
+    );
+    assert_eq!(
+        ran.len(),
+        MACHINES,
+        "a change to the rollout goes everywhere at once"
+    );
+
+    let risky = fleet
+        .up
+        .commit(&[("common/motd", "a risky change\n")], "risky");
+    let mut reached = 0;
+    #[rustfmt::skip]
+    let steps: &[(i64, &str, usize)] = &[
+        // clock          what                          machines that have it after
+        (0,           "risky, +0min (wave 0)",       1),
+        (20 * 60,     "risky, +20min",               1),
+        (31 * 60,     "risky, +31min (wave 1)",      10),
+        (45 * 60,     "risky, +45min",               10),
+        (61 * 60,     "risky, +61min (wave 2)",      20),
+        (120 * 60,    "risky, +120min",              20),
+    ];
+    for (offset, what, total) in steps {
+        let ran = fleet.pass(*offset, &risky);
+        reached += ran.len();
+        println!("{what:<44} {} (reached {reached})", show(&ran));
+        assert_eq!(reached, *total, "{what}");
+    }
+    assert!(
+        fleet.counts(&risky).iter().all(|n| *n == 1),
+        "each machine ran the risky commit exactly once: {:?}",
+        fleet.counts(&risky)
+    );
+    // A waiting machine says when.
+    let (_, late) = &fleet.machines[0];
+    let status = late.run(&["status"]);
+    assert!(status.stdout.contains("applied:"), "{}", status.stdout);
+}
+
+#[test]
+fn a_waiting_machine_says_its_wave_and_when_in_status_and_plan() {
+    let fleet = Fleet::new();
+    fleet.up.commit(
+        &[(".gitops/rollout", "waves = 1, 100%\ninterval = 2h\n")],
+        "two waves",
+    );
+    fleet.pass(0, "-");
+    let next = fleet.up.commit(&[("common/motd", "next\n")], "next");
+    let ran = fleet.pass(0, &next);
+    assert_eq!(ran.len(), 1);
+    let (host, m) = fleet
+        .machines
+        .iter()
+        .find(|(h, _)| !ran.contains(h))
+        .unwrap();
+    let state = m.state_json();
+    assert_eq!(state["waiting"]["commit"], next.as_str(), "{host}");
+    assert_eq!(state["waiting"]["wave"], 1);
+    let status = m.run(&["status"]).expect(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("waiting:      {}", &next[..12]))
+            && status.stdout.contains("for wave 1 at")
+            && status.stdout.contains("in 1h 59min")
+            || status.stdout.contains("in 2h"),
+        "{}",
+        status.stdout
+    );
+}
