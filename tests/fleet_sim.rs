@@ -65,6 +65,25 @@ impl Fleet {
         ran
     }
 
+    /// `gitops plan` on machine `i`, as its passes run it.
+    fn plan(&self, i: usize, json: bool) -> Run {
+        let (host, m) = &self.machines[i];
+        let mut cmd = m.command();
+        cmd.args([
+            "plan",
+            "--repo-url",
+            &self.url,
+            "--watch",
+            "hosts/{host}/ common/",
+        ])
+        .env("GITOPS_HOST", host)
+        .env("GITOPS_TEST_MACHINE_ID", format!("{:032x}", i + 1));
+        if json {
+            cmd.arg("--json");
+        }
+        Run::of(&mut cmd)
+    }
+
     /// How many times each machine ran `commit`.
     fn counts(&self, commit: &str) -> Vec<usize> {
         self.machines
@@ -173,11 +192,12 @@ fn a_waiting_machine_says_its_wave_and_when_in_status_and_plan() {
     let next = fleet.up.commit(&[("common/motd", "next\n")], "next");
     let ran = fleet.pass(0, &next);
     assert_eq!(ran.len(), 1);
-    let (host, m) = fleet
+    let i = fleet
         .machines
         .iter()
-        .find(|(h, _)| !ran.contains(h))
+        .position(|(h, _)| !ran.contains(h))
         .unwrap();
+    let (host, m) = &fleet.machines[i];
     let state = m.state_json();
     assert_eq!(state["waiting"]["commit"], next.as_str(), "{host}");
     assert_eq!(state["waiting"]["wave"], 1);

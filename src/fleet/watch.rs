@@ -177,17 +177,49 @@ mod tests {
         #[rustfmt::skip]
         type Row<'a> = (Option<&'a str>, bool, Result<Option<&'a [&'a str]>, &'a str>);
         let table: &[Row] = &[
-            (None,                          false, Ok(None)),
-            (Some("  "),                    false, Ok(None)),
-            (Some("hosts/{host}/ common/"), false, Ok(Some(&["hosts/{host}/", "common/"]))),
-            (Some("groups/{group} x.conf"), true,  Ok(Some(&["groups/{group}", "x.conf"]))),
-            (Some("/etc/"),                 false, Err("must be a path inside the repository")),
-            (Some("a/../b"),                false, Err("must be a path inside the repository")),
-            (Some("./a"),                   false, Err("must be a path inside the repository")),
-            (Some("a//b"),                  false, Err("must be a path inside the repository")),
-            (Some("/"),                     false, Err("must be a path inside the repository")),
-            (Some("hosts/{hostname}/"),     false, Err("placeholder gitops does not know")),
-            (None,                          true,  Err("--sparse writes only the watched paths")),
+            (None, false, Ok(None)),
+            (Some("  "), false, Ok(None)),
+            (
+                Some("hosts/{host}/ common/"),
+                false,
+                Ok(Some(&["hosts/{host}/", "common/"])),
+            ),
+            (
+                Some("groups/{group} x.conf"),
+                true,
+                Ok(Some(&["groups/{group}", "x.conf"])),
+            ),
+            (
+                Some("/etc/"),
+                false,
+                Err("must be a path inside the repository"),
+            ),
+            (
+                Some("a/../b"),
+                false,
+                Err("must be a path inside the repository"),
+            ),
+            (
+                Some("./a"),
+                false,
+                Err("must be a path inside the repository"),
+            ),
+            (
+                Some("a//b"),
+                false,
+                Err("must be a path inside the repository"),
+            ),
+            (
+                Some("/"),
+                false,
+                Err("must be a path inside the repository"),
+            ),
+            (
+                Some("hosts/{hostname}/"),
+                false,
+                Err("placeholder gitops does not know"),
+            ),
+            (None, true, Err("--sparse writes only the watched paths")),
         ];
         for (watch, sparse, expected) in table {
             let got = resolve(*watch, *sparse);
@@ -252,14 +284,26 @@ mod tests {
         type Tree = &'static [(&'static str, u32)];
         let table: &[(Tree, Tree, Option<&str>)] = &[
             // old tree                              new tree                                first change
-            (&[("hosts/web-1", 1), ("common", 2)],   &[("hosts/web-1", 1), ("common", 2)],   None),
-            (&[("hosts/web-1", 1), ("common", 2)],   &[("hosts/web-1", 3), ("common", 2)],   Some("hosts/web-1")),
-            (&[("hosts/web-1", 1), ("common", 2)],   &[("hosts/web-1", 1), ("common", 4)],   Some("common")),
-            (&[("hosts/web-1", 1)],                  &[],                                    Some("hosts/web-1")),
-            (&[],                                    &[(".gitops", 5)],                      Some(".gitops")),
-            (&[],                                    &[],                                    None),
+            (
+                &[("hosts/web-1", 1), ("common", 2)],
+                &[("hosts/web-1", 1), ("common", 2)],
+                None,
+            ),
+            (
+                &[("hosts/web-1", 1), ("common", 2)],
+                &[("hosts/web-1", 3), ("common", 2)],
+                Some("hosts/web-1"),
+            ),
+            (
+                &[("hosts/web-1", 1), ("common", 2)],
+                &[("hosts/web-1", 1), ("common", 4)],
+                Some("common"),
+            ),
+            (&[("hosts/web-1", 1)], &[], Some("hosts/web-1")),
+            (&[], &[(".gitops", 5)], Some(".gitops")),
+            (&[], &[], None),
             // cannot be told: counts as changed
-            (&[("common", 0)],                       &[("common", 0)],                       Some("common")),
+            (&[("common", 0)], &[("common", 0)], Some("common")),
         ];
         for (old, new, expected) in table {
             let got = first_change(&paths, tree(old), tree(new));

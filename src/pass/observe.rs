@@ -197,8 +197,9 @@ pub(super) fn next_action(
 
 /// Whether this machine runs `tip` now (`--watch`, `.gitops/rollout`), for an apply
 /// `next_action` decided for `reason`. Reads the two trees' entries at the watched paths only:
-/// as many tree lookups as the paths are deep, whatever the size of the repository. Err: the
-/// tip's rollout cannot be read, said as a sentence for the operator.
+/// as many tree lookups as the paths are deep, whatever the size of the repository. With the
+/// gate, the facts it was decided from (`gitops plan` shows them). Err: the tip's rollout
+/// cannot be read, said as a sentence for the operator.
 pub(super) fn gate(
     settings: &Settings,
     state: &State,
@@ -206,15 +207,20 @@ pub(super) fn gate(
     tip: gix::ObjectId,
     reason: Reason,
     now: OffsetDateTime,
-) -> Result<Gate, String> {
+) -> Result<(Gate, fleet::gate::Facts), String> {
     let applied = state
         .applied
         .as_ref()
         .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     let gated =
         applied.is_some() && matches!(reason, Reason::NewCommit | Reason::Retry | Reason::Rewind);
+    let run = fleet::gate::Facts {
+        gated: false,
+        watched_changed: None,
+        rollout: None,
+    };
     if !gated {
-        return Ok(Gate::Run);
+        return Ok((Gate::Run, run));
     }
     let tree_of = |commit: gix::ObjectId| {
         repo.find_commit(commit)
@@ -224,7 +230,7 @@ pub(super) fn gate(
     };
     // A tree that cannot be read: the apply says why.
     let Some((old, new)) = applied.and_then(tree_of).zip(tree_of(tip)) else {
-        return Ok(Gate::Run);
+        return Ok((Gate::Run, run));
     };
     let who = &settings.identity;
     let watched_changed = settings.watch.templates.as_ref().map(|_| {
@@ -256,7 +262,7 @@ pub(super) fn gate(
         watched_changed,
         rollout,
     };
-    Ok(fleet::gate::decide(&facts, now))
+    Ok((fleet::gate::decide(&facts, now), facts))
 }
 
 /// The most hosts a rollout ranks a machine among: beyond it, a hostile hosts/ would only cost

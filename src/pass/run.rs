@@ -380,7 +380,7 @@ fn pass(
                 Some(trust) => Some(verify(repo, trust, applied_id, fetched.tip, now())?),
                 None => None,
             };
-            let gate = gate(settings, state, repo, fetched.tip, reason, now())
+            let (gate, _) = gate(settings, state, repo, fetched.tip, reason, now())
                 .map_err(|why| (Outcome::ConfigError, fail(Exit::Usage, why)))?;
             match gate {
                 Gate::Run => {}

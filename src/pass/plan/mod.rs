@@ -30,6 +30,7 @@ use super::state::{self, Layout, Outcome, State};
 use super::suspend;
 use crate::config::{format_duration, Options, Settings};
 use crate::exit::{fail, Exit};
+use crate::fleet::gate::Gate;
 use crate::git::{self, Relation};
 
 mod diff;
@@ -185,6 +186,50 @@ struct Plan {
     stale: Option<String>,
     /// Things the pass would warn about (an unreadable state.json or suspension record).
     warnings: Vec<String>,
+    /// For an apply: whether --watch and .gitops/rollout let it run now.
+    gate: Option<GateShown>,
+}
+
+#[derive(Debug, Serialize)]
+struct GateShown {
+    /// run, skip (nothing watched changed) or wait (for the rollout wave).
+    verdict: &'static str,
+    /// The watched paths, filled in; None: the whole tree.
+    watch: Option<String>,
+    watched_changed: Option<bool>,
+    rollout: Option<RolloutShown>,
+}
+
+#[derive(Debug, Serialize)]
+struct RolloutShown {
+    /// The commit changes .gitops/rollout: it reaches every machine at once.
+    changes_rollout: bool,
+    /// This machine's wave, from 0, of `waves`; when it begins.
+    wave: Option<usize>,
+    waves: Option<usize>,
+    at: Option<String>,
+}
+
+fn gate_shown(settings: &Settings, gate: Gate, facts: crate::fleet::gate::Facts) -> GateShown {
+    GateShown {
+        verdict: match gate {
+            Gate::Run => "run",
+            Gate::Skip => "skip",
+            Gate::Wait { .. } => "wait",
+        },
+        watch: settings
+            .watch
+            .templates
+            .as_ref()
+            .map(|_| crate::fleet::watch::shown(&settings.watch, &settings.identity)),
+        watched_changed: facts.watched_changed,
+        rollout: facts.rollout.map(|r| RolloutShown {
+            changes_rollout: r.changes_rollout,
+            wave: (!r.changes_rollout).then_some(r.wave),
+            waves: (!r.changes_rollout).then_some(r.waves),
+            at: (!r.changes_rollout).then(|| run::rfc3339(r.due)),
+        }),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -382,6 +427,20 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
     }
     let held_as = state.pending.as_ref().and_then(|p| p.outcome);
     let outcome = outcome(action, signature.verdict == "untrusted", suspended, held_as);
+    // The watch and the rollout, asked as the pass asks them: after the suspension and the
+    // signature, of an apply only.
+    let gate = match (action, outcome) {
+        (Action::Apply { reason, .. }, Outcome::Applied) => Some(
+            observe::gate(settings, &state, &repo, fetched.tip, reason, now())
+                .map_err(|why| fail(Exit::Usage, why))?,
+        ),
+        _ => None,
+    };
+    let outcome = match gate {
+        Some((Gate::Skip | Gate::Wait { .. }, _)) => Outcome::UpToDate,
+        _ => outcome,
+    };
+    let gate = gate.map(|(gate, facts)| gate_shown(settings, gate, facts));
 
     let tip_tree = tree_of(&repo, fetched.tip)?;
     let base_tree = match base {
@@ -421,7 +480,8 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
     );
     // After the pass, the reboot plan is the applied commit's: the tip's once it is applied.
     let reboot_commit = match outcome {
-        Outcome::Applied | Outcome::UpToDate => Some(fetched.tip),
+        Outcome::Applied => Some(fetched.tip),
+        // Up to date: the applied commit is the tip, or a later tip changed nothing here.
         _ => applied_id,
     };
     let reboot = reboot_commit.map(|commit| {
@@ -451,6 +511,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         attempt,
         outcome: outcome.as_str(),
         would_apply: outcome == Outcome::Applied,
+        gate,
         repo_url: settings.repo_url.redacted.clone(),
         branch: run::shown(&fetched.branch),
         tip: shown_commit(fetched.tip),

@@ -13,15 +13,9 @@ pub(super) fn described(commit: &CommitShown) -> String {
     }
 }
 
-/// The plan for a person: the headline (what the next sync would do), then what it is made of.
-pub(super) fn render(plan: &Plan) -> String {
-    let mut out = String::new();
-    let mut line = |text: String| {
-        out.push_str(&text);
-        out.push('\n');
-    };
-    let tip = short(&plan.tip.commit);
-    let headline = match plan.outcome {
+/// The headline for the pass's outcome.
+fn headline(plan: &Plan, tip: &str, outcome: &str) -> String {
+    match outcome {
         "applied" => format!(
             "the next sync would apply {tip} ({}, attempt {}): exit 10",
             match plan.reason {
@@ -53,6 +47,30 @@ pub(super) fn render(plan: &Plan) -> String {
             "the next sync would hold {tip} back: it failed and so did its revert; nothing would run until the branch moves (sync exits 1)"
         ),
         other => format!("the next sync's outcome: {other}"),
+    }
+}
+
+/// The plan for a person: the headline (what the next sync would do), then what it is made of.
+pub(super) fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    let tip = short(&plan.tip.commit);
+    let gate = plan.gate.as_ref();
+    let rollout = gate.and_then(|g| g.rollout.as_ref());
+    let headline = match (gate.map(|g| g.verdict), plan.outcome) {
+        (Some("skip"), _) => format!(
+            "the next sync would skip {tip}: no change under {}; nothing would run",
+            gate.and_then(|g| g.watch.as_deref()).unwrap_or("the watched paths")
+        ),
+        (Some("wait"), _) => format!(
+            "the next sync would wait for wave {} at {}: {tip} reaches this machine then; nothing would run",
+            rollout.and_then(|r| r.wave).unwrap_or_default(),
+            rollout.and_then(|r| r.at.as_deref()).unwrap_or("?")
+        ),
+        (_, outcome) => headline(plan, tip, outcome),
     };
     line(format!("gitops plan: {headline}"));
     line(format!(
@@ -64,6 +82,31 @@ pub(super) fn render(plan: &Plan) -> String {
         None => line("applied:     nothing yet".to_string()),
     }
     line(format!("tip:         {}", described(&plan.tip)));
+    if let Some(watch) = gate.and_then(|g| g.watch.as_deref()) {
+        let changed = match gate.and_then(|g| g.watched_changed) {
+            Some(true) => "changed",
+            Some(false) => "unchanged: nothing would run",
+            None => "not compared",
+        };
+        line(format!("watch:       {watch} ({changed})"));
+    }
+    if let Some(r) = rollout {
+        match (r.changes_rollout, r.wave, r.waves, r.at.as_deref()) {
+            (true, ..) => line(format!(
+                "rollout:     the commit changes {}: every machine at once",
+                crate::fleet::rollout::FILE
+            )),
+            (false, Some(wave), Some(waves), Some(at)) => line(format!(
+                "rollout:     this machine is in wave {wave} (waves 0 to {}), which begins at {at}{}",
+                waves.saturating_sub(1),
+                match gate.map(|g| g.verdict) {
+                    Some("wait") => ": not yet",
+                    _ => ": begun",
+                }
+            )),
+            _ => {}
+        }
+    }
     if let Some(p) = &plan.pending {
         line(format!(
             "pending:     {} after {} failed attempt{}: {}",
