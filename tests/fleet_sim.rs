@@ -202,14 +202,48 @@ fn a_waiting_machine_says_its_wave_and_when_in_status_and_plan() {
     assert_eq!(state["waiting"]["commit"], next.as_str(), "{host}");
     assert_eq!(state["waiting"]["wave"], 1);
     let status = m.run(&["status"]).expect(0);
+    println!("{}", status.stdout);
     assert!(
-        status
-            .stdout
-            .contains(&format!("waiting:      {}", &next[..12]))
-            && status.stdout.contains("for wave 1 at")
-            && status.stdout.contains("in 1h 59min")
-            || status.stdout.contains("in 2h"),
+        status.stdout.contains(&format!(
+            "waiting:      {} \"next\" for wave 1 at",
+            &next[..12]
+        )) && (status.stdout.contains("(in 1h 59min;") || status.stdout.contains("(in 2h;")),
         "{}",
         status.stdout
+    );
+    let plan = fleet.plan(i, false).expect(0);
+    println!("{}", plan.stdout);
+    assert!(
+        plan.stdout.contains(&format!(
+            "gitops plan: the next sync would wait for wave 1 at {}: {} reaches this machine then; nothing would run",
+            state["waiting"]["at"].as_str().unwrap(),
+            &next[..12]
+        )) && plan
+            .stdout
+            .contains("rollout:     this machine is in wave 1 (waves 0 to 1), which begins at"),
+        "{}",
+        plan.stdout
+    );
+    let json = fleet.plan(i, true).expect(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["gate"]["verdict"], "wait");
+    assert_eq!(json["gate"]["rollout"]["wave"], 1);
+    assert_eq!(json["outcome"], "up-to-date");
+    // A commit that concerns another host only: on the canary, which has everything before
+    // it, the plan says it would skip.
+    let other = fleet
+        .up
+        .commit(&[("hosts/nobody/x", "x\n")], "someone else's");
+    let canary = fleet.machines.iter().position(|(h, _)| *h == ran[0]);
+    let host = &ran[0];
+    let plan = fleet.plan(canary.unwrap(), false).expect(0);
+    assert!(
+        plan.stdout
+            .contains(&format!("the next sync would skip {}", &other[..12]))
+            && plan
+                .stdout
+                .contains(&format!("no change under hosts/{host}/ common/")),
+        "{}",
+        plan.stdout
     );
 }
