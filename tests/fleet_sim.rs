@@ -170,6 +170,17 @@ fn twenty_machines_run_their_own_part_and_a_rollout_goes_wave_by_wave() {
         println!("{what:<44} {} (reached {reached})", show(&ran));
         assert_eq!(reached, *total, "{what}");
     }
+    // During a rollout, a commit to one host's own directory is that host's alone: at once.
+    let own = fleet
+        .up
+        .commit(&[("hosts/web-07/app.conf", "port 8081\n")], "web-07 only");
+    let ran = fleet.pass(0, &own);
+    println!(
+        "{:<44} {}",
+        "a commit under hosts/web-07/, rollout on",
+        show(&ran)
+    );
+    assert_eq!(ran, ["web-07"]);
     assert!(
         fleet.counts(&risky).iter().all(|n| *n == 1),
         "each machine ran the risky commit exactly once: {:?}",

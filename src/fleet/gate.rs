@@ -41,6 +41,9 @@ pub struct Facts {
     pub watched_changed: Option<bool>,
     /// None when the commit has no .gitops/rollout.
     pub rollout: Option<Rollout>,
+    /// The commit changes nothing but this machine's own hosts/<host>/: it is addressed to this
+    /// machine alone, so no wave holds it back.
+    pub own_only: bool,
 }
 
 pub fn decide(facts: &Facts, now: OffsetDateTime) -> Gate {
@@ -51,7 +54,7 @@ pub fn decide(facts: &Facts, now: OffsetDateTime) -> Gate {
         return Gate::Skip;
     }
     match &facts.rollout {
-        Some(r) if !r.changes_rollout && r.due > now => Gate::Wait {
+        Some(r) if !r.changes_rollout && !facts.own_only && r.due > now => Gate::Wait {
             wave: r.wave,
             waves: r.waves,
             at: r.due,
@@ -87,7 +90,7 @@ mod tests {
         };
         #[rustfmt::skip]
         let table: &[(bool, Option<bool>, Option<Rollout>, Gate)] = &[
-            // gated  watched changed  rollout                          gate
+            // gated  watched changed  rollout                          gate (not own only)
             (false,   Some(false),     rollout(false, 2, later),        Gate::Run),
             (true,    None,            None,                            Gate::Run),
             (true,    Some(true),      None,                            Gate::Run),
@@ -106,8 +109,26 @@ mod tests {
                 gated: *gated,
                 watched_changed: *watched_changed,
                 rollout: rollout.clone(),
+                own_only: false,
             };
             assert_eq!(decide(&facts, NOW), *expected, "{facts:?}");
         }
+    }
+
+    #[test]
+    fn a_commit_to_the_machines_own_directory_waits_for_no_wave() {
+        let later = datetime!(2026-12-03 12:30 UTC);
+        let facts = |own_only, watched_changed| Facts {
+            gated: true,
+            watched_changed,
+            rollout: rollout(false, 2, later),
+            own_only,
+        };
+        assert_eq!(decide(&facts(true, Some(true)), NOW), Gate::Run);
+        assert_eq!(decide(&facts(true, None), NOW), Gate::Run);
+        assert!(matches!(
+            decide(&facts(false, Some(true)), NOW),
+            Gate::Wait { .. }
+        ));
     }
 }

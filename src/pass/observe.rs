@@ -218,6 +218,7 @@ pub(super) fn gate(
         gated: false,
         watched_changed: None,
         rollout: None,
+        own_only: false,
     };
     if !gated {
         return Ok((Gate::Run, run));
@@ -257,12 +258,53 @@ pub(super) fn gate(
             )
         })?,
     };
+    let own_only = rollout.is_some()
+        && who
+            .host
+            .as_deref()
+            .is_some_and(|host| only_own_changed(repo, old, new, host));
     let facts = fleet::gate::Facts {
         gated,
         watched_changed,
         rollout,
+        own_only,
     };
     Ok((fleet::gate::decide(&facts, now), facts))
+}
+
+/// Whether the two trees differ only under hosts/<host>/: their root entries but `hosts`, then
+/// hosts/'s entries but `<host>`, compared. Two tree reads each side, whatever the size of
+/// the commit; anything that cannot be read is a difference.
+fn only_own_changed(
+    repo: &gix::Repository,
+    old: gix::ObjectId,
+    new: gix::ObjectId,
+    host: &str,
+) -> bool {
+    let entries = |tree: gix::ObjectId,
+                   except: &str|
+     -> Option<Vec<(Vec<u8>, gix::objs::tree::EntryMode, gix::ObjectId)>> {
+        let tree = repo.find_tree(tree).ok()?;
+        let decoded = tree.decode().ok()?;
+        Some(
+            decoded
+                .entries
+                .iter()
+                .filter(|e| e.filename != except.as_bytes())
+                .map(|e| (e.filename.to_vec(), e.mode, e.oid.to_owned()))
+                .collect(),
+        )
+    };
+    let hosts_of = |tree: gix::ObjectId| match git::tree::entry_at(repo, tree, "hosts") {
+        Ok(Some((mode, id))) if mode.is_tree() => Some(id),
+        _ => None,
+    };
+    let (Some(old_hosts), Some(new_hosts)) = (hosts_of(old), hosts_of(new)) else {
+        return false;
+    };
+    let same = |a: Option<_>, b: Option<_>| a.is_some() && a == b;
+    same(entries(old, "hosts"), entries(new, "hosts"))
+        && same(entries(old_hosts, host), entries(new_hosts, host))
 }
 
 /// The most hosts a rollout ranks a machine among: beyond it, a hostile hosts/ would only cost

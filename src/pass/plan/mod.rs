@@ -198,6 +198,8 @@ struct GateShown {
     watch: Option<String>,
     watched_changed: Option<bool>,
     rollout: Option<RolloutShown>,
+    /// The commit changes only this machine's hosts/<host>/: no wave holds it back.
+    own_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +225,7 @@ fn gate_shown(settings: &Settings, gate: Gate, facts: crate::fleet::gate::Facts)
             .as_ref()
             .map(|_| crate::fleet::watch::shown(&settings.watch, &settings.identity)),
         watched_changed: facts.watched_changed,
+        own_only: facts.own_only,
         rollout: facts.rollout.map(|r| RolloutShown {
             changes_rollout: r.changes_rollout,
             wave: (!r.changes_rollout).then_some(r.wave),

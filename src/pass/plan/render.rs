@@ -96,6 +96,10 @@ pub(super) fn render(plan: &Plan) -> String {
                 "rollout:     the commit changes {}: every machine at once",
                 crate::fleet::rollout::FILE
             )),
+            _ if gate.is_some_and(|g| g.own_only) => line(
+                "rollout:     the commit changes only this machine's hosts/ directory: no wave holds it"
+                    .to_string(),
+            ),
             (false, Some(wave), Some(waves), Some(at)) => line(format!(
                 "rollout:     this machine is in wave {wave} (waves 0 to {}), which begins at {at}{}",
                 waves.saturating_sub(1),
