@@ -54,6 +54,8 @@ const KNOWN_KEYS: [&str; 46] = [
     "GITOPS_MAX_SUSPEND",
     "GITOPS_HOST",
     "GITOPS_GROUPS",
+    "GITOPS_WATCH",
+    "GITOPS_SPARSE",
 ];
 
 /// A file as it may be shown (a diff, --dry-run): credentials in URLs masked everywhere, and
