@@ -7,7 +7,7 @@ use super::units::ENV_FILE;
 /// other key entirely (a proxy password, a token for the entry point): we cannot know which
 /// of them are secret. GITOPS_NOTIFY_URL is left out on purpose: its path is the webhook's
 /// token, so it is masked whole, and so is GITOPS_FLEET_LOCK_URL, which may carry a password.
-const KNOWN_KEYS: [&str; 46] = [
+const KNOWN_KEYS: [&str; 48] = [
     "GITOPS_REPO_URL",
     "REPO_URL",
     "GITOPS_BRANCH",

@@ -127,6 +127,21 @@ pub fn render(state: &State, outbox_events: usize, trigger: Option<&Stats>) -> S
         &[(&[], u8::from(held).to_string())],
     );
     out.gauge(
+        "gitops_rollout_waiting",
+        "Whether the branch's tip waits for this machine's rollout wave (.gitops/rollout): 1 while it does, else 0.",
+        &[(&[], u8::from(state.waiting.is_some()).to_string())],
+    );
+    let wave_at = state.waiting.as_ref().and_then(|w| {
+        time::OffsetDateTime::parse(&w.at, &time::format_description::well_known::Rfc3339).ok()
+    });
+    if let Some(at) = wave_at {
+        out.gauge(
+            "gitops_rollout_wave_timestamp_seconds",
+            "When this machine's rollout wave begins for the waiting tip, in seconds since the epoch.",
+            &[(&[], at.unix_timestamp().to_string())],
+        );
+    }
+    out.gauge(
         "gitops_notify_outbox_events",
         "Notification events written and not yet delivered to every destination.",
         &[(&[], outbox_events.to_string())],
@@ -451,6 +466,7 @@ mod tests {
             "gitops_consecutive_failures 0",
             "gitops_pending_attempts 0",
             "gitops_held_back 0",
+            "gitops_rollout_waiting 0",
             "gitops_notify_outbox_events 0",
             "gitops_passes_total{outcome=\"up-to-date\"} 0",
             "gitops_passes_total{outcome=\"applied\"} 0",
@@ -507,6 +523,13 @@ mod tests {
                 dropped_total: 2,
                 ..NotifyRecord::default()
             }),
+            waiting: Some(crate::pass::state::Waiting {
+                commit: "c".repeat(40),
+                subject: None,
+                wave: 2,
+                waves: 4,
+                at: "2026-11-25T10:00:00Z".into(),
+            }),
             ..State::default()
         };
         let text = render(&state, 5, None);
@@ -525,6 +548,8 @@ mod tests {
             "gitops_consecutive_failures 3",
             "gitops_pending_attempts 3",
             "gitops_held_back 0",
+            "gitops_rollout_waiting 1",
+            "gitops_rollout_wave_timestamp_seconds 1795600800",
             "gitops_notify_outbox_events 5",
             "gitops_passes_total{outcome=\"applied\"} 4",
             "gitops_passes_total{outcome=\"apply-failed\"} 3",
