@@ -34,6 +34,7 @@ mod reboot;
 mod records;
 mod revert;
 mod revert_attacks;
+mod rollout;
 mod soak;
 mod state_dir;
 mod status_report;
