@@ -312,8 +312,16 @@ fn rollout(
         &who.groups,
     );
     let wave = rollout::wave(&plan, place, inventory.len())?;
+    // A date no clock holds (a hostile or broken commit's) is the nearest one that can be held,
+    // as any other date is taken at its word: read as "now", it would move with every pass and a
+    // later wave would wait for ever.
     let committed_at = git::commit_time(repo, tip)
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .map(|t| {
+            OffsetDateTime::from_unix_timestamp(t).unwrap_or(match t < 0 {
+                true => time::PrimitiveDateTime::MIN.assume_utc(),
+                false => time::PrimitiveDateTime::MAX.assume_utc(),
+            })
+        })
         .unwrap_or(now);
     Ok(Some(fleet::gate::Rollout {
         changes_rollout: false,

@@ -1,0 +1,98 @@
+//! `--watch` and rollout waves attacked: by whoever can push (dates no clock can hold), by a
+//! busy repository (commits that keep coming), and by an operator who changes a machine's
+//! options between passes.
+
+use crate::harness::{Machine, Run};
+use crate::support::Upstream;
+
+/// An entry point that records its host and the commit it ran.
+const RECORDER: &str = "#!/bin/sh\necho \"$GITOPS_HOST $GITOPS_COMMIT\" >> \"$OUT/ran\"\n";
+const ROLLOUT: &str = "waves = 1, 100%\ninterval = 1h\n";
+const WATCH: &str = "hosts/{host}/ common/";
+
+fn ran(m: &Machine) -> Vec<String> {
+    std::fs::read_to_string(m.out.join("ran"))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Two hosts, each with its entry point, a common/ both watch, and `.gitops/rollout` when
+/// given: served from a file:// URL.
+fn fleet(rollout: Option<&str>) -> (Upstream, String) {
+    let up = Upstream::new();
+    let mut files = vec![
+        ("hosts/web-1/run.sh", RECORDER),
+        ("hosts/web-2/run.sh", RECORDER),
+        ("common/motd", "hello\n"),
+    ];
+    if let Some(rollout) = rollout {
+        files.push((".gitops/rollout", rollout));
+    }
+    up.commit(&files, "two hosts");
+    let url = up.file_url();
+    (up, url)
+}
+
+/// `gitops sync` as `host`, `offset` seconds from now.
+fn sync(m: &Machine, url: &str, host: &str, offset: i64, args: &[&str]) -> Run {
+    let mut cmd = m.command();
+    cmd.args(["sync", "--repo-url", url, "--host", host])
+        .args(args)
+        .env("GITOPS_TEST_CLOCK_OFFSET", offset.to_string());
+    Run::of(&mut cmd)
+}
+
+/// Both hosts' machines, applied at the first commit: (the canary's, the other's).
+fn canary_and_other(
+    url: &str,
+    up: &Upstream,
+) -> ((&'static str, Machine), (&'static str, Machine)) {
+    let machines = [("web-1", Machine::new()), ("web-2", Machine::new())];
+    for (host, m) in &machines {
+        sync(m, url, host, 0, &["--watch", WATCH]).expect(0);
+    }
+    // A probe commit tells the two apart: the canary runs it, the other waits.
+    up.commit(&[("common/motd", "probe\n")], "probe");
+    for (host, m) in &machines {
+        sync(m, url, host, 0, &["--watch", WATCH]).expect(0);
+    }
+    let [a, b] = machines;
+    let waits = |m: &Machine| m.state_json().get("waiting").is_some();
+    let (canary, other) = match (waits(&a.1), waits(&b.1)) {
+        (false, true) => (a, b),
+        (true, false) => (b, a),
+        got => panic!("one machine is the canary, one waits: {got:?}"),
+    };
+    // Both at the probe, so the tests start from the same applied commit.
+    sync(&other.1, url, other.0, 3700, &["--watch", WATCH]).expect(0);
+    assert!(other.1.state_json().get("waiting").is_none());
+    (canary, other)
+}
+
+#[test]
+fn a_committer_date_no_clock_can_hold_does_not_make_a_wave_wait_for_a_moving_time() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    // Year 31 million: no date type holds it. Read as "now", the wave's time would move with
+    // every pass and the machine would wait for ever, its status a different time each pass.
+    up.commit_with(
+        &[("common/motd", "far\n")],
+        "far",
+        &[],
+        &[("GIT_COMMITTER_DATE", "@999999999999999 +0000")],
+    );
+    let mut times = Vec::new();
+    for offset in [0, 7200, 86_400] {
+        sync(&m, &url, host, offset, &["--watch", WATCH]).expect(0);
+        let state = m.state_json();
+        times.push(
+            state["waiting"]["at"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(!times[0].is_empty(), "the wave waits");
+    assert_eq!(times[0], times[1], "a wave's time does not move: {times:?}");
+    assert_eq!(times[1], times[2], "a wave's time does not move: {times:?}");
+}
