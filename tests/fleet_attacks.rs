@@ -96,3 +96,44 @@ fn a_committer_date_no_clock_can_hold_does_not_make_a_wave_wait_for_a_moving_tim
     assert_eq!(times[0], times[1], "a wave's time does not move: {times:?}");
     assert_eq!(times[1], times[2], "a wave's time does not move: {times:?}");
 }
+
+#[test]
+fn a_commit_that_does_not_concern_a_waiting_machine_does_not_restart_its_wave() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    let before = ran(&m).len();
+    let common = up.commit(&[("common/motd", "new\n")], "common");
+    sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(m.state_json()["waiting"]["commit"], common.as_str());
+    // Half an hour later another host's commit: nothing this machine reads. In a busy fleet
+    // repository such commits keep coming; were each a new start, later waves would never
+    // get common/'s change.
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 1800;
+    let theirs = up.commit_with(
+        &[("apps/web-3.conf", "x\n")],
+        "web-3's",
+        &[],
+        &[("GIT_COMMITTER_DATE", &format!("@{later} +0000"))],
+    );
+    // An hour after common/'s commit: this machine's wave has come for its change.
+    sync(&m, &url, host, 3700, &["--watch", WATCH]).expect(0);
+    assert_eq!(
+        ran(&m)[before..],
+        [format!("{host} {theirs}")],
+        "{:?}",
+        m.state_json()
+    );
+
+    // A commit that does change what it reads starts its wave afresh.
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 7200;
+    let mine = up.commit_with(
+        &[("common/motd", "again\n")],
+        "common again",
+        &[],
+        &[("GIT_COMMITTER_DATE", &format!("@{later} +0000"))],
+    );
+    sync(&m, &url, host, 9000, &["--watch", WATCH]).expect(0);
+    assert_eq!(m.state_json()["waiting"]["commit"], mine.as_str());
+    sync(&m, &url, host, 11_000, &["--watch", WATCH]).expect(0);
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {mine}"));
+}

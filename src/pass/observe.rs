@@ -233,13 +233,12 @@ pub(super) fn gate(
         return Ok((Gate::Run, run));
     };
     let who = &settings.identity;
-    let watched_changed = settings.watch.templates.as_ref().map(|_| {
-        let paths = fleet::watch::scope(&settings.watch, who, &settings.entrypoints, |p| {
-            git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
-        })
-        .unwrap_or_default();
+    let paths = fleet::watch::scope(&settings.watch, who, &settings.entrypoints, |p| {
+        git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
+    });
+    let watched_changed = paths.as_ref().map(|paths| {
         fleet::watch::first_change(
-            &paths,
+            paths,
             |p| git::tree::entry_at(repo, old, p),
             |p| git::tree::entry_at(repo, new, p),
         )
@@ -248,7 +247,7 @@ pub(super) fn gate(
     let rollout = match watched_changed {
         // Skipped whatever the rollout says: not read.
         Some(false) => None,
-        _ => rollout(settings, repo, old, new, tip, now).map_err(|why| {
+        _ => rollout(settings, repo, old, new, tip, paths.as_deref(), now).map_err(|why| {
             format!(
                 "the rollout of {} cannot be read ({}): {why}; fix it with a new commit (a commit that changes {} reaches every machine at once)",
                 tip.to_hex_with_len(12),
@@ -270,12 +269,14 @@ pub(super) fn gate(
 const MAX_INVENTORY: usize = 100_000;
 
 /// Where the tip stands in its rollout for this machine; None when it has no .gitops/rollout.
+/// `paths`: what the machine watches (see `fleet::watch::scope`), None: the whole tree.
 fn rollout(
     settings: &Settings,
     repo: &gix::Repository,
     old: gix::ObjectId,
     new: gix::ObjectId,
     tip: gix::ObjectId,
+    paths: Option<&[String]>,
     now: OffsetDateTime,
 ) -> Result<Option<fleet::gate::Rollout>, String> {
     use fleet::rollout::{self, FILE, MAX_FILE_BYTES};
@@ -315,7 +316,7 @@ fn rollout(
     // A date no clock holds (a hostile or broken commit's) is the nearest one that can be held,
     // as any other date is taken at its word: read as "now", it would move with every pass and a
     // later wave would wait for ever.
-    let committed_at = git::commit_time(repo, tip)
+    let committed_at = git::commit_time(repo, paced_by(repo, tip, new, paths))
         .map(|t| {
             OffsetDateTime::from_unix_timestamp(t).unwrap_or(match t < 0 {
                 true => time::PrimitiveDateTime::MIN.assume_utc(),
@@ -329,6 +330,55 @@ fn rollout(
         waves: plan.waves.len(),
         due: rollout::due_at(&plan, wave, committed_at),
     }))
+}
+
+/// The most commits `paced_by` looks back: beyond it, the tip's own date (the later, careful
+/// start) is taken.
+const MAX_PACE_WALK: usize = 1000;
+
+/// The commit whose date starts the tip's rollout here: back along the tip's first parents, the
+/// first commit whose parent's watched `paths` differ from the tip's (in `tip_tree`), that is the
+/// one that gave the machine's files what the tip has. A commit since that changes nothing the
+/// machine reads does not start its wave again: in a fleet's repository such commits keep
+/// coming, and a later wave would otherwise never get a change. The tip itself when the whole
+/// tree is watched, or when the walk cannot tell (the later start is the careful one).
+fn paced_by(
+    repo: &gix::Repository,
+    tip: gix::ObjectId,
+    tip_tree: gix::ObjectId,
+    paths: Option<&[String]>,
+) -> gix::ObjectId {
+    let Some(paths) = paths else {
+        return tip;
+    };
+    let mut commit = tip;
+    for _ in 0..MAX_PACE_WALK {
+        let Ok(found) = repo.find_commit(commit) else {
+            return tip;
+        };
+        let Some(parent) = found.parent_ids().next().map(|p| p.detach()) else {
+            // The root commit gave the files what they are.
+            return commit;
+        };
+        let Some(parent_tree) = repo
+            .find_commit(parent)
+            .ok()
+            .and_then(|c| c.tree_id().ok())
+            .map(|t| t.detach())
+        else {
+            return commit;
+        };
+        let changed = fleet::watch::first_change(
+            paths,
+            |p| git::tree::entry_at(repo, parent_tree, p),
+            |p| git::tree::entry_at(repo, tip_tree, p),
+        );
+        if changed.is_some() {
+            return commit;
+        }
+        commit = parent;
+    }
+    tip
 }
 
 /// The hosts the repository lists: the directories under hosts/ whose names can be a host's.
