@@ -137,3 +137,33 @@ fn a_commit_that_does_not_concern_a_waiting_machine_does_not_restart_its_wave() 
     sync(&m, &url, host, 11_000, &["--watch", WATCH]).expect(0);
     assert_eq!(ran(&m).last().unwrap(), &format!("{host} {mine}"));
 }
+
+#[test]
+fn apply_always_runs_every_pass_however_often_others_commit() {
+    let (up, url) = fleet(None);
+    let m = Machine::new();
+    let args = ["--watch", WATCH, "--apply", "always"];
+    sync(&m, &url, "web-1", 0, &args).expect(0);
+    // A busy repository: another host's commit before every pass.
+    for i in 0..3 {
+        up.commit(&[("hosts/web-2/app.conf", &format!("{i}\n"))], "web-2's");
+        sync(&m, &url, "web-1", 0, &args).expect(0);
+    }
+    assert_eq!(
+        ran(&m).len(),
+        4,
+        "--apply always runs the entry point every pass"
+    );
+    // And plan says so, with the exit that means "the entry point would run".
+    up.commit(&[("hosts/web-2/app.conf", "last\n")], "web-2's");
+    let mut cmd = m.command();
+    cmd.args(["plan", "--repo-url", &url, "--host", "web-1"])
+        .args(args);
+    let plan = Run::of(&mut cmd).expect(10);
+    assert!(
+        plan.stdout
+            .contains("unchanged; --apply always runs it all the same"),
+        "{}",
+        plan.stdout
+    );
+}

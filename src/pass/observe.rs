@@ -261,7 +261,14 @@ pub(super) fn gate(
         watched_changed,
         rollout,
     };
-    Ok((fleet::gate::decide(&facts, now), facts))
+    let gate = match fleet::gate::decide(&facts, now) {
+        // --apply always runs the entry point every pass, and a tip that changes nothing the
+        // machine reads is as good to run as the applied commit: skipped, a busy repository
+        // (another host's commit before every pass) would keep it from ever running.
+        Gate::Skip if settings.apply == crate::config::ApplyPolicy::Always => Gate::Run,
+        gate => gate,
+    };
+    Ok((gate, facts))
 }
 
 /// The most hosts a rollout ranks a machine among: beyond it, a hostile hosts/ would only cost
