@@ -167,3 +167,31 @@ fn apply_always_runs_every_pass_however_often_others_commit() {
         plan.stdout
     );
 }
+
+#[test]
+fn a_skipped_tip_is_looked_at_again_when_the_machine_watches_more() {
+    let (up, url) = fleet(None);
+    let m = Machine::new();
+    sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    let common = up.commit(&[("common/motd", "new\n")], "common");
+    sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    assert_eq!(m.state_json()["seen"]["commit"], common.as_str());
+    assert_eq!(ran(&m).len(), 1);
+    // The operator adds common/: the tip changes it, so it is this machine's to apply now.
+    sync(&m, &url, "web-1", 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(ran(&m).last().unwrap(), &format!("web-1 {common}"));
+
+    // The same without --watch at all: the whole tree is the machine's.
+    up.commit(&[("hosts/web-2/app.conf", "x\n")], "web-2's");
+    sync(&m, &url, "web-1", 0, &["--watch", WATCH]).expect(0);
+    assert!(m.state_json().get("seen").is_some());
+    let run = sync(&m, &url, "web-1", 0, &[]).expect(0);
+    assert_eq!(ran(&m).len(), 3, "{}", run.stderr);
+    // And a scope that still does not cover it skips it again, quietly, once.
+    up.commit(&[("hosts/web-2/app.conf", "y\n")], "web-2's again");
+    sync(&m, &url, "web-1", 0, &["--watch", WATCH]).expect(0);
+    sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    let run = sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    assert!(run.stderr.contains("up to date"), "{}", run.stderr);
+    assert_eq!(ran(&m).len(), 3);
+}

@@ -137,6 +137,19 @@ pub(super) fn observe(
         let repo = store.insert(open_store()?);
         git::relation(repo, floor, fetched.tip).map_err(fetch_failed)?
     };
+    // A tip skipped under other options (--watch widened or dropped, another --host or
+    // --group) may change what the machine reads now: decided again, as a new commit, or it
+    // would wait for the next commit. It still descends from the applied commit, which it was
+    // seen from.
+    if relation == Relation::Same
+        && seen.is_some()
+        && seen != applied_id
+        && !state.seen.as_ref().is_some_and(|s| {
+            fleet::watch::still_skipped(&settings.watch, &settings.identity, &s.why)
+        })
+    {
+        relation = Relation::Descends;
+    }
     // The store's commit, unknown to state.json, is applied again: nothing records its outcome.
     if from_record && relation == Relation::Same {
         relation = Relation::Fresh;
