@@ -195,3 +195,14 @@ fn a_skipped_tip_is_looked_at_again_when_the_machine_watches_more() {
     assert!(run.stderr.contains("up to date"), "{}", run.stderr);
     assert_eq!(ran(&m).len(), 3);
 }
+
+#[test]
+fn a_rollout_saved_with_a_byte_order_mark_and_crlf_lines_is_read() {
+    // What an editor on Windows saves: refused, it would stop every commit after it on every
+    // machine until someone found the invisible character.
+    let (up, url) = fleet(Some("\u{feff}waves = 1, 100%\r\ninterval = 1h\r\n"));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    up.commit(&[("common/motd", "next\n")], "next");
+    sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(m.state_json()["waiting"]["wave"], 1);
+}
