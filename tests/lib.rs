@@ -14,6 +14,7 @@ mod crash;
 mod depth;
 mod env_fds_checkout;
 mod fleet;
+mod fleet_attacks;
 mod fleet_sim;
 mod fleetlock_server;
 mod hostile_content;

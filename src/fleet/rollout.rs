@@ -119,6 +119,8 @@ pub fn parse(text: &str) -> Result<Rollout, String> {
             example("waves")
         ));
     }
+    // The byte order mark some editors put first is no part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut seen: Vec<(&str, usize)> = Vec::new();
     let mut waves: Option<(usize, Vec<Wave>)> = None;
     let mut interval = None;

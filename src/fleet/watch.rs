@@ -105,6 +105,18 @@ pub fn shown(watch: &Watch, who: &Identity) -> String {
     }
 }
 
+/// Why a tip was skipped, as state.json's `seen` records it: the watched paths it was skipped
+/// under, so that a tip skipped under other options is known for one.
+pub fn skip_why(watch: &Watch, who: &Identity) -> String {
+    format!("no change under {}", shown(watch, who))
+}
+
+/// Whether a tip skipped for `why` is still skipped under these options: not when the
+/// machine now watches other paths (or the whole tree), as another host or in other groups.
+pub fn still_skipped(watch: &Watch, who: &Identity, why: &str) -> bool {
+    watch.templates.is_some() && why == skip_why(watch, who)
+}
+
 /// The first of `paths` whose entry differs between the two trees (`old` and `new` give an
 /// entry's mode and object, None when absent, Err when it cannot be told): None when no
 /// watched path changed. A path that cannot be told counts as changed: running is the safe

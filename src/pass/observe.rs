@@ -137,6 +137,19 @@ pub(super) fn observe(
         let repo = store.insert(open_store()?);
         git::relation(repo, floor, fetched.tip).map_err(fetch_failed)?
     };
+    // A tip skipped under other options (--watch widened or dropped, another --host or
+    // --group) may change what the machine reads now: decided again, as a new commit, or it
+    // would wait for the next commit. It still descends from the applied commit, which it was
+    // seen from.
+    if relation == Relation::Same
+        && seen.is_some()
+        && seen != applied_id
+        && !state.seen.as_ref().is_some_and(|s| {
+            fleet::watch::still_skipped(&settings.watch, &settings.identity, &s.why)
+        })
+    {
+        relation = Relation::Descends;
+    }
     // The store's commit, unknown to state.json, is applied again: nothing records its outcome.
     if from_record && relation == Relation::Same {
         relation = Relation::Fresh;
@@ -234,13 +247,12 @@ pub(super) fn gate(
         return Ok((Gate::Run, run));
     };
     let who = &settings.identity;
-    let watched_changed = settings.watch.templates.as_ref().map(|_| {
-        let paths = fleet::watch::scope(&settings.watch, who, &settings.entrypoints, |p| {
-            git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
-        })
-        .unwrap_or_default();
+    let paths = fleet::watch::scope(&settings.watch, who, &settings.entrypoints, |p| {
+        git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
+    });
+    let watched_changed = paths.as_ref().map(|paths| {
         fleet::watch::first_change(
-            &paths,
+            paths,
             |p| git::tree::entry_at(repo, old, p),
             |p| git::tree::entry_at(repo, new, p),
         )
@@ -249,7 +261,7 @@ pub(super) fn gate(
     let rollout = match watched_changed {
         // Skipped whatever the rollout says: not read.
         Some(false) => None,
-        _ => rollout(settings, repo, old, new, tip, now).map_err(|why| {
+        _ => rollout(settings, repo, old, new, tip, paths.as_deref(), now).map_err(|why| {
             format!(
                 "the rollout of {} cannot be read ({}): {why}; fix it with a new commit (a commit that changes {} reaches every machine at once)",
                 tip.to_hex_with_len(12),
@@ -269,7 +281,14 @@ pub(super) fn gate(
         rollout,
         own_only,
     };
-    Ok((fleet::gate::decide(&facts, now), facts))
+    let gate = match fleet::gate::decide(&facts, now) {
+        // --apply always runs the entry point every pass, and a tip that changes nothing the
+        // machine reads is as good to run as the applied commit: skipped, a busy repository
+        // (another host's commit before every pass) would keep it from ever running.
+        Gate::Skip if settings.apply == crate::config::ApplyPolicy::Always => Gate::Run,
+        gate => gate,
+    };
+    Ok((gate, facts))
 }
 
 /// Whether the two trees differ only under hosts/<host>/: their root entries but `hosts`, then
@@ -312,12 +331,14 @@ fn only_own_changed(
 const MAX_INVENTORY: usize = 100_000;
 
 /// Where the tip stands in its rollout for this machine; None when it has no .gitops/rollout.
+/// `paths`: what the machine watches (see `fleet::watch::scope`), None: the whole tree.
 fn rollout(
     settings: &Settings,
     repo: &gix::Repository,
     old: gix::ObjectId,
     new: gix::ObjectId,
     tip: gix::ObjectId,
+    paths: Option<&[String]>,
     now: OffsetDateTime,
 ) -> Result<Option<fleet::gate::Rollout>, String> {
     use fleet::rollout::{self, FILE, MAX_FILE_BYTES};
@@ -354,8 +375,16 @@ fn rollout(
         &who.groups,
     );
     let wave = rollout::wave(&plan, place, inventory.len())?;
-    let committed_at = git::commit_time(repo, tip)
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+    // A date no clock holds (a hostile or broken commit's) is the nearest one that can be held,
+    // as any other date is taken at its word: read as "now", it would move with every pass and a
+    // later wave would wait for ever.
+    let committed_at = git::commit_time(repo, paced_by(repo, tip, new, paths))
+        .map(|t| {
+            OffsetDateTime::from_unix_timestamp(t).unwrap_or(match t < 0 {
+                true => time::PrimitiveDateTime::MIN.assume_utc(),
+                false => time::PrimitiveDateTime::MAX.assume_utc(),
+            })
+        })
         .unwrap_or(now);
     Ok(Some(fleet::gate::Rollout {
         changes_rollout: false,
@@ -363,6 +392,55 @@ fn rollout(
         waves: plan.waves.len(),
         due: rollout::due_at(&plan, wave, committed_at),
     }))
+}
+
+/// The most commits `paced_by` looks back: beyond it, the tip's own date (the later, careful
+/// start) is taken.
+const MAX_PACE_WALK: usize = 1000;
+
+/// The commit whose date starts the tip's rollout here: back along the tip's first parents, the
+/// first commit whose parent's watched `paths` differ from the tip's (in `tip_tree`), that is the
+/// one that gave the machine's files what the tip has. A commit since that changes nothing the
+/// machine reads does not start its wave again: in a fleet's repository such commits keep
+/// coming, and a later wave would otherwise never get a change. The tip itself when the whole
+/// tree is watched, or when the walk cannot tell (the later start is the careful one).
+fn paced_by(
+    repo: &gix::Repository,
+    tip: gix::ObjectId,
+    tip_tree: gix::ObjectId,
+    paths: Option<&[String]>,
+) -> gix::ObjectId {
+    let Some(paths) = paths else {
+        return tip;
+    };
+    let mut commit = tip;
+    for _ in 0..MAX_PACE_WALK {
+        let Ok(found) = repo.find_commit(commit) else {
+            return tip;
+        };
+        let Some(parent) = found.parent_ids().next().map(|p| p.detach()) else {
+            // The root commit gave the files what they are.
+            return commit;
+        };
+        let Some(parent_tree) = repo
+            .find_commit(parent)
+            .ok()
+            .and_then(|c| c.tree_id().ok())
+            .map(|t| t.detach())
+        else {
+            return commit;
+        };
+        let changed = fleet::watch::first_change(
+            paths,
+            |p| git::tree::entry_at(repo, parent_tree, p),
+            |p| git::tree::entry_at(repo, tip_tree, p),
+        );
+        if changed.is_some() {
+            return commit;
+        }
+        commit = parent;
+    }
+    tip
 }
 
 /// The hosts the repository lists: the directories under hosts/ whose names can be a host's.

@@ -614,10 +614,7 @@ fn skip(
         .as_ref()
         .map(|a| a.commit.clone())
         .unwrap_or_default();
-    let why = format!(
-        "no change under {}",
-        crate::fleet::watch::shown(&settings.watch, &settings.identity)
-    );
+    let why = crate::fleet::watch::skip_why(&settings.watch, &settings.identity);
     say!(
         "gitops: skipped {} ({}): {why}; {} stays applied",
         tip.get(..12).unwrap_or(&tip),

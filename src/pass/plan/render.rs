@@ -83,10 +83,14 @@ pub(super) fn render(plan: &Plan) -> String {
     }
     line(format!("tip:         {}", described(&plan.tip)));
     if let Some(watch) = gate.and_then(|g| g.watch.as_deref()) {
-        let changed = match gate.and_then(|g| g.watched_changed) {
-            Some(true) => "changed",
-            Some(false) => "unchanged: nothing would run",
-            None => "not compared",
+        let changed = match (
+            gate.and_then(|g| g.watched_changed),
+            gate.map(|g| g.verdict),
+        ) {
+            (Some(true), _) => "changed",
+            (Some(false), Some("run")) => "unchanged; --apply always runs it all the same",
+            (Some(false), _) => "unchanged: nothing would run",
+            (None, _) => "not compared",
         };
         line(format!("watch:       {watch} ({changed})"));
     }

@@ -1,0 +1,208 @@
+//! `--watch` and rollout waves attacked: by whoever can push (dates no clock can hold), by a
+//! busy repository (commits that keep coming), and by an operator who changes a machine's
+//! options between passes.
+
+use crate::harness::{Machine, Run};
+use crate::support::Upstream;
+
+/// An entry point that records its host and the commit it ran.
+const RECORDER: &str = "#!/bin/sh\necho \"$GITOPS_HOST $GITOPS_COMMIT\" >> \"$OUT/ran\"\n";
+const ROLLOUT: &str = "waves = 1, 100%\ninterval = 1h\n";
+const WATCH: &str = "hosts/{host}/ common/";
+
+fn ran(m: &Machine) -> Vec<String> {
+    std::fs::read_to_string(m.out.join("ran"))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Two hosts, each with its entry point, a common/ both watch, and `.gitops/rollout` when
+/// given: served from a file:// URL.
+fn fleet(rollout: Option<&str>) -> (Upstream, String) {
+    let up = Upstream::new();
+    let mut files = vec![
+        ("hosts/web-1/run.sh", RECORDER),
+        ("hosts/web-2/run.sh", RECORDER),
+        ("common/motd", "hello\n"),
+    ];
+    if let Some(rollout) = rollout {
+        files.push((".gitops/rollout", rollout));
+    }
+    up.commit(&files, "two hosts");
+    let url = up.file_url();
+    (up, url)
+}
+
+/// `gitops sync` as `host`, `offset` seconds from now.
+fn sync(m: &Machine, url: &str, host: &str, offset: i64, args: &[&str]) -> Run {
+    let mut cmd = m.command();
+    cmd.args(["sync", "--repo-url", url, "--host", host])
+        .args(args)
+        .env("GITOPS_TEST_CLOCK_OFFSET", offset.to_string());
+    Run::of(&mut cmd)
+}
+
+/// Both hosts' machines, applied at the first commit: (the canary's, the other's).
+fn canary_and_other(
+    url: &str,
+    up: &Upstream,
+) -> ((&'static str, Machine), (&'static str, Machine)) {
+    let machines = [("web-1", Machine::new()), ("web-2", Machine::new())];
+    for (host, m) in &machines {
+        sync(m, url, host, 0, &["--watch", WATCH]).expect(0);
+    }
+    // A probe commit tells the two apart: the canary runs it, the other waits.
+    up.commit(&[("common/motd", "probe\n")], "probe");
+    for (host, m) in &machines {
+        sync(m, url, host, 0, &["--watch", WATCH]).expect(0);
+    }
+    let [a, b] = machines;
+    let waits = |m: &Machine| m.state_json().get("waiting").is_some();
+    let (canary, other) = match (waits(&a.1), waits(&b.1)) {
+        (false, true) => (a, b),
+        (true, false) => (b, a),
+        got => panic!("one machine is the canary, one waits: {got:?}"),
+    };
+    // Both at the probe, so the tests start from the same applied commit.
+    sync(&other.1, url, other.0, 3700, &["--watch", WATCH]).expect(0);
+    assert!(other.1.state_json().get("waiting").is_none());
+    (canary, other)
+}
+
+#[test]
+fn a_committer_date_no_clock_can_hold_does_not_make_a_wave_wait_for_a_moving_time() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    // Year 31 million: no date type holds it. Read as "now", the wave's time would move with
+    // every pass and the machine would wait for ever, its status a different time each pass.
+    up.commit_with(
+        &[("common/motd", "far\n")],
+        "far",
+        &[],
+        &[("GIT_COMMITTER_DATE", "@999999999999999 +0000")],
+    );
+    let mut times = Vec::new();
+    for offset in [0, 7200, 86_400] {
+        sync(&m, &url, host, offset, &["--watch", WATCH]).expect(0);
+        let state = m.state_json();
+        times.push(
+            state["waiting"]["at"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(!times[0].is_empty(), "the wave waits");
+    assert_eq!(times[0], times[1], "a wave's time does not move: {times:?}");
+    assert_eq!(times[1], times[2], "a wave's time does not move: {times:?}");
+}
+
+#[test]
+fn a_commit_that_does_not_concern_a_waiting_machine_does_not_restart_its_wave() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    let before = ran(&m).len();
+    let common = up.commit(&[("common/motd", "new\n")], "common");
+    sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(m.state_json()["waiting"]["commit"], common.as_str());
+    // Half an hour later another host's commit: nothing this machine reads. In a busy fleet
+    // repository such commits keep coming; were each a new start, later waves would never
+    // get common/'s change.
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 1800;
+    let theirs = up.commit_with(
+        &[("apps/web-3.conf", "x\n")],
+        "web-3's",
+        &[],
+        &[("GIT_COMMITTER_DATE", &format!("@{later} +0000"))],
+    );
+    // An hour after common/'s commit: this machine's wave has come for its change.
+    sync(&m, &url, host, 3700, &["--watch", WATCH]).expect(0);
+    assert_eq!(
+        ran(&m)[before..],
+        [format!("{host} {theirs}")],
+        "{:?}",
+        m.state_json()
+    );
+
+    // A commit that does change what it reads starts its wave afresh.
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 7200;
+    let mine = up.commit_with(
+        &[("common/motd", "again\n")],
+        "common again",
+        &[],
+        &[("GIT_COMMITTER_DATE", &format!("@{later} +0000"))],
+    );
+    sync(&m, &url, host, 9000, &["--watch", WATCH]).expect(0);
+    assert_eq!(m.state_json()["waiting"]["commit"], mine.as_str());
+    sync(&m, &url, host, 11_000, &["--watch", WATCH]).expect(0);
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {mine}"));
+}
+
+#[test]
+fn apply_always_runs_every_pass_however_often_others_commit() {
+    let (up, url) = fleet(None);
+    let m = Machine::new();
+    let args = ["--watch", WATCH, "--apply", "always"];
+    sync(&m, &url, "web-1", 0, &args).expect(0);
+    // A busy repository: another host's commit before every pass.
+    for i in 0..3 {
+        up.commit(&[("hosts/web-2/app.conf", &format!("{i}\n"))], "web-2's");
+        sync(&m, &url, "web-1", 0, &args).expect(0);
+    }
+    assert_eq!(
+        ran(&m).len(),
+        4,
+        "--apply always runs the entry point every pass"
+    );
+    // And plan says so, with the exit that means "the entry point would run".
+    up.commit(&[("hosts/web-2/app.conf", "last\n")], "web-2's");
+    let mut cmd = m.command();
+    cmd.args(["plan", "--repo-url", &url, "--host", "web-1"])
+        .args(args);
+    let plan = Run::of(&mut cmd).expect(10);
+    assert!(
+        plan.stdout
+            .contains("unchanged; --apply always runs it all the same"),
+        "{}",
+        plan.stdout
+    );
+}
+
+#[test]
+fn a_skipped_tip_is_looked_at_again_when_the_machine_watches_more() {
+    let (up, url) = fleet(None);
+    let m = Machine::new();
+    sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    let common = up.commit(&[("common/motd", "new\n")], "common");
+    sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    assert_eq!(m.state_json()["seen"]["commit"], common.as_str());
+    assert_eq!(ran(&m).len(), 1);
+    // The operator adds common/: the tip changes it, so it is this machine's to apply now.
+    sync(&m, &url, "web-1", 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(ran(&m).last().unwrap(), &format!("web-1 {common}"));
+
+    // The same without --watch at all: the whole tree is the machine's.
+    up.commit(&[("hosts/web-2/app.conf", "x\n")], "web-2's");
+    sync(&m, &url, "web-1", 0, &["--watch", WATCH]).expect(0);
+    assert!(m.state_json().get("seen").is_some());
+    let run = sync(&m, &url, "web-1", 0, &[]).expect(0);
+    assert_eq!(ran(&m).len(), 3, "{}", run.stderr);
+    // And a scope that still does not cover it skips it again, quietly, once.
+    up.commit(&[("hosts/web-2/app.conf", "y\n")], "web-2's again");
+    sync(&m, &url, "web-1", 0, &["--watch", WATCH]).expect(0);
+    sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    let run = sync(&m, &url, "web-1", 0, &["--watch", "hosts/{host}/"]).expect(0);
+    assert!(run.stderr.contains("up to date"), "{}", run.stderr);
+    assert_eq!(ran(&m).len(), 3);
+}
+
+#[test]
+fn a_rollout_saved_with_a_byte_order_mark_and_crlf_lines_is_read() {
+    // What an editor on Windows saves: refused, it would stop every commit after it on every
+    // machine until someone found the invisible character.
+    let (up, url) = fleet(Some("\u{feff}waves = 1, 100%\r\ninterval = 1h\r\n"));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    up.commit(&[("common/motd", "next\n")], "next");
+    sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(m.state_json()["waiting"]["wave"], 1);
+}
