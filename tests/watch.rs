@@ -122,7 +122,13 @@ fn a_rewind_below_a_seen_commit_is_refused() {
     // Back to the applied commit: the branch no longer holds the commit seen.
     up.rewind(&applied);
     let run = m.sync(&url, WATCH).expect(4);
-    assert!(run.stderr.contains("no longer descends"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no longer descends from the commit this machine last saw")
+            && run.stderr.contains("skipped here"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(ran(&m).len(), 1);
 }
 
@@ -246,4 +252,30 @@ fn a_sparse_tree_holds_only_what_the_machine_reads() {
         .sync(&url, &["--host", "web-1", "--watch", "hosts/{host}/"])
         .expect(0);
     assert!(files(&whole.checkout).contains(&"hosts/web-2/app.conf".to_string()));
+}
+
+#[test]
+fn turning_sparse_on_or_off_reshapes_the_applied_tree_at_the_next_pass() {
+    let (_up, _daemon, url) = fleet();
+    let m = Machine::new();
+    let watch = ["--host", "web-1", "--watch", "hosts/{host}/"];
+    let sparse = [&watch[..], &["--sparse"]].concat();
+    m.sync(&url, &watch).expect(0);
+    assert!(files(&m.checkout).contains(&"hosts/web-2/run.sh".to_string()));
+    // No new commit: the next pass writes the applied tree again, sparse, and runs nothing.
+    let run = m.sync(&url, &sparse).expect(0);
+    assert!(
+        run.stderr
+            .contains("written for other --watch or --sparse settings"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(files(&m.checkout), ["hosts/web-1/run.sh"]);
+    // Nothing more to do while the options stay.
+    let run = m.sync(&url, &sparse).expect(0);
+    assert!(!run.stderr.contains("wrote it again"), "{}", run.stderr);
+    // Off again: the whole tree.
+    m.sync(&url, &watch).expect(0);
+    assert!(files(&m.checkout).contains(&"hosts/web-2/run.sh".to_string()));
+    assert_eq!(ran(&m).len(), 1, "no entry point ran for it");
 }

@@ -48,16 +48,27 @@ pub(super) fn repair_checkout(
     let tree = layout.trees().join(applied);
     let me = nix::unistd::geteuid().as_raw();
     let ours = std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir() && m.uid() == me);
-    if !ours {
+    // Written with other --watch or --sparse settings (or other files to hold): the options
+    // as they are now decide what the checkout shows, not the next commit.
+    let reshaped = ours
+        && checkout::flavor_of(&layout.trees(), &tree)
+            .is_some_and(|f| f != flavor(settings, umask));
+    if !ours || reshaped {
         let repo = git::open_store(&layout.repo(), settings)?;
         write_commit_tree(settings, layout, &repo, applied, umask)
             .or_exit(Exit::ApplyFailed, || {
                 format!("{APPLIED_TREE_WRITE_FAILED} {} again", tree.display())
             })?;
-        say!(
-            "gitops: the applied tree {} was missing or not gitops's own; wrote it again",
-            tree.display()
-        );
+        match reshaped {
+            true => say!(
+                "gitops: the applied tree {} was written for other --watch or --sparse settings; wrote it again",
+                tree.display()
+            ),
+            false => say!(
+                "gitops: the applied tree {} was missing or not gitops's own; wrote it again",
+                tree.display()
+            ),
+        }
     }
     let Some(was) = checkout::link_problem(&settings.checkout, &tree) else {
         return Ok(());
@@ -85,11 +96,7 @@ pub(super) fn write_commit_tree(
     let id = gix::ObjectId::from_hex(commit.as_bytes())?;
     let max = settings.max_file_size;
     let only = sparse_paths(settings, repo, id);
-    // A spare written with other paths (or whole) is not reused: the flavor says which.
-    let flavor = match &only {
-        Some(paths) => format!("umask {:o} sparse {}", umask.bits(), paths.join(" ")),
-        None => format!("umask {:o}", umask.bits()),
-    };
+    let flavor = flavor(settings, umask);
     let ours = nix::sys::stat::umask(umask);
     let prepared = checkout::prepare(
         &layout.trees(),
@@ -110,6 +117,27 @@ pub(super) fn write_commit_tree(
     );
     nix::sys::stat::umask(ours);
     prepared
+}
+
+/// What shapes a tree besides its commit, as its manifest records it: a tree written under
+/// another (a spare, or the applied tree after the options changed) is not used as it is. A
+/// sparse tree's paths follow from the commit and the options that name them, so the options
+/// stand for the paths, and telling needs no store.
+fn flavor(settings: &Settings, umask: nix::sys::stat::Mode) -> String {
+    let bits = umask.bits();
+    match (&settings.watch.templates, settings.watch.sparse) {
+        (Some(watch), true) => format!(
+            "umask {bits:o} sparse {} | entry {} | host {} | groups {} | check {}",
+            watch.join(" "),
+            settings.entrypoints.join(" "),
+            settings.identity.host.as_deref().unwrap_or_default(),
+            settings.identity.groups_text(),
+            settings.health.health_check.as_deref().unwrap_or_default()
+        )
+        // One line of the manifest.
+        .replace('\n', "\\n"),
+        _ => format!("umask {bits:o}"),
+    }
 }
 
 /// With `--sparse`, the paths of `commit` a tree holds: the watched ones, its entry point and

@@ -354,18 +354,25 @@ fn pass(
             Err((outcome, fail(Exit::ApplyFailed, why)))
         }
         Action::Refuse => {
-            let applied = seen
+            let floor = seen
                 .or(applied_id)
                 .map(|a| a.to_string())
                 .unwrap_or_default();
+            let floor = floor.get(..12).unwrap_or(&floor);
+            // Below a skipped tip, the commit the branch no longer holds is that one.
+            let which = match seen {
+                Some(_) => format!(
+                    "the commit this machine last saw, {floor} (skipped here: it changed nothing this machine watches)"
+                ),
+                None => format!("the applied commit {floor}"),
+            };
             Err((
                 Outcome::Refused,
                 fail(
                     Exit::Refused,
                     format!(
-                        "refusing {short}: {} no longer descends from the applied commit {} (force-push or rollback); revert with a new commit, or pass --allow-rewind to apply it anyway",
+                        "refusing {short}: {} no longer descends from {which} (force-push or rollback); revert with a new commit, or pass --allow-rewind to apply it anyway",
                         fetched.branch,
-                        applied.chars().take(12).collect::<String>()
                     ),
                 ),
             ))
@@ -655,7 +662,7 @@ fn wait(
         .unwrap_or_default();
     let at = rfc3339(at);
     say!(
-        "gitops: waiting for wave {wave} at {at}: {} ({}) reaches this machine's wave then (waves 0 to {}); {} stays applied",
+        "gitops: waiting for wave {wave} at {at}: {} ({}) is applied here then (this machine's wave of 0 to {}); {} stays applied until then",
         &tip[..12],
         fetched.branch,
         waves.saturating_sub(1),

@@ -20,8 +20,8 @@ use crate::exit::{fail, Exit};
 mod manifest;
 mod write;
 
-pub use manifest::Manifest;
 use manifest::*;
+pub use manifest::{flavor_of, Manifest};
 pub use write::{changes, update_tree, write_tree};
 
 /// The entry at `path` in the tree `tree`: its mode and object. Err: a directory on the way is
