@@ -616,11 +616,7 @@ fn skip(
     now: OffsetDateTime,
 ) -> Outcome {
     let tip = fetched.tip.to_string();
-    let applied = state
-        .applied
-        .as_ref()
-        .map(|a| a.commit.clone())
-        .unwrap_or_default();
+    let applied = stay_on_applied(settings, layout, state, entry_umask);
     let why = crate::fleet::watch::skip_why(&settings.watch, &settings.identity);
     say!(
         "gitops: skipped {} ({}): {why}; {} stays applied",
@@ -637,9 +633,6 @@ fn skip(
         why,
         committed_at: committed_at.or_else(|| committed_at_of(repo, fetched.tip)),
     });
-    if let Err(e) = repair_checkout(settings, layout, &applied, entry_umask) {
-        say!("gitops: warning: {}", one_line(&e));
-    }
     Outcome::UpToDate
 }
 
@@ -655,11 +648,7 @@ fn wait(
     entry_umask: nix::sys::stat::Mode,
 ) -> Outcome {
     let tip = fetched.tip.to_string();
-    let applied = state
-        .applied
-        .as_ref()
-        .map(|a| a.commit.clone())
-        .unwrap_or_default();
+    let applied = stay_on_applied(settings, layout, state, entry_umask);
     let at = rfc3339(at);
     say!(
         "gitops: waiting for wave {wave} at {at}: {} ({}) is applied here then (this machine's wave of 0 to {}); {} stays applied until then",
@@ -679,10 +668,26 @@ fn wait(
         waves,
         at,
     });
+    Outcome::UpToDate
+}
+
+/// The applied commit, whose tree stays linked on a pass that runs nothing new (set right when
+/// the link or the tree is not as it should be; a failure to is a warning: nothing runs).
+fn stay_on_applied(
+    settings: &Settings,
+    layout: &Layout,
+    state: &State,
+    entry_umask: nix::sys::stat::Mode,
+) -> String {
+    let applied = state
+        .applied
+        .as_ref()
+        .map(|a| a.commit.clone())
+        .unwrap_or_default();
     if let Err(e) = repair_checkout(settings, layout, &applied, entry_umask) {
         say!("gitops: warning: {}", one_line(&e));
     }
-    Outcome::UpToDate
+    applied
 }
 
 /// Record, durably, that the pass now reverts to `back`: killed during the revert, it is a
