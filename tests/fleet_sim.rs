@@ -43,7 +43,16 @@ impl Fleet {
 
     /// One pass on every machine, `offset` seconds from now; the hosts that ran `commit`.
     fn pass(&self, offset: i64, commit: &str) -> Vec<String> {
+        let (ran, codes) = self.pass_with(offset, commit, &[]);
+        assert!(codes.iter().all(|c| *c == 0), "exit codes {codes:?}");
+        ran
+    }
+
+    /// One pass on every machine with `extra` options: the hosts that ran `commit`, and every
+    /// machine's exit code.
+    fn pass_with(&self, offset: i64, commit: &str, extra: &[&str]) -> (Vec<String>, Vec<i32>) {
         let mut ran = Vec::new();
+        let mut codes = Vec::new();
         for (i, (host, m)) in self.machines.iter().enumerate() {
             let before = runs_of(m, commit);
             let mut cmd = m.command();
@@ -54,15 +63,16 @@ impl Fleet {
                 "--watch",
                 "hosts/{host}/ common/",
             ])
+            .args(extra)
             .env("GITOPS_HOST", host)
             .env("GITOPS_TEST_MACHINE_ID", format!("{:032x}", i + 1))
             .env("GITOPS_TEST_CLOCK_OFFSET", offset.to_string());
-            Run::of(&mut cmd).expect(0);
+            codes.push(Run::of(&mut cmd).code);
             if runs_of(m, commit) > before {
                 ran.push(host.clone());
             }
         }
-        ran
+        (ran, codes)
     }
 
     /// `gitops plan` on machine `i`, as its passes run it.
@@ -257,4 +267,63 @@ fn a_waiting_machine_says_its_wave_and_when_in_status_and_plan() {
         "{}",
         plan.stdout
     );
+}
+
+#[test]
+fn a_bad_commit_stops_at_its_canary_when_the_fix_comes_before_the_next_wave() {
+    let fleet = Fleet::new();
+    let revert = ["--on-failure", "revert"];
+    let start = fleet.up.commit(
+        &[
+            (".gitops/rollout", "waves = 1, 100%\ninterval = 1h\n"),
+            (".gitops/health", "#!/bin/sh\n! grep -q BAD common/motd\n"),
+        ],
+        "waves, and a health check",
+    );
+    let (ran, _) = fleet.pass_with(0, &start, &revert);
+    assert_eq!(ran.len(), MACHINES);
+    let bad = fleet.up.commit(&[("common/motd", "BAD\n")], "a bad motd");
+    let (ran, codes) = fleet.pass_with(0, &bad, &revert);
+    println!("{:<44} {}", "bad, +0min: the canary", show(&ran));
+    assert_eq!(ran.len(), 1, "the canary alone tries it");
+    let canary = fleet
+        .machines
+        .iter()
+        .position(|(h, _)| *h == ran[0])
+        .unwrap();
+    assert_eq!(codes[canary], 1, "the canary's pass fails: reverted");
+    assert_eq!(
+        fleet.machines[canary].1.state_json()["pending"]["outcome"],
+        "reverted"
+    );
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), MACHINES - 1);
+    // The operator sees the canary's revert and pushes a fix before the next wave.
+    let fix = fleet
+        .up
+        .commit(&[("common/motd", "good again\n")], "fix the motd");
+    let (ran, _) = fleet.pass_with(10 * 60, &fix, &revert);
+    println!(
+        "{:<44} {}",
+        "the fix, pushed at once; +10min: the canary",
+        show(&ran)
+    );
+    assert_eq!(ran, [fleet.machines[canary].0.clone()]);
+    // The next wave begins an hour after the fix (committed at +0), and gets the fix, never
+    // the bad commit.
+    let (ran, _) = fleet.pass_with(50 * 60, &fix, &revert);
+    assert!(ran.is_empty(), "{ran:?}");
+    let (ran, codes) = fleet.pass_with(61 * 60, &fix, &revert);
+    println!(
+        "{:<44} {}",
+        "fix, +61min (wave 1): everyone else",
+        show(&ran)
+    );
+    assert_eq!(ran.len(), MACHINES - 1);
+    assert!(codes.iter().all(|c| *c == 0), "{codes:?}");
+    assert_eq!(
+        fleet.counts(&bad).iter().sum::<usize>(),
+        1,
+        "only the canary ran it"
+    );
+    assert!(fleet.counts(&fix).iter().all(|n| *n == 1));
 }
