@@ -213,12 +213,14 @@ pub(super) fn next_action(
 /// as many tree lookups as the paths are deep, whatever the size of the repository. With the
 /// gate, the facts it was decided from (`gitops plan` shows them). Err: the tip's rollout
 /// cannot be read, said as a sentence for the operator.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gate(
     settings: &Settings,
     state: &State,
     repo: &gix::Repository,
     tip: gix::ObjectId,
     reason: Reason,
+    first_seen: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<(Gate, fleet::gate::Facts), String> {
     let applied = state
@@ -261,7 +263,7 @@ pub(super) fn gate(
     let rollout = match watched_changed {
         // Skipped whatever the rollout says: not read.
         Some(false) => None,
-        _ => rollout(settings, repo, old, new, tip, paths.as_deref(), now).map_err(|why| {
+        _ => rollout(settings, repo, old, new, tip, paths.as_deref(), first_seen, now).map_err(|why| {
             format!(
                 "the rollout of {} cannot be read ({}): {why}; fix it with a new commit (a commit that changes {} reaches every machine at once)",
                 tip.to_hex_with_len(12),
@@ -326,12 +328,31 @@ fn only_own_changed(
         && same(entries(old_hosts, host), entries(new_hosts, host))
 }
 
+/// When this machine first saw `tip` waiting for its wave: the wait it recorded for that
+/// commit, else now.
+pub(super) fn first_seen(
+    waiting: Option<&super::state::Waiting>,
+    tip: &str,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
+    waiting
+        .filter(|w| w.commit == tip)
+        .and_then(|w| w.since.as_deref())
+        .and_then(|at| {
+            OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        })
+        // A record from the future (a clock set back since) is no evidence of anything.
+        .filter(|at| *at <= now)
+        .unwrap_or(now)
+}
+
 /// The most hosts a rollout ranks a machine among: beyond it, a hostile hosts/ would only cost
 /// time.
 const MAX_INVENTORY: usize = 100_000;
 
 /// Where the tip stands in its rollout for this machine; None when it has no .gitops/rollout.
 /// `paths`: what the machine watches (see `fleet::watch::scope`), None: the whole tree.
+#[allow(clippy::too_many_arguments)]
 fn rollout(
     settings: &Settings,
     repo: &gix::Repository,
@@ -339,6 +360,7 @@ fn rollout(
     new: gix::ObjectId,
     tip: gix::ObjectId,
     paths: Option<&[String]>,
+    first_seen: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<Option<fleet::gate::Rollout>, String> {
     use fleet::rollout::{self, FILE, MAX_FILE_BYTES};
@@ -385,7 +407,12 @@ fn rollout(
                 false => time::PrimitiveDateTime::MAX.assume_utc(),
             })
         })
-        .unwrap_or(now);
+        .unwrap_or(now)
+        // A date ahead of the machine's clock (a committer's clock set wrong, or a hostile
+        // date) would hold every wave, canaries too, until then: the rollout starts when this
+        // machine first saw the tip at the latest. An explicit rollout-start is a schedule and
+        // is kept.
+        .min(first_seen);
     Ok(Some(fleet::gate::Rollout {
         changes_rollout: false,
         wave,

@@ -262,7 +262,7 @@ fn pass(
     let short = tip.get(..12).unwrap_or(&tip);
     let action = next_action(settings, state, relation, &tip, now());
     // Set again below while the tip still waits.
-    state.waiting = None;
+    let first_seen = super::observe::first_seen(state.waiting.take().as_ref(), &tip, now());
     if super::suspend::holds_back(settings, layout, state, &action, &tip, now()) {
         return Ok(Outcome::Suspended);
     }
@@ -387,8 +387,16 @@ fn pass(
                 Some(trust) => Some(verify(repo, trust, applied_id, fetched.tip, now())?),
                 None => None,
             };
-            let (gate, _) = gate(settings, state, repo, fetched.tip, reason, now())
-                .map_err(|why| (Outcome::ConfigError, fail(Exit::Usage, why)))?;
+            let (gate, _) = gate(
+                settings,
+                state,
+                repo,
+                fetched.tip,
+                reason,
+                first_seen,
+                now(),
+            )
+            .map_err(|why| (Outcome::ConfigError, fail(Exit::Usage, why)))?;
             match gate {
                 Gate::Run => {}
                 Gate::Wait { wave, waves, at } => {
@@ -398,7 +406,7 @@ fn pass(
                         state,
                         repo,
                         &fetched,
-                        (wave, waves, at),
+                        (wave, waves, at, first_seen),
                         entry_umask,
                     ));
                 }
@@ -644,7 +652,7 @@ fn wait(
     state: &mut State,
     repo: &gix::Repository,
     fetched: &git::Fetched,
-    (wave, waves, at): (usize, usize, OffsetDateTime),
+    (wave, waves, at, since): (usize, usize, OffsetDateTime, OffsetDateTime),
     entry_umask: nix::sys::stat::Mode,
 ) -> Outcome {
     let tip = fetched.tip.to_string();
@@ -667,6 +675,7 @@ fn wait(
         wave,
         waves,
         at,
+        since: Some(rfc3339(since)),
     });
     Outcome::UpToDate
 }

@@ -69,6 +69,10 @@ pub struct Waiting {
     pub waves: usize,
     /// When the wave begins (RFC 3339).
     pub at: String,
+    /// When this machine first saw the tip wait (RFC 3339): a rollout never starts later than
+    /// that, whatever date the commit claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 /// A tip that changed nothing this machine watches.

@@ -529,6 +529,7 @@ mod tests {
                 wave: 2,
                 waves: 4,
                 at: "2026-11-25T10:00:00Z".into(),
+                since: None,
             }),
             ..State::default()
         };

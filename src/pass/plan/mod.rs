@@ -434,8 +434,16 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
     // signature, of an apply only.
     let gate = match (action, outcome) {
         (Action::Apply { reason, .. }, Outcome::Applied) => Some(
-            observe::gate(settings, &state, &repo, fetched.tip, reason, now())
-                .map_err(|why| fail(Exit::Usage, why))?,
+            observe::gate(
+                settings,
+                &state,
+                &repo,
+                fetched.tip,
+                reason,
+                observe::first_seen(state.waiting.as_ref(), &tip, now()),
+                now(),
+            )
+            .map_err(|why| fail(Exit::Usage, why))?,
         ),
         _ => None,
     };
