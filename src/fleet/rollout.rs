@@ -80,7 +80,9 @@ pub enum By {
     /// share (a machine cannot know the others' ids, so `1` may be none or a few).
     MachineId,
     /// Each group as one: a group's machines get a commit together (a cluster that must agree
-    /// on its version), by the machine's first group.
+    /// on its version), by the machine's first group, ranked among the groups the repository
+    /// lists (groups/<group>/) so that the waves count groups exactly; a group not listed is
+    /// placed by a hash of its name.
     Group,
 }
 
@@ -455,8 +457,18 @@ pub enum Place {
     Last,
 }
 
-/// This machine's place: ranked among `inventory` (the names under hosts/ in the commit's
-/// tree) when `by` is `Host` and the inventory lists it, else by the hash of `machine_key`.
+/// Where `by` finds the names a machine is ranked among: hosts/ for `Host`, groups/ for
+/// `Group`. `MachineId` ranks no one, and counts the hosts for a wave given as a count.
+pub fn inventory_dir(by: By) -> &'static str {
+    match by {
+        By::Host | By::MachineId => "hosts",
+        By::Group => "groups",
+    }
+}
+
+/// This machine's place: ranked among `inventory` (the names under `inventory_dir(by)` in the
+/// commit's tree) when the inventory lists its host (`Host`) or its first group (`Group`), else
+/// by the hash of `machine_key`.
 pub fn place(
     by: By,
     host: Option<&str>,
@@ -464,7 +476,12 @@ pub fn place(
     machine_id: Option<&str>,
     groups: &[String],
 ) -> Place {
-    if let (By::Host, Some(host)) = (by, host) {
+    let listed = match by {
+        By::Host => host,
+        By::Group => groups.first().map(String::as_str),
+        By::MachineId => None,
+    };
+    if let Some(host) = listed {
         if inventory.iter().any(|h| h == host) {
             let mut ranked: Vec<(f64, &str)> = inventory
                 .iter()
@@ -578,6 +595,32 @@ mod tests {
     }
 
     use Wave::{Count as C, Percent as P};
+
+    #[test]
+    fn groups_the_repository_lists_are_ranked_as_groups() {
+        let groups: Vec<String> = ["web", "db", "cache", "mail"].map(String::from).to_vec();
+        let plan = Rollout {
+            waves: vec![C(1), P(WHOLE)],
+            by: By::Group,
+            ..rollout(&[], None)
+        };
+        let waves: Vec<usize> = groups
+            .iter()
+            .map(|g| {
+                let place = place(By::Group, Some("h"), &groups, Some("id"), &[g.clone()]);
+                assert!(matches!(place, Place::Ranked { of: 4, .. }), "{place:?}");
+                wave(&plan, place, groups.len()).unwrap()
+            })
+            .collect();
+        assert_eq!(waves.iter().filter(|w| **w == 0).count(), 1, "{waves:?}");
+        // A machine of an unlisted group: its group's hash.
+        assert_eq!(
+            place(By::Group, Some("h"), &groups, Some("id"), &["other".into()]),
+            Place::Hashed(position("other"))
+        );
+        assert_eq!(inventory_dir(By::Group), "groups");
+        assert_eq!(inventory_dir(By::MachineId), "hosts");
+    }
 
     #[test]
     fn hosts_the_repository_lists_get_waves_of_exactly_the_sizes_given() {

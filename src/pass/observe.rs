@@ -388,7 +388,7 @@ fn rollout(
     let text = std::str::from_utf8(&blob.data).map_err(|_| format!("{FILE} is not UTF-8 text"))?;
     let plan = rollout::parse(text)?;
     let who = &settings.identity;
-    let inventory = inventory(repo, new);
+    let inventory = inventory(repo, new, rollout::inventory_dir(plan.by));
     let place = rollout::place(
         plan.by,
         who.host.as_deref(),
@@ -470,9 +470,10 @@ fn paced_by(
     tip
 }
 
-/// The hosts the repository lists: the directories under hosts/ whose names can be a host's.
-fn inventory(repo: &gix::Repository, tree: gix::ObjectId) -> Vec<String> {
-    let Ok(Some((mode, id))) = git::tree::entry_at(repo, tree, "hosts") else {
+/// The hosts (or groups) the repository lists: the directories under `dir` (hosts/, groups/)
+/// whose names can be a host's.
+fn inventory(repo: &gix::Repository, tree: gix::ObjectId, dir: &str) -> Vec<String> {
+    let Ok(Some((mode, id))) = git::tree::entry_at(repo, tree, dir) else {
         return Vec::new();
     };
     let Some(hosts) = mode.is_tree().then(|| repo.find_tree(id).ok()).flatten() else {
