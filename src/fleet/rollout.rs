@@ -607,7 +607,13 @@ mod tests {
         let waves: Vec<usize> = groups
             .iter()
             .map(|g| {
-                let place = place(By::Group, Some("h"), &groups, Some("id"), &[g.clone()]);
+                let place = place(
+                    By::Group,
+                    Some("h"),
+                    &groups,
+                    Some("id"),
+                    std::slice::from_ref(g),
+                );
                 assert!(matches!(place, Place::Ranked { of: 4, .. }), "{place:?}");
                 wave(&plan, place, groups.len()).unwrap()
             })
