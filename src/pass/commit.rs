@@ -9,11 +9,11 @@ use anyhow::{Context, Result};
 
 use super::apply;
 use super::health;
-use super::run::one_line;
 use super::state::Layout;
 use crate::config::Settings;
 use crate::exit::{fail, Exit, ResultExt};
 use crate::git::{self, tree as checkout};
+use crate::report::text::one_line;
 
 /// Point the checkout link at `tree`. A failure is a configuration error: where the link goes
 /// is the operator's choice, nothing in a commit can fix it.

@@ -185,7 +185,7 @@ pub fn held_until(retry: RetryReverted, reverted_at: Option<&str>) -> String {
     match again {
         Some(again) => format!(
             "until the branch moves or {} (--retry-reverted {shown})",
-            super::run::rfc3339(again)
+            crate::report::text::rfc3339(again)
         ),
         None => format!("until the branch moves or --retry-reverted {shown} has passed"),
     }

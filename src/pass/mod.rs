@@ -13,4 +13,5 @@ pub mod run;
 pub mod state;
 pub mod suspend;
 
-pub use run::{one_line, record_config_error, run};
+pub use crate::report::text::one_line;
+pub use run::{record_config_error, run};

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 
 use super::decide::{Action, Reason};
 use super::lock::Held;
-use super::run::{one_line, rfc3339, shown};
 use super::state::{self, not_a_file, read_private, Layout, State};
 use crate::config::{format_duration, parse_duration, Settings, StateDir};
 use crate::exit::{fail, Exit, ResultExt};
 use crate::report::notify::event::Kind;
 use crate::report::notify::options::{Notifier, NotifyOptions};
+use crate::report::text::{one_line, rfc3339, shown};
 
 /// What `gitops suspend` records: who held applies back, when, until when, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ impl Suspension {
 }
 
 /// The longest `--reason`, in characters: it is shown in status and in every notification,
-/// inside lines bounded to `run::MAX_MESSAGE_CHARS`.
+/// inside lines bounded to `crate::report::text::MAX_MESSAGE_CHARS`.
 pub const MAX_REASON_CHARS: usize = 500;
 /// The longest name recorded as who suspended (`$SUDO_USER`, `$USER`).
 const MAX_BY_CHARS: usize = 64;

@@ -11,9 +11,9 @@ use super::facts;
 use super::plan::{self, Asked, Decision, Facts, Guard, Policy};
 use super::request::{self, Request};
 use crate::exit::{fail, Exit};
-use crate::pass::run::rfc3339;
 use crate::pass::state::{Layout, RebootRecord, State};
 use crate::pass::suspend::Suspension;
+use crate::report::text::rfc3339;
 
 /// How reboots are carried out (`gitops sync`, `gitops reboot-plan`).
 #[derive(clap::Args, Debug, Clone)]

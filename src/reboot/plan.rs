@@ -144,7 +144,7 @@ pub fn decide(
 
 /// The decision in words, for status, the JSON and the journal.
 pub fn reason(decision: &Decision, request: Option<&Request>, facts: &Facts) -> String {
-    let at = |t: OffsetDateTime| crate::pass::run::rfc3339(t);
+    let at = |t: OffsetDateTime| crate::report::text::rfc3339(t);
     let after = request.map(|r| at(r.after)).unwrap_or_default();
     match decision {
         Decision::None => "no reboot is requested".to_string(),

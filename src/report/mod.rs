@@ -5,3 +5,4 @@ pub mod journal;
 pub mod metrics;
 pub mod notify;
 pub mod status;
+pub mod text;

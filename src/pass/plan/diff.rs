@@ -46,7 +46,8 @@ pub(super) fn commits(repo: &gix::Repository, tip: ObjectId, base: Option<Object
             if list && found.list.len() < MAX_COMMITS_SHOWN {
                 found.list.push(CommitShown {
                     commit: info.id.to_string(),
-                    subject: git::subject(repo, info.id).map(|s| clip(&run::shown(&s))),
+                    subject: git::subject(repo, info.id)
+                        .map(|s| clip(&crate::report::text::shown(&s))),
                 });
             }
         }
@@ -290,7 +291,7 @@ pub(super) fn entry_point(
         EntryKind::Commit => "submodule",
     });
     let mut shown = EntryPoint {
-        path: clip(&run::shown(path)),
+        path: clip(&crate::report::text::shown(path)),
         why: String::new(),
         change: match (old, new) {
             (None, None) => "missing",
@@ -453,12 +454,12 @@ pub(super) fn range_shown(from: u32, to: u32) -> String {
     }
 }
 
-/// Bytes from the repository as they may be shown: UTF-8 as `run::shown` shows text (control
+/// Bytes from the repository as they may be shown: UTF-8 as `crate::report::text::shown` shows text (control
 /// characters written `\xNN`), any byte that is not UTF-8 written `\xNN` too.
 pub(super) fn printable_bytes(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(&run::printable(chunk.valid()));
+        out.push_str(&crate::report::text::printable(chunk.valid()));
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }

@@ -25,13 +25,14 @@ use super::decide::{Action, Reason};
 use super::guard;
 use super::health::{HealthOptions, OnFailure, RetryReverted, DEFAULT_CHECK};
 use super::observe::{self, Observed};
-use super::run::{self, one_line};
+use super::run::{self};
 use super::state::{self, Layout, Outcome, State};
 use super::suspend;
 use crate::config::{format_duration, Options, Settings};
 use crate::exit::{fail, Exit};
 use crate::fleet::gate::Gate;
 use crate::git::{self, Relation};
+use crate::report::text::one_line;
 
 mod diff;
 mod render;
@@ -230,7 +231,7 @@ fn gate_shown(settings: &Settings, gate: Gate, facts: crate::fleet::gate::Facts)
             changes_rollout: r.changes_rollout,
             wave: (!r.changes_rollout).then_some(r.wave),
             waves: (!r.changes_rollout).then_some(r.waves),
-            at: (!r.changes_rollout).then(|| run::rfc3339(r.due)),
+            at: (!r.changes_rollout).then(|| crate::report::text::rfc3339(r.due)),
         }),
     }
 }
@@ -363,7 +364,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         }
     };
     // A pass that was killed while applying is a failed attempt to the next pass.
-    run::take_unfinished(&mut state, &run::rfc3339(now()));
+    run::take_unfinished(&mut state, &crate::report::text::rfc3339(now()));
     let mut remote_commit = None;
     let Observed {
         fetched,
@@ -400,7 +401,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
                     verdict: "untrusted",
                     signer: None,
                     checked: None,
-                    error: Some(run::shown(&untrusted.to_string())),
+                    error: Some(crate::report::text::shown(&untrusted.to_string())),
                 },
             }
         }
@@ -476,7 +477,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
             .is_some()
     });
     let mut entrypoint = entry_point(&repo, &chosen.path, base_tree, tip_tree);
-    entrypoint.why = clip(&run::shown(&chosen.why));
+    entrypoint.why = clip(&crate::report::text::shown(&chosen.why));
     let health = health(
         &settings.health,
         git::tree::entry_at(&repo, tip_tree, DEFAULT_CHECK).is_ok_and(|e| e.is_some()),
@@ -508,7 +509,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
     });
     let shown_commit = |id: ObjectId| CommitShown {
         commit: id.to_string(),
-        subject: git::subject(&repo, id).map(|s| clip(&run::shown(&s))),
+        subject: git::subject(&repo, id).map(|s| clip(&crate::report::text::shown(&s))),
     };
     let (decision, reason, attempt) = match action {
         Action::UpToDate => ("up-to-date", None, None),
@@ -524,7 +525,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         would_apply: outcome == Outcome::Applied,
         gate,
         repo_url: settings.repo_url.redacted.clone(),
-        branch: run::shown(&fetched.branch),
+        branch: crate::report::text::shown(&fetched.branch),
         tip: shown_commit(fetched.tip),
         applied: applied_id.map(|a| match base {
             Some(_) => shown_commit(a),
@@ -537,7 +538,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
             commit: p.commit.clone(),
             attempts: p.attempts,
             // Recorded by a pass, but possibly by an older one that let more through.
-            last_error: run::shown(&p.last_error),
+            last_error: crate::report::text::shown(&p.last_error),
         }),
         commits,
         files,
@@ -546,10 +547,10 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         health,
         suspension: suspension.map(|s| SuspensionShown {
             active: s.active_at(now()),
-            by: run::shown(&s.by),
-            at: run::shown(&s.at),
-            until: run::shown(&s.until),
-            reason: s.reason.as_deref().map(run::shown),
+            by: crate::report::text::shown(&s.by),
+            at: crate::report::text::shown(&s.at),
+            until: crate::report::text::shown(&s.until),
+            reason: s.reason.as_deref().map(crate::report::text::shown),
         }),
         reboot,
         stale: state.stale.as_ref().map(|s| run::stale_error(s, now())),
@@ -596,7 +597,7 @@ fn health(
         None => (None, None, false),
     };
     Health {
-        check: check.map(|c| clip(&run::shown(&c))),
+        check: check.map(|c| clip(&crate::report::text::shown(&c))),
         from,
         missing,
         timeout: format_duration(options.health_timeout),
@@ -633,9 +634,9 @@ fn reboot(
     let file = &settings.reboot.reboot_file;
     let shown = |decision: &str, reason: String| Reboot {
         commit: commit.to_string(),
-        file: run::shown(file),
+        file: crate::report::text::shown(file),
         decision: decision.to_string(),
-        reason: run::shown(&reason),
+        reason: crate::report::text::shown(&reason),
     };
     let request = match request_in_store(repo, commit, file) {
         Ok(Some(request)) => request,

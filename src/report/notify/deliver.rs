@@ -12,8 +12,8 @@ use super::event::{self, Facts};
 use super::options::Notifier;
 use super::outbox::{self, Queued};
 use super::send::{self, Answer};
-use crate::pass::run::rfc3339;
 use crate::pass::state::{Layout, NotifyRecord, State, Told};
+use crate::report::text::rfc3339;
 
 /// The longest one destination gets to answer one event.
 pub const PER_DESTINATION: Duration = Duration::from_secs(5);
@@ -118,7 +118,7 @@ pub fn queue_event(
         reminder: false,
     };
     let mut built = event::build(telling, state, state, facts);
-    built.error = Some(crate::pass::run::shown(why));
+    built.error = Some(crate::report::text::shown(why));
     let record = state.notify.get_or_insert_with(NotifyRecord::default);
     bound(layout, record, now);
     outbox::queue(
@@ -164,14 +164,14 @@ pub fn queue_news(
         repo_url: state.repo_url.clone(),
         branch: state.branch.clone(),
         commit: commit.map(|(c, _)| c.to_string()),
-        subject: commit.and_then(|(_, s)| s.map(crate::pass::run::shown)),
+        subject: commit.and_then(|(_, s)| s.map(crate::report::text::shown)),
         previous_commit: applied.filter(|a| Some(a.as_str()) != commit.map(|(c, _)| c)),
         attempt: None,
         started_at: at.clone(),
         finished_at: at.clone(),
         duration_seconds: 0.0,
         exit_code: 0,
-        error: Some(crate::pass::run::shown(why)),
+        error: Some(crate::report::text::shown(why)),
         log_tail: None,
     };
     let record = state.notify.get_or_insert_with(NotifyRecord::default);
@@ -348,7 +348,7 @@ pub fn host() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .map(|h| crate::pass::run::shown(&h))
+        .map(|h| crate::report::text::shown(&h))
         .unwrap_or_else(|| "unknown".to_string())
 }
 

@@ -87,7 +87,7 @@ fn test_event(now: OffsetDateTime) -> Event {
         .ok()
         .and_then(|u| crate::config::RepoUrl::parse(u.trim()).ok())
         .map(|u| u.redacted);
-    let at = crate::pass::run::rfc3339(now);
+    let at = crate::report::text::rfc3339(now);
     Event {
         version: 1,
         id,

@@ -205,7 +205,7 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
         out.push(Line::new(
             "next pass",
             Tone::Plain,
-            format!("{} ({when})", crate::pass::run::rfc3339(next)),
+            format!("{} ({when})", crate::report::text::rfc3339(next)),
         ));
     }
     if let Some(p) = &state.pending {
@@ -321,7 +321,10 @@ fn reboot_line(state: &State, now: OffsetDateTime) -> Option<Line> {
         tone,
         format!(
             "{}{when}",
-            crate::reboot::plan::shown(&reboot.decision, &crate::pass::run::shown(&reboot.reason))
+            crate::reboot::plan::shown(
+                &reboot.decision,
+                &crate::report::text::shown(&reboot.reason)
+            )
         ),
     ))
 }
@@ -366,7 +369,7 @@ fn notify_lines(state: &State, now: OffsetDateTime, seen: &Seen) -> Vec<Line> {
                 Tone::Bad,
                 format!(
                     "{}{when}",
-                    crate::pass::run::shown(&crate::redact::scrub(error))
+                    crate::report::text::shown(&crate::redact::scrub(error))
                 ),
             ));
         }
