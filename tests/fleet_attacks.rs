@@ -211,3 +211,99 @@ fn a_rollout_saved_with_a_byte_order_mark_and_crlf_lines_is_read() {
     sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
     assert_eq!(m.state_json()["waiting"]["wave"], 1);
 }
+
+// The review's findings: a lost state.json, a suspension, --apply always and a reverted change
+// against the gate.
+
+#[test]
+fn a_lost_state_json_does_not_make_a_waiting_machine_a_canary() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    let before = ran(&m).len();
+    up.commit(&[("common/motd", "risky\n")], "risky");
+    sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    assert!(m.state_json().get("waiting").is_some());
+    std::fs::remove_file(m.state.join("state.json")).unwrap();
+    // The store still records the applied commit: the tip is a new commit over it, paced.
+    let run = sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    assert_eq!(ran(&m).len(), before, "{}", run.stderr);
+    assert!(run.stderr.contains("waiting for wave 1"), "{}", run.stderr);
+    // And another host's commit is still not this machine's.
+    up.commit(&[("hosts/web-3/x", "x\n")], "web-3's");
+    sync(&m, &url, host, 3700, &["--watch", WATCH]).expect(0);
+    assert_eq!(
+        ran(&m).len(),
+        before + 1,
+        "its wave came: the risky change runs once"
+    );
+}
+
+#[test]
+fn a_suspension_holds_back_only_what_would_run() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    let before = ran(&m).len();
+    m.run(&["suspend", "--for", "2h", "--reason", "maintenance"])
+        .expect(0);
+    // A commit this machine waits for, and one that is another host's: neither is held back
+    // by the suspension, since neither would run now.
+    let risky = up.commit(&[("common/motd", "risky\n")], "risky");
+    let run = sync(&m, &url, host, 0, &["--watch", WATCH]).expect(0);
+    let state = m.state_json();
+    assert_eq!(
+        state["last_pass"]["outcome"], "up-to-date",
+        "{}",
+        run.stderr
+    );
+    assert_eq!(state["waiting"]["commit"], risky.as_str());
+    assert!(!run.stderr.contains("holds back"), "{}", run.stderr);
+    // Its wave comes while suspended: now it would run, and the suspension holds it back.
+    let run = sync(&m, &url, host, 3700, &["--watch", WATCH]).expect(0);
+    assert_eq!(
+        m.state_json()["last_pass"]["outcome"],
+        "suspended",
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ran(&m).len(), before);
+    m.run(&["resume"]).expect(0);
+    sync(&m, &url, host, 3700, &["--watch", WATCH]).expect(0);
+    assert_eq!(ran(&m).len(), before + 1);
+}
+
+#[test]
+fn apply_always_runs_the_applied_commit_while_the_tip_waits() {
+    let (up, url) = fleet(Some(ROLLOUT));
+    let (_, (host, m)) = canary_and_other(&url, &up);
+    let applied = m.applied().unwrap();
+    let before = ran(&m).len();
+    let risky = up.commit(&[("common/motd", "risky\n")], "risky");
+    let args = ["--watch", WATCH, "--apply", "always"];
+    for _ in 0..2 {
+        let run = sync(&m, &url, host, 0, &args).expect(0);
+        assert!(run.stderr.contains("waiting for wave 1"), "{}", run.stderr);
+    }
+    let runs = ran(&m);
+    assert_eq!(
+        runs[before..],
+        [format!("{host} {applied}"), format!("{host} {applied}")],
+        "drift correction goes on with the applied commit"
+    );
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], applied.as_str());
+    assert_eq!(state["waiting"]["commit"], risky.as_str());
+    // The plan says both, and exits 10: the entry point would run.
+    let mut cmd = m.command();
+    cmd.args(["plan", "--repo-url", &url, "--host", host])
+        .args(args)
+        .env("GITOPS_TEST_CLOCK_OFFSET", "0");
+    let plan = Run::of(&mut cmd).expect(10);
+    assert!(
+        plan.stdout
+            .contains("run the applied commit again meanwhile"),
+        "{}",
+        plan.stdout
+    );
+    sync(&m, &url, host, 3700, &args).expect(0);
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {risky}"));
+}

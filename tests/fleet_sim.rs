@@ -297,6 +297,16 @@ fn a_bad_commit_stops_at_its_canary_when_the_fix_comes_before_the_next_wave() {
         "reverted"
     );
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), MACHINES - 1);
+    // Other hosts' commits keep coming: the canary keeps the bad change held back (exit 1,
+    // nothing run), and no one else runs them before their wave.
+    let theirs = fleet
+        .up
+        .commit(&[("hosts/web-05/app.conf", "port 1\n")], "web-05's");
+    let (ran, codes) = fleet.pass_with(5 * 60, &theirs, &revert);
+    println!("{:<44} {}", "another host's commit, +5min", show(&ran));
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(codes[canary], 1);
+    assert_eq!(fleet.counts(&bad).iter().sum::<usize>(), 1);
     // The operator sees the canary's revert and pushes a fix before the next wave.
     let fix = fleet
         .up

@@ -4,9 +4,12 @@
 use time::OffsetDateTime;
 
 /// What the machine does with a tip it would otherwise apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     Run,
+    /// The pending commit was reverted and is held back, and the tip changes nothing else the
+    /// machine reads: the tip is that commit again, as far as this machine can tell.
+    Held,
     /// Nothing it watches changed: nothing runs, and the tip is recorded as seen.
     Skip,
     /// Its rollout wave has not come yet: nothing runs until `at`.
@@ -44,14 +47,30 @@ pub struct Facts {
     /// The commit changes nothing but this machine's own hosts/<host>/: it is addressed to this
     /// machine alone, so no wave holds it back.
     pub own_only: bool,
+    /// A reverted commit is held back (`health::held_back`) and the tip differs from it in
+    /// nothing the machine reads.
+    pub held_unchanged: bool,
+    /// `--apply always`: the entry point runs every pass, so a tip that changes nothing the
+    /// machine reads is run, not skipped (in a busy repository, another host's commit before
+    /// every pass would otherwise keep it from ever running).
+    pub always: bool,
 }
 
+/// The gate from the facts: nothing held unless gated; a reverted commit's change again, held;
+/// nothing watched changed, skip (run under --apply always); the wave not begun (and the
+/// commit neither the rollout's nor this machine's alone), wait.
 pub fn decide(facts: &Facts, now: OffsetDateTime) -> Gate {
     if !facts.gated {
         return Gate::Run;
     }
+    if facts.held_unchanged {
+        return Gate::Held;
+    }
     if facts.watched_changed == Some(false) {
-        return Gate::Skip;
+        return match facts.always {
+            true => Gate::Run,
+            false => Gate::Skip,
+        };
     }
     match &facts.rollout {
         Some(r) if !r.changes_rollout && !facts.own_only && r.due > now => Gate::Wait {
@@ -97,7 +116,7 @@ mod tests {
             (true,    Some(false),     None,                            Gate::Skip),
             // nothing watched changed: no need to wait for the wave either
             (true,    Some(false),     rollout(false, 2, later),        Gate::Skip),
-            (true,    None,            rollout(false, 2, later),        wait.clone()),
+            (true,    None,            rollout(false, 2, later),        wait),
             (true,    Some(true),      rollout(false, 2, later),        wait),
             (true,    Some(true),      rollout(false, 2, earlier),      Gate::Run),
             (true,    Some(true),      rollout(false, 0, NOW),          Gate::Run),
@@ -110,6 +129,8 @@ mod tests {
                 watched_changed: *watched_changed,
                 rollout: rollout.clone(),
                 own_only: false,
+                held_unchanged: false,
+                always: false,
             };
             assert_eq!(decide(&facts, NOW), *expected, "{facts:?}");
         }
@@ -123,6 +144,8 @@ mod tests {
             watched_changed,
             rollout: rollout(false, 2, later),
             own_only,
+            held_unchanged: false,
+            always: false,
         };
         assert_eq!(decide(&facts(true, Some(true)), NOW), Gate::Run);
         assert_eq!(decide(&facts(true, None), NOW), Gate::Run);
@@ -130,5 +153,38 @@ mod tests {
             decide(&facts(false, Some(true)), NOW),
             Gate::Wait { .. }
         ));
+    }
+
+    #[test]
+    fn a_reverted_change_is_held_and_always_runs_what_it_would_skip() {
+        let later = datetime!(2026-12-03 12:30 UTC);
+        let wait = Gate::Wait {
+            wave: 1,
+            waves: 4,
+            at: later,
+        };
+        #[rustfmt::skip]
+        type Row = (bool, bool, Option<bool>, Option<Rollout>, Gate);
+        let table: &[Row] = &[
+            // held  always  watched changed  rollout                    gate
+            (true, false, Some(true), None, Gate::Held),
+            (true, true, Some(true), rollout(false, 1, later), Gate::Held),
+            (false, true, Some(false), None, Gate::Run),
+            (false, false, Some(false), None, Gate::Skip),
+            // --apply always waits for the wave like any apply (the pass runs the applied
+            // commit meanwhile)
+            (false, true, Some(true), rollout(false, 1, later), wait),
+        ];
+        for (held, always, watched_changed, rollout, expected) in table {
+            let facts = Facts {
+                gated: true,
+                watched_changed: *watched_changed,
+                rollout: rollout.clone(),
+                own_only: false,
+                held_unchanged: *held,
+                always: *always,
+            };
+            assert_eq!(decide(&facts, NOW), *expected, "{facts:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ pub struct WatchOptions {
     pub watch: Option<String>,
 
     /// Write only the watched paths, the entry points and .gitops/ into the checkout (needs --watch)
-    #[arg(long, env = "GITOPS_SPARSE")]
+    #[arg(long, env = "GITOPS_SPARSE", value_parser = clap::builder::BoolishValueParser::new())]
     pub sparse: bool,
 }
 
@@ -111,10 +111,33 @@ pub fn skip_why(watch: &Watch, who: &Identity) -> String {
     format!("no change under {}", shown(watch, who))
 }
 
-/// Whether a tip skipped for `why` is still skipped under these options: not when the
-/// machine now watches other paths (or the whole tree), as another host or in other groups.
-pub fn still_skipped(watch: &Watch, who: &Identity, why: &str) -> bool {
-    watch.templates.is_some() && why == skip_why(watch, who)
+/// Everything that decides which paths concern a machine, in one line: the watched templates,
+/// the entry point's templates, who the machine is and a named health check. A tip skipped
+/// under another key was judged against other paths, and a sparse tree written under another
+/// holds other files.
+pub fn scope_key(
+    watch: &Watch,
+    who: &Identity,
+    entrypoints: &[String],
+    health_check: Option<&str>,
+) -> String {
+    format!(
+        "watch {} | entry {} | host {} | groups {} | check {}",
+        watch.templates.as_deref().unwrap_or_default().join(" "),
+        entrypoints.join(" "),
+        who.host.as_deref().unwrap_or_default(),
+        who.groups_text(),
+        health_check.unwrap_or_default()
+    )
+    // One line wherever it is kept.
+    .replace('\n', "\\n")
+}
+
+/// Whether a tip skipped under `key` (see `scope_key`) is still skipped: not when the machine
+/// now watches other paths (or the whole tree), as another host, in other groups or with
+/// other entry points.
+pub fn still_skipped(watch: &Watch, key: Option<&str>, now: &str) -> bool {
+    watch.templates.is_some() && key == Some(now)
 }
 
 /// The first of `paths` whose entry differs between the two trees (`old` and `new` give an

@@ -125,23 +125,16 @@ pub(super) fn write_commit_tree(
 /// stand for the paths, and telling needs no store.
 fn flavor(settings: &Settings, umask: nix::sys::stat::Mode) -> String {
     let bits = umask.bits();
-    match (&settings.watch.templates, settings.watch.sparse) {
-        (Some(watch), true) => format!(
-            "umask {bits:o} sparse {} | entry {} | host {} | groups {} | check {}",
-            watch.join(" "),
-            settings.entrypoints.join(" "),
-            settings.identity.host.as_deref().unwrap_or_default(),
-            settings.identity.groups_text(),
-            settings.health.health_check.as_deref().unwrap_or_default()
-        )
-        // One line of the manifest.
-        .replace('\n', "\\n"),
-        _ => format!("umask {bits:o}"),
+    match settings.watch.sparse {
+        true => format!(
+            "umask {bits:o} sparse {}",
+            super::observe::scope_key(settings)
+        ),
+        false => format!("umask {bits:o}"),
     }
 }
 
-/// With `--sparse`, the paths of `commit` a tree holds: the watched ones, its entry point and
-/// those that would take its place, .gitops/ and the named health check.
+/// With `--sparse`, the paths of `commit` a tree holds: the machine's (`observe::machine_paths`).
 fn sparse_paths(
     settings: &Settings,
     repo: &gix::Repository,
@@ -151,16 +144,7 @@ fn sparse_paths(
         return None;
     }
     let tree = repo.find_commit(commit).ok()?.tree_id().ok()?.detach();
-    let mut paths = crate::fleet::watch::scope(
-        &settings.watch,
-        &settings.identity,
-        &settings.entrypoints,
-        |p| git::tree::entry_at(repo, tree, p).is_ok_and(|e| e.is_some()),
-    )?;
-    if let Some(check) = &settings.health.health_check {
-        paths.push(check.trim_end_matches('/').to_string());
-    }
-    Some(paths)
+    super::observe::machine_paths(settings, repo, tree)
 }
 
 /// How the failure to write a commit's tree out of the store starts.

@@ -120,15 +120,8 @@ pub(super) fn observe(
     // Only while state.json's applied commit is the one it was seen from: an apply since, or
     // a record taken from the store, leaves it behind.
     let seen = state
-        .seen
-        .as_ref()
-        .filter(|s| {
-            !from_record
-                && state
-                    .applied
-                    .as_ref()
-                    .is_some_and(|a| a.commit == s.applied)
-        })
+        .current_seen()
+        .filter(|_| !from_record)
         .and_then(|s| gix::ObjectId::from_hex(s.commit.as_bytes()).ok());
     let floor = seen.or(applied_id);
     let mut relation = if floor == Some(fetched.tip) {
@@ -145,7 +138,7 @@ pub(super) fn observe(
         && seen.is_some()
         && seen != applied_id
         && !state.seen.as_ref().is_some_and(|s| {
-            fleet::watch::still_skipped(&settings.watch, &settings.identity, &s.why)
+            fleet::watch::still_skipped(&settings.watch, s.scope.as_deref(), &scope_key(settings))
         })
     {
         relation = Relation::Descends;
@@ -218,22 +211,22 @@ pub(super) fn gate(
     settings: &Settings,
     state: &State,
     repo: &gix::Repository,
+    applied: Option<gix::ObjectId>,
     tip: gix::ObjectId,
     reason: Reason,
     first_seen: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<(Gate, fleet::gate::Facts), String> {
-    let applied = state
-        .applied
-        .as_ref()
-        .and_then(|a| gix::ObjectId::from_hex(a.commit.as_bytes()).ok());
     let gated =
         applied.is_some() && matches!(reason, Reason::NewCommit | Reason::Retry | Reason::Rewind);
+    let always = settings.apply == crate::config::ApplyPolicy::Always;
     let run = fleet::gate::Facts {
         gated: false,
         watched_changed: None,
         rollout: None,
         own_only: false,
+        held_unchanged: false,
+        always,
     };
     if !gated {
         return Ok((Gate::Run, run));
@@ -249,9 +242,7 @@ pub(super) fn gate(
         return Ok((Gate::Run, run));
     };
     let who = &settings.identity;
-    let paths = fleet::watch::scope(&settings.watch, who, &settings.entrypoints, |p| {
-        git::tree::entry_at(repo, new, p).is_ok_and(|e| e.is_some())
-    });
+    let paths = machine_paths(settings, repo, new);
     let watched_changed = paths.as_ref().map(|paths| {
         fleet::watch::first_change(
             paths,
@@ -277,20 +268,35 @@ pub(super) fn gate(
             .host
             .as_deref()
             .is_some_and(|host| only_own_changed(repo, old, new, host));
+    // A reverted commit stays held back while the branch only moves elsewhere: in a fleet's
+    // repository other hosts' commits keep coming, and each would otherwise bring the same
+    // failing change back to this machine, to fail and be reverted again.
+    let held = health::held_back(state.pending.as_ref(), settings.health.retry_reverted, now);
+    let failed = state
+        .pending
+        .as_ref()
+        .filter(|_| held)
+        .and_then(|p| gix::ObjectId::from_hex(p.commit.as_bytes()).ok())
+        .filter(|p| *p != tip)
+        .and_then(tree_of);
+    let held_unchanged = match (&paths, failed) {
+        (Some(paths), Some(failed)) => fleet::watch::first_change(
+            paths,
+            |p| git::tree::entry_at(repo, failed, p),
+            |p| git::tree::entry_at(repo, new, p),
+        )
+        .is_none(),
+        _ => false,
+    };
     let facts = fleet::gate::Facts {
         gated,
         watched_changed,
         rollout,
         own_only,
+        held_unchanged,
+        always,
     };
-    let gate = match fleet::gate::decide(&facts, now) {
-        // --apply always runs the entry point every pass, and a tip that changes nothing the
-        // machine reads is as good to run as the applied commit: skipped, a busy repository
-        // (another host's commit before every pass) would keep it from ever running.
-        Gate::Skip if settings.apply == crate::config::ApplyPolicy::Always => Gate::Run,
-        gate => gate,
-    };
-    Ok((gate, facts))
+    Ok((fleet::gate::decide(&facts, now), facts))
 }
 
 /// Whether the two trees differ only under hosts/<host>/: their root entries but `hosts`, then
@@ -328,6 +334,39 @@ fn only_own_changed(
         && same(entries(old_hosts, host), entries(new_hosts, host))
 }
 
+/// The paths of the tree `tree` that concern this machine, what the gate compares and a sparse
+/// tree holds: the watched ones, its entry point and those that would take its place,
+/// .gitops/ and a named health check. None: the whole tree.
+pub(super) fn machine_paths(
+    settings: &Settings,
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+) -> Option<Vec<String>> {
+    let mut paths = fleet::watch::scope(
+        &settings.watch,
+        &settings.identity,
+        &settings.entrypoints,
+        |p| git::tree::entry_at(repo, tree, p).is_ok_and(|e| e.is_some()),
+    )?;
+    if let Some(check) = &settings.health.health_check {
+        let check = check.trim_end_matches('/').to_string();
+        if !paths.contains(&check) {
+            paths.push(check);
+        }
+    }
+    Some(paths)
+}
+
+/// This machine's `watch::scope_key`, from its settings.
+pub(super) fn scope_key(settings: &Settings) -> String {
+    fleet::watch::scope_key(
+        &settings.watch,
+        &settings.identity,
+        &settings.entrypoints,
+        settings.health.health_check.as_deref(),
+    )
+}
+
 /// When this machine first saw `tip` waiting for its wave: the wait it recorded for that
 /// commit, else now.
 pub(super) fn first_seen(
@@ -349,6 +388,10 @@ pub(super) fn first_seen(
 /// The most hosts a rollout ranks a machine among: beyond it, a hostile hosts/ would only cost
 /// time.
 const MAX_INVENTORY: usize = 100_000;
+
+/// The largest hosts/ (or groups/) tree object read for the inventory: 100,000 entries of
+/// 64-byte names with their modes and ids.
+const MAX_INVENTORY_BYTES: u64 = 10 << 20;
 
 /// Where the tip stands in its rollout for this machine; None when it has no .gitops/rollout.
 /// `paths`: what the machine watches (see `fleet::watch::scope`), None: the whole tree.
@@ -476,7 +519,15 @@ fn inventory(repo: &gix::Repository, tree: gix::ObjectId, dir: &str) -> Vec<Stri
     let Ok(Some((mode, id))) = git::tree::entry_at(repo, tree, dir) else {
         return Vec::new();
     };
-    let Some(hosts) = mode.is_tree().then(|| repo.find_tree(id).ok()).flatten() else {
+    // A listing larger than this is not an inventory but a hostile tree: its decode alone
+    // would cost every pass. The machine is then placed by its machine id.
+    let small = repo
+        .find_header(id)
+        .is_ok_and(|h| h.size() <= MAX_INVENTORY_BYTES);
+    let Some(hosts) = (mode.is_tree() && small)
+        .then(|| repo.find_tree(id).ok())
+        .flatten()
+    else {
         return Vec::new();
     };
     let Ok(decoded) = hosts.decode() else {

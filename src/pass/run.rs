@@ -264,7 +264,41 @@ fn pass(
     let action = next_action(settings, state, relation, &tip, now());
     // Set again below while the tip still waits.
     let first_seen = super::observe::first_seen(state.waiting.take().as_ref(), &tip, now());
-    if super::suspend::holds_back(settings, layout, state, &action, &tip, now()) {
+    // Whether an apply would run at all (--watch, the rollout, a reverted change): asked
+    // before the suspension, which holds back only what would run. It only reads the store.
+    let gate = match action {
+        Action::Apply { reason, .. } => {
+            let repo = match &store {
+                Some(repo) => repo,
+                None => store.insert(open_store().map_err(|(_, e)| (Outcome::ApplyFailed, e))?),
+            };
+            let gated = gate(
+                settings,
+                state,
+                repo,
+                applied_id,
+                fetched.tip,
+                reason,
+                first_seen,
+                now(),
+            );
+            gated
+                .map_err(|why| (Outcome::ConfigError, fail(Exit::Usage, why)))?
+                .0
+        }
+        _ => Gate::Run,
+    };
+    let always = settings.apply == crate::config::ApplyPolicy::Always;
+    let would_run = match (gate, action) {
+        (Gate::Run, action) => action,
+        // --apply always runs the applied commit while the tip waits.
+        (Gate::Wait { .. }, Action::Apply { attempt, .. }) if always => Action::Apply {
+            attempt,
+            reason: Reason::Always,
+        },
+        _ => Action::UpToDate,
+    };
+    if super::suspend::holds_back(settings, layout, state, &would_run, &tip, now()) {
         return Ok(Outcome::Suspended);
     }
     match action {
@@ -318,42 +352,7 @@ fn pass(
             }
             Ok(Outcome::UpToDate)
         }
-        Action::HeldBack => {
-            // decide() holds back only the pending commit.
-            let pending = state.pending.clone().unwrap_or_default();
-            let outcome = pending.outcome.unwrap_or(Outcome::Reverted);
-            let at = pending.reverted_at.as_deref().unwrap_or("an earlier pass");
-            let applied = state.applied.as_ref().map(|a| a.commit.clone());
-            let back = applied.as_deref().map_or("", |a| a.get(..12).unwrap_or(a));
-            let retry = settings.health.retry_reverted;
-            let hold = health::held_until(retry, pending.reverted_at.as_deref());
-            let why = match outcome {
-                Outcome::RevertFailed => format!(
-                    "{short} failed and reverting to {back} failed too (at {at}); nothing runs {hold}: repair the machine, then push a fix"
-                ),
-                _ => format!(
-                    "{short} failed and was reverted to {back} at {at}; it is held back {hold}: push a fix{}",
-                    match retry {
-                        health::RetryReverted::Never => " (or pass --retry-reverted to try it again)",
-                        health::RetryReverted::After(_) => "",
-                    }
-                ),
-            };
-            // The applied tree stays linked, as on a pass with nothing new.
-            if let Some(applied) = &applied {
-                if let Err(e) = repair_checkout(settings, layout, applied, entry_umask) {
-                    say!("gitops: warning: {}", one_line(&e));
-                }
-            }
-            // A revert killed halfway left half a tree (.new-<commit>, as large as the tree),
-            // which only an apply would sweep: a commit is held back for days.
-            let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
-            let keep = [applied.as_deref().unwrap_or_default(), &tip, &linked];
-            if let Err(e) = checkout::prune(&layout.trees(), &keep) {
-                say!("gitops: warning: {}", one_line(&e));
-            }
-            Err((outcome, fail(Exit::ApplyFailed, why)))
-        }
+        Action::HeldBack => held_back(settings, layout, state, &tip, entry_umask),
         Action::Refuse => {
             let floor = seen
                 .or(applied_id)
@@ -388,28 +387,17 @@ fn pass(
                 Some(trust) => Some(verify(repo, trust, applied_id, fetched.tip, now())?),
                 None => None,
             };
-            let (gate, _) = gate(
-                settings,
-                state,
-                repo,
-                fetched.tip,
-                reason,
-                first_seen,
-                now(),
-            )
-            .map_err(|why| (Outcome::ConfigError, fail(Exit::Usage, why)))?;
+            let mut rerun = false;
             match gate {
                 Gate::Run => {}
+                Gate::Held => return held_back(settings, layout, state, &tip, entry_umask),
                 Gate::Wait { wave, waves, at } => {
-                    return Ok(wait(
-                        settings,
-                        layout,
-                        state,
-                        repo,
-                        &fetched,
-                        (wave, waves, at, first_seen),
-                        entry_umask,
-                    ));
+                    note_wait(state, repo, &fetched, (wave, waves, at, first_seen));
+                    if !always {
+                        stay_on_applied(settings, layout, state, applied_id, entry_umask);
+                        return Ok(Outcome::UpToDate);
+                    }
+                    rerun = true;
                 }
                 Gate::Skip => {
                     return Ok(skip(
@@ -418,12 +406,47 @@ fn pass(
                         state,
                         repo,
                         &fetched,
+                        applied_id,
                         tip_committed_at,
                         entry_umask,
                         now(),
                     ));
                 }
             }
+            // --apply always while the tip waits for its wave: the applied commit runs again,
+            // as on a pass with nothing new, held to today's signers as that one is.
+            let (tip, target, attempt, reason, tip_committed_at, signer) = match (rerun, applied_id)
+            {
+                (true, Some(applied)) => {
+                    let signer = match &settings.trust {
+                        Some(trust) => Some(verify(repo, trust, Some(applied), applied, now())?),
+                        None => None,
+                    };
+                    let applied_hex = applied.to_string();
+                    let attempt = match &state.pending {
+                        Some(p) if p.commit == applied_hex => p.attempts.saturating_add(1),
+                        _ => 1,
+                    };
+                    let committed_at = state.applied.as_ref().and_then(|a| a.committed_at.clone());
+                    (
+                        applied_hex,
+                        applied,
+                        attempt,
+                        Reason::Always,
+                        committed_at,
+                        signer,
+                    )
+                }
+                _ => (
+                    tip.clone(),
+                    fetched.tip,
+                    attempt,
+                    reason,
+                    tip_committed_at,
+                    signer,
+                ),
+            };
+            let short = tip.get(..12).unwrap_or(&tip);
             let what = match reason {
                 Reason::FirstApply => "first apply",
                 Reason::NewCommit => "new commit",
@@ -534,7 +557,7 @@ fn pass(
             let log_shown = log
                 .filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0))
                 .map(|l| l.display().to_string());
-            let subject = git::subject(repo, fetched.tip).map(|s| shown(&s));
+            let subject = git::subject(repo, target).map(|s| shown(&s));
             let (e, reverted) = match result {
                 Ok(()) => {
                     state.applied = Some(Applied {
@@ -542,14 +565,13 @@ fn pass(
                         applied_at: rfc3339(now()),
                         log: log_shown,
                         subject,
-                        committed_at: tip_committed_at
-                            .or_else(|| committed_at_of(repo, fetched.tip)),
+                        committed_at: tip_committed_at.or_else(|| committed_at_of(repo, target)),
                         signer,
                         entrypoint: progress.entrypoint.clone(),
                     });
                     state.pending = None;
                     state.seen = None;
-                    if let Err(e) = git::record_applied(repo, fetched.tip) {
+                    if let Err(e) = git::record_applied(repo, target) {
                         say!("gitops: warning: {}", one_line(&e));
                     }
                     if let Err(e) = checkout::prune(&layout.trees(), &[&tip]) {
@@ -611,6 +633,64 @@ fn pass(
     }
 }
 
+/// The pending commit was reverted and is held back: nothing runs, the applied tree stays
+/// linked, and the pass says why (exit 1). `tip` is the branch's: the pending commit itself,
+/// or a later one that changes nothing else the machine reads (`--watch`).
+fn held_back(
+    settings: &Settings,
+    layout: &Layout,
+    state: &mut State,
+    tip: &str,
+    entry_umask: nix::sys::stat::Mode,
+) -> Staged<Outcome> {
+    let pending = state.pending.clone().unwrap_or_default();
+    let short = pending.commit.get(..12).unwrap_or(&pending.commit);
+    let outcome = pending.outcome.unwrap_or(Outcome::Reverted);
+    let at = pending.reverted_at.as_deref().unwrap_or("an earlier pass");
+    let applied = state.applied.as_ref().map(|a| a.commit.clone());
+    let back = applied.as_deref().map_or("", |a| a.get(..12).unwrap_or(a));
+    let retry = settings.health.retry_reverted;
+    let hold = health::held_until(retry, pending.reverted_at.as_deref());
+    let since = match tip == pending.commit {
+        true => String::new(),
+        false => format!(
+            " (the branch's tip {} changes nothing else this machine reads)",
+            tip.get(..12).unwrap_or(tip)
+        ),
+    };
+    let why = match outcome {
+        Outcome::RevertFailed => format!(
+            "{short} failed and reverting to {back} failed too (at {at}); nothing runs {hold}{since}: repair the machine, then push a fix"
+        ),
+        _ => format!(
+            "{short} failed and was reverted to {back} at {at}; it is held back {hold}{since}: push a fix{}",
+            match retry {
+                health::RetryReverted::Never => " (or pass --retry-reverted to try it again)",
+                health::RetryReverted::After(_) => "",
+            }
+        ),
+    };
+    // The applied tree stays linked, as on a pass with nothing new.
+    if let Some(applied) = &applied {
+        if let Err(e) = repair_checkout(settings, layout, applied, entry_umask) {
+            say!("gitops: warning: {}", one_line(&e));
+        }
+    }
+    // A revert killed halfway left half a tree (.new-<commit>, as large as the tree),
+    // which only an apply would sweep: a commit is held back for days.
+    let linked = checkout::linked_tree_name(&settings.checkout).unwrap_or_default();
+    let keep = [
+        applied.as_deref().unwrap_or_default(),
+        &pending.commit,
+        tip,
+        &linked,
+    ];
+    if let Err(e) = checkout::prune(&layout.trees(), &keep) {
+        say!("gitops: warning: {}", one_line(&e));
+    }
+    Err((outcome, fail(Exit::ApplyFailed, why)))
+}
+
 /// A tip that changes nothing this machine watches: nothing runs, the applied tree stays
 /// linked, and the tip is recorded as seen (what the next one must descend from).
 #[allow(clippy::too_many_arguments)]
@@ -620,12 +700,13 @@ fn skip(
     state: &mut State,
     repo: &gix::Repository,
     fetched: &git::Fetched,
+    applied: Option<gix::ObjectId>,
     committed_at: Option<String>,
     entry_umask: nix::sys::stat::Mode,
     now: OffsetDateTime,
 ) -> Outcome {
     let tip = fetched.tip.to_string();
-    let applied = stay_on_applied(settings, layout, state, entry_umask);
+    let applied = stay_on_applied(settings, layout, state, applied, entry_umask);
     let why = crate::fleet::watch::skip_why(&settings.watch, &settings.identity);
     say!(
         "gitops: skipped {} ({}): {why}; {} stays applied",
@@ -636,35 +717,31 @@ fn skip(
     state.pending = None;
     state.seen = Some(state::Seen {
         commit: tip,
-        applied: applied.clone(),
+        applied,
         seen_at: rfc3339(now),
         subject: git::subject(repo, fetched.tip).map(|s| shown(&s)),
         why,
         committed_at: committed_at.or_else(|| committed_at_of(repo, fetched.tip)),
+        scope: Some(super::observe::scope_key(settings)),
     });
     Outcome::UpToDate
 }
 
-/// A tip whose rollout wave has not come for this machine: nothing runs, the applied tree
-/// stays linked, and status and plan say when it applies.
-fn wait(
-    settings: &Settings,
-    layout: &Layout,
+/// A tip whose rollout wave has not come for this machine: recorded (status and plan say when
+/// it applies) and said. `since`: when this machine first saw it wait.
+fn note_wait(
     state: &mut State,
     repo: &gix::Repository,
     fetched: &git::Fetched,
     (wave, waves, at, since): (usize, usize, OffsetDateTime, OffsetDateTime),
-    entry_umask: nix::sys::stat::Mode,
-) -> Outcome {
+) {
     let tip = fetched.tip.to_string();
-    let applied = stay_on_applied(settings, layout, state, entry_umask);
     let at = rfc3339(at);
     say!(
-        "gitops: waiting for wave {wave} at {at}: {} ({}) is applied here then (this machine's wave of 0 to {}); {} stays applied until then",
-        &tip[..12],
+        "gitops: waiting for wave {wave} at {at}: {} ({}) is applied here then (this machine's wave of 0 to {})",
+        tip.get(..12).unwrap_or(&tip),
         fetched.branch,
         waves.saturating_sub(1),
-        applied.get(..12).unwrap_or(&applied)
     );
     // A failed commit the branch has moved past is no longer anyone's to retry.
     if state.pending.as_ref().is_some_and(|p| p.commit != tip) {
@@ -678,22 +755,27 @@ fn wait(
         at,
         since: Some(rfc3339(since)),
     });
-    Outcome::UpToDate
 }
 
-/// The applied commit, whose tree stays linked on a pass that runs nothing new (set right when
-/// the link or the tree is not as it should be; a failure to is a warning: nothing runs).
+/// The applied commit (`applied`: state.json's, or the store's record when state.json lost
+/// it), whose tree stays linked on a pass that runs nothing new: set right when the link or
+/// the tree is not as it should be; a failure to is a warning, since nothing runs.
 fn stay_on_applied(
     settings: &Settings,
     layout: &Layout,
     state: &State,
+    applied: Option<gix::ObjectId>,
     entry_umask: nix::sys::stat::Mode,
 ) -> String {
     let applied = state
         .applied
         .as_ref()
         .map(|a| a.commit.clone())
+        .or_else(|| applied.map(|a| a.to_string()))
         .unwrap_or_default();
+    if applied.is_empty() {
+        return applied;
+    }
     if let Err(e) = repair_checkout(settings, layout, &applied, entry_umask) {
         say!("gitops: warning: {}", one_line(&e));
     }

@@ -75,6 +75,16 @@ pub struct Waiting {
     pub since: Option<String>,
 }
 
+impl State {
+    /// The skipped tip, while the applied commit is still the one it was compared with: an
+    /// apply since leaves it behind.
+    pub fn current_seen(&self) -> Option<&Seen> {
+        self.seen
+            .as_ref()
+            .filter(|s| self.applied.as_ref().is_some_and(|a| a.commit == s.applied))
+    }
+}
+
 /// A tip that changed nothing this machine watches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
@@ -89,6 +99,9 @@ pub struct Seen {
     /// Its committer time, so that the stale check need not open the store for it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at: Option<String>,
+    /// What it was judged against (`watch::scope_key`): under other options it is judged again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// A tip older than --max-commit-age: a Git host that withholds new commits looks like this.

@@ -217,6 +217,7 @@ fn gate_shown(settings: &Settings, gate: Gate, facts: crate::fleet::gate::Facts)
     GateShown {
         verdict: match gate {
             Gate::Run => "run",
+            Gate::Held => "held",
             Gate::Skip => "skip",
             Gate::Wait { .. } => "wait",
         },
@@ -430,15 +431,15 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         }
     }
     let held_as = state.pending.as_ref().and_then(|p| p.outcome);
-    let outcome = outcome(action, signature.verdict == "untrusted", suspended, held_as);
-    // The watch and the rollout, asked as the pass asks them: after the suspension and the
-    // signature, of an apply only.
-    let gate = match (action, outcome) {
-        (Action::Apply { reason, .. }, Outcome::Applied) => Some(
+    // The watch, the rollout and a reverted change, asked as the pass asks them, before the
+    // suspension: it holds back only an apply that would run.
+    let gate = match action {
+        Action::Apply { reason, .. } => Some(
             observe::gate(
                 settings,
                 &state,
                 &repo,
+                applied_id,
                 fetched.tip,
                 reason,
                 observe::first_seen(state.waiting.as_ref(), &tip, now()),
@@ -448,9 +449,21 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         ),
         _ => None,
     };
-    let outcome = match gate {
-        Some((Gate::Skip | Gate::Wait { .. }, _)) => Outcome::UpToDate,
-        _ => outcome,
+    let always = settings.apply == crate::config::ApplyPolicy::Always;
+    let runs = match gate {
+        None | Some((Gate::Run, _)) => true,
+        // --apply always runs the applied commit while the tip waits.
+        Some((Gate::Wait { .. }, _)) => always,
+        Some((Gate::Skip | Gate::Held, _)) => false,
+    };
+    let untrusted = signature.verdict == "untrusted";
+    let outcome = match outcome(action, untrusted, suspended && runs, held_as) {
+        Outcome::Applied => match gate {
+            Some((Gate::Held, _)) => held_as.unwrap_or(Outcome::Reverted),
+            _ if !runs => Outcome::UpToDate,
+            _ => Outcome::Applied,
+        },
+        outcome => outcome,
     };
     let gate = gate.map(|(gate, facts)| gate_shown(settings, gate, facts));
 

@@ -61,11 +61,24 @@ pub(super) fn render(plan: &Plan) -> String {
     let gate = plan.gate.as_ref();
     let rollout = gate.and_then(|g| g.rollout.as_ref());
     let headline = match (gate.map(|g| g.verdict), plan.outcome) {
-        (Some("skip"), _) => format!(
+        (Some("held"), outcome @ ("reverted" | "revert-failed")) => format!(
+            "the next sync would hold {} back: it failed and {}; {tip} changes nothing else this machine reads, so nothing would run until a commit does (sync exits 1)",
+            plan.pending.as_ref().map(|p| short(&p.commit)).unwrap_or("the pending commit"),
+            match outcome {
+                "revert-failed" => "so did its revert",
+                _ => "was reverted",
+            }
+        ),
+        (Some("wait"), "applied") => format!(
+            "the next sync would wait for wave {} at {} with {tip}, and run the applied commit again meanwhile (--apply always): exit 10",
+            rollout.and_then(|r| r.wave).unwrap_or_default(),
+            rollout.and_then(|r| r.at.as_deref()).unwrap_or("?")
+        ),
+        (Some("skip"), "up-to-date") => format!(
             "the next sync would skip {tip}: no change under {}; nothing would run",
             gate.and_then(|g| g.watch.as_deref()).unwrap_or("the watched paths")
         ),
-        (Some("wait"), _) => format!(
+        (Some("wait"), "up-to-date") => format!(
             "the next sync would wait for wave {} at {}: {tip} reaches this machine then; nothing would run",
             rollout.and_then(|r| r.wave).unwrap_or_default(),
             rollout.and_then(|r| r.at.as_deref()).unwrap_or("?")

@@ -136,13 +136,7 @@ pub fn summary(state: &State, pass_running: bool, now: OffsetDateTime, seen: &Se
             format!("{} ({})", entry.path, entry.why),
         ));
     }
-    // Only while the applied commit is the one it was compared with (as the pass reads it).
-    let skipped = state.seen.as_ref().filter(|s| {
-        state
-            .applied
-            .as_ref()
-            .is_some_and(|a| a.commit == s.applied)
-    });
+    let skipped = state.current_seen();
     if let Some(s) = skipped {
         out.push(Line::new(
             "skipped",
