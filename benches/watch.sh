@@ -31,6 +31,15 @@
 #                         writing only the machine's paths saves. The trees' file counts (find
 #                         -type f) and sizes (du -sk) are printed beside it.
 #
+#   wait                  the same fleet with a .gitops/rollout (waves = 0.1%, 100%, interval =
+#                         30d) served as a second repository, whose rounds change common/: a
+#                         machine with --watch that is not in the first wave (web-0001 is not,
+#                         checked) fetches each new tip and waits for its wave (outcome
+#                         up-to-date, state.json "waiting", the entry point not run): the rollout
+#                         read and parsed, web-0001 ranked among the 2,000 hosts, and the walk back
+#                         to the commit that last changed its paths. Against the skip above (both
+#                         fetch one new commit) and the no-op pass.
+#
 # The skip, no-op and apply machines are kept from round to round (one new commit each round;
 # the no-op machine catches up with it untimed first); the apply-nospare and first-pass runs
 # start from a fresh copy or from nothing and are removed after. Every run is checked: a skip or
@@ -103,7 +112,7 @@ full_args=(--host "$HOST")
 cmd() {
     local state=$1 link=$2
     shift 2
-    cmd=("$gitops" sync --config "$tmp/empty.env" --checkout "$link" --state-dir "$state" --repo-url "$url" "$@")
+    cmd=("$gitops" sync --config "$tmp/empty.env" --checkout "$link" --state-dir "$state" --repo-url "${use_url:-$url}" "$@")
 }
 sync() { cmd "$@" && "${cmd[@]}"; }
 
@@ -129,8 +138,27 @@ push() {
 push
 sync "$tmp/F" "$tmp/link-F" "${full_args[@]}" >"$tmp/setup.log" 2>&1 || { cat "$tmp/setup.log" >&2; die "F's second pass failed"; }
 
+# The second repository: the same fleet and a rollout in which web-0001 waits for 30 days.
+work2=$tmp/work2
+git clone -q "$work" "$work2"
+mkdir -p "$work2/.gitops"
+printf 'waves = 0.1%%, 100%%\ninterval = 30d\n' >"$work2/.gitops/rollout"
+git -C "$work2" add -A
+git -C "$work2" -c user.name=bench -c user.email=bench@localhost commit -qm "B: a rollout"
+git clone -q --bare "$work2" "$srv/rollout.git"
+url2=git://127.0.0.1:$DAEMON_PORT/rollout.git
+export OUT=$tmp/out-setup
+use_url=$url2 sync "$tmp/WT" "$tmp/link-WT" "${watch_args[@]}" >"$tmp/setup.log" 2>&1 || { cat "$tmp/setup.log" >&2; die "WT's first pass failed"; }
+commit_b=$(git -C "$work2" rev-parse HEAD)
+push2() {
+    printf 'value = %d\n' "$round" >>"$work2/common/motd"
+    git -C "$work2" -c user.name=bench -c user.email=bench@localhost commit -qam "common/motd, change $round"
+    git -C "$work2" push -q "$srv/rollout.git" HEAD:main
+    tip2=$(git -C "$work2" rev-parse HEAD)
+}
+
 declare -A wall cpu tree_files tree_kib
-contenders=(noop skip apply apply-nospare sparse-first full-first)
+contenders=(noop skip wait apply apply-nospare sparse-first full-first)
 
 # expect STATE APPLIED RAN: the pass left APPLIED applied and ran the entry point (RAN=1) or not.
 expect() {
@@ -151,6 +179,7 @@ run_one() {
     case $1 in
     noop) state=$tmp/N link=$tmp/link-N ;;
     skip) state=$tmp/W link=$tmp/link-W ;;
+    wait) state=$tmp/WT link=$tmp/link-WT ;;
     apply) state=$tmp/F link=$tmp/link-F ;;
     *)
         state=$tmp/run-$1
@@ -163,14 +192,19 @@ run_one() {
     esac
     case $1 in
     noop | skip) cmd "$state" "$link" "${watch_args[@]}" ;;
+    wait) use_url=$url2 cmd "$state" "$link" "${watch_args[@]}" ;;
     apply | apply-nospare | full-first) cmd "$state" "$link" "${full_args[@]}" ;;
     sparse-first) cmd "$state" "$link" "${watch_args[@]}" --sparse ;;
     esac
     bench_run_timed "$1" "${cmd[@]}"
     case $1 in
     noop | skip) expect "$state" "$commit_a" 0 ;;
+    wait) expect "$state" "$commit_b" 0 ;;
     *) expect "$state" "$tip" 1 ;;
     esac
+    if [[ $1 == wait ]] && ! grep -A1 '"waiting"' "$state/state.json" | grep -q "$tip2"; then
+        die "wait: web-0001 did not wait for its wave (is it in the first 0.1%?)"
+    fi
     if [[ $1 == skip ]]; then
         if ! grep -q "\"commit\": \"$tip\"" "$state/state.json" || ! grep -q '"outcome": "up-to-date"' "$state/state.json"; then
             die "skip: the tip was not recorded as seen"
@@ -192,6 +226,7 @@ one_round() {
     local k
     round=$((round + 1))
     push
+    push2
     export OUT=$tmp/out-setup
     sync "$tmp/N" "$tmp/link-N" "${watch_args[@]}" >"$tmp/setup.log" 2>&1 || { cat "$tmp/setup.log" >&2; die "N's catching-up pass failed"; }
     for k in $(seq 0 $((${#contenders[@]} - 1))); do
@@ -225,6 +260,8 @@ pair() { # pair LABEL A B: medians of A over B
 say ""
 say "ratios (medians):"
 pair "skip / no-op (--watch, nothing new)" skip noop
+pair "wait / skip (both fetch one new commit)" wait skip
+pair "wait / no-op" wait noop
 pair "skip / apply (no --watch, the same commit)" skip apply
 pair "skip / apply without a usable spare tree" skip apply-nospare
 pair "sparse first apply / full first apply" sparse-first full-first
