@@ -16,6 +16,7 @@ mod env_fds_checkout;
 mod fleet;
 mod fleet_attacks;
 mod fleet_sim;
+mod gate_attacks;
 mod fleetlock_server;
 mod hostile_content;
 mod install_trigger;

@@ -289,16 +289,20 @@ fn pass(
         _ => Gate::Run,
     };
     let always = settings.apply == crate::config::ApplyPolicy::Always;
-    let would_run = match (gate, action) {
-        (Gate::Run, action) => action,
-        // --apply always runs the applied commit while the tip waits.
-        (Gate::Wait { .. }, Action::Apply { attempt, .. }) if always => Action::Apply {
-            attempt,
-            reason: Reason::Always,
-        },
-        _ => Action::UpToDate,
+    let (would_run, runs) = match (gate, action) {
+        (Gate::Run, action) => (action, tip.clone()),
+        // --apply always runs the applied commit while the tip waits: that one is what the
+        // suspension holds back (no news), not the tip, which waits for its wave anyway.
+        (Gate::Wait { .. }, Action::Apply { attempt, .. }) if always => (
+            Action::Apply {
+                attempt,
+                reason: Reason::Always,
+            },
+            applied_id.map_or(tip.clone(), |a| a.to_string()),
+        ),
+        _ => (Action::UpToDate, tip.clone()),
     };
-    if super::suspend::holds_back(settings, layout, state, &would_run, &tip, now()) {
+    if super::suspend::holds_back(settings, layout, state, &would_run, &runs, now()) {
         return Ok(Outcome::Suspended);
     }
     match action {

@@ -1,0 +1,121 @@
+//! The gate asked before the suspension, a reverted change held back while the branch moves
+//! elsewhere, and `--apply always` running the applied commit while the tip waits for its wave:
+//! attacked with a suspension, a failing applied commit and the notifications each sends.
+
+use crate::harness::{chmod, Machine, Run};
+use crate::receiver::Receiver;
+use crate::support::Upstream;
+
+/// An entry point that records its host and commit, and fails while $OUT/broken exists (the
+/// machine's state, not the commit's).
+const RECORDER: &str = "#!/bin/sh\necho \"$GITOPS_HOST $GITOPS_COMMIT\" >> \"$OUT/ran\"\n[ ! -e \"$OUT/broken\" ] || { echo broken; exit 1; }\n";
+const ROLLOUT: &str = "waves = 1, 100%\ninterval = 1h\n";
+const WATCH: &str = "hosts/{host}/ common/";
+
+fn ran(m: &Machine) -> Vec<String> {
+    std::fs::read_to_string(m.out.join("ran"))
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn fleet() -> (Upstream, String) {
+    let up = Upstream::new();
+    up.commit(
+        &[
+            ("hosts/web-1/run.sh", RECORDER),
+            ("hosts/web-2/run.sh", RECORDER),
+            ("common/motd", "hello\n"),
+            (".gitops/rollout", ROLLOUT),
+        ],
+        "two hosts",
+    );
+    let url = up.file_url();
+    (up, url)
+}
+
+fn sync(m: &Machine, url: &str, host: &str, offset: i64, args: &[&str]) -> Run {
+    let mut cmd = m.command();
+    cmd.args(["sync", "--repo-url", url, "--host", host, "--watch", WATCH])
+        .args(args)
+        .env("GITOPS_TEST_CLOCK_OFFSET", offset.to_string());
+    Run::of(&mut cmd)
+}
+
+fn plan(m: &Machine, url: &str, host: &str, offset: i64, args: &[&str]) -> Run {
+    let mut cmd = m.command();
+    cmd.args(["plan", "--repo-url", url, "--host", host, "--watch", WATCH])
+        .args(args)
+        .env("GITOPS_TEST_CLOCK_OFFSET", offset.to_string());
+    Run::of(&mut cmd)
+}
+
+/// The machine of the two that is in the later wave, applied at a probe commit, telling
+/// `hook` of everything in json.
+fn waiting_machine(url: &str, up: &Upstream, hook: &str) -> (&'static str, Machine) {
+    let machines = [("web-1", Machine::new()), ("web-2", Machine::new())];
+    for (host, m) in &machines {
+        sync(m, url, host, 0, &[]).expect(0);
+    }
+    up.commit(&[("common/motd", "probe\n")], "probe");
+    for (host, m) in &machines {
+        sync(m, url, host, 0, &[]).expect(0);
+    }
+    let (host, m) = machines
+        .into_iter()
+        .find(|(_, m)| m.state_json().get("waiting").is_some())
+        .expect("one machine waits");
+    sync(&m, url, host, 3700, &[]).expect(0);
+    let file = m.dir.path().join("notify-url");
+    std::fs::write(&file, format!("{hook}\n")).unwrap();
+    chmod(&file, 0o600);
+    std::fs::write(
+        &m.config,
+        format!(
+            "GITOPS_NOTIFY_URL_FILE={}\nGITOPS_NOTIFY_FORMAT=json\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    (host, m)
+}
+
+fn events(r: &Receiver) -> Vec<serde_json::Value> {
+    r.requests()
+        .iter()
+        .map(|req| serde_json::from_slice(&req.body).unwrap())
+        .collect()
+}
+
+fn kinds(r: &Receiver) -> Vec<String> {
+    events(r)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_suspension_under_apply_always_does_not_say_it_holds_back_a_tip_that_waits_for_its_wave() {
+    let hook = Receiver::start(vec![]);
+    let (up, url) = fleet();
+    let (host, m) = waiting_machine(&url, &up, &hook.url("/hook"));
+    m.run(&["suspend", "--for", "2h"]).expect(0);
+    let risky = up.commit(&[("common/motd", "risky\n")], "risky");
+    let always = ["--apply", "always"];
+    for _ in 0..2 {
+        let run = sync(&m, &url, host, 0, &always).expect(0);
+        assert!(
+            !run.stderr.contains(&format!("not applying {}", &risky[..12])),
+            "the tip waits for its wave whatever the suspension: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(m.state_json()["last_pass"]["outcome"], "suspended");
+    assert_eq!(kinds(&hook), ["suspended"], "{:?}", events(&hook));
+    // Its wave comes while suspended: now the suspension holds it back, and says so once.
+    for _ in 0..2 {
+        sync(&m, &url, host, 3700, &always).expect(0);
+    }
+    let got = events(&hook);
+    assert_eq!(kinds(&hook), ["suspended", "suspend-blocked"], "{got:?}");
+    assert_eq!(got[1]["commit"], risky.as_str());
+}
