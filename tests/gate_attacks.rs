@@ -104,7 +104,8 @@ fn a_suspension_under_apply_always_does_not_say_it_holds_back_a_tip_that_waits_f
     for _ in 0..2 {
         let run = sync(&m, &url, host, 0, &always).expect(0);
         assert!(
-            !run.stderr.contains(&format!("not applying {}", &risky[..12])),
+            !run.stderr
+                .contains(&format!("not applying {}", &risky[..12])),
             "the tip waits for its wave whatever the suspension: {}",
             run.stderr
         );
@@ -118,4 +119,49 @@ fn a_suspension_under_apply_always_does_not_say_it_holds_back_a_tip_that_waits_f
     let got = events(&hook);
     assert_eq!(kinds(&hook), ["suspended", "suspend-blocked"], "{got:?}");
     assert_eq!(got[1]["commit"], risky.as_str());
+}
+
+#[test]
+fn a_failing_applied_commit_run_again_while_the_tip_waits_counts_its_attempts() {
+    let hook = Receiver::start(vec![]);
+    let (up, url) = fleet();
+    let (host, m) = waiting_machine(&url, &up, &hook.url("/hook"));
+    let applied = m.applied().unwrap();
+    let risky = up.commit(&[("common/motd", "risky\n")], "risky");
+    std::fs::write(m.out.join("broken"), "").unwrap();
+    let always = ["--apply", "always", "--on-failure", "revert"];
+    for attempt in 1..=2 {
+        let run = sync(&m, &url, host, 0, &always);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let state = m.state_json();
+        assert_eq!(
+            state["last_pass"]["outcome"], "apply-failed",
+            "{}",
+            run.stderr
+        );
+        assert_eq!(state["applied"]["commit"], applied.as_str());
+        assert_eq!(state["pending"]["commit"], applied.as_str());
+        assert_eq!(state["pending"]["attempts"], attempt);
+        assert!(state["pending"].get("reverted_at").is_none(), "{state}");
+        assert_eq!(state["waiting"]["commit"], risky.as_str(), "{state}");
+    }
+    let got = events(&hook);
+    // Told once (which commit it names is event.rs's `subject_of`, out of this file's reach).
+    assert_eq!(kinds(&hook), ["apply-failed"], "{got:?}");
+    // The plan says what the next pass does: run the applied commit (exit 10).
+    plan(&m, &url, host, 0, &always).expect(10);
+    // At its wave the tip runs, on a machine repaired meanwhile, and that is told.
+    std::fs::remove_file(m.out.join("broken")).unwrap();
+    let run = sync(&m, &url, host, 3700, &always).expect(0);
+    assert!(
+        run.stderr.contains("new commit, attempt 1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {risky}"));
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], risky.as_str());
+    assert!(state["pending"].is_null(), "{state}");
+    assert!(state["waiting"].is_null(), "{state}");
+    assert_eq!(kinds(&hook), ["apply-failed", "applied"]);
 }

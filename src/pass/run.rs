@@ -392,6 +392,13 @@ fn pass(
                 None => None,
             };
             let mut rerun = false;
+            // The applied commit's failed attempts, counted on by its run again under
+            // --apply always: note_wait drops a pending commit that is not the tip.
+            let applied_attempts = state
+                .pending
+                .as_ref()
+                .filter(|p| applied_id.is_some_and(|a| a.to_string() == p.commit))
+                .map(|p| p.attempts);
             match gate {
                 Gate::Run => {}
                 Gate::Held => return held_back(settings, layout, state, &tip, entry_umask),
@@ -427,10 +434,7 @@ fn pass(
                         None => None,
                     };
                     let applied_hex = applied.to_string();
-                    let attempt = match &state.pending {
-                        Some(p) if p.commit == applied_hex => p.attempts.saturating_add(1),
-                        _ => 1,
-                    };
+                    let attempt = applied_attempts.map_or(1, |a| a.saturating_add(1));
                     let committed_at = state.applied.as_ref().and_then(|a| a.committed_at.clone());
                     (
                         applied_hex,
