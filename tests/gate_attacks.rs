@@ -165,3 +165,26 @@ fn a_failing_applied_commit_run_again_while_the_tip_waits_counts_its_attempts() 
     assert!(state["waiting"].is_null(), "{state}");
     assert_eq!(kinds(&hook), ["apply-failed", "applied"]);
 }
+
+#[test]
+fn the_plan_under_apply_always_while_the_tip_waits_reads_the_reboot_request_of_the_applied_commit()
+{
+    let hook = Receiver::start(vec![]);
+    let (up, url) = fleet();
+    let (host, m) = waiting_machine(&url, &up, &hook.url("/hook"));
+    let applied = m.applied().unwrap();
+    let risky = up.commit(&[("common/motd", "risky\n")], "risky");
+    let always = ["--apply", "always"];
+    let mut args = always.to_vec();
+    args.push("--json");
+    let v: serde_json::Value =
+        serde_json::from_str(&plan(&m, &url, host, 0, &args).expect(10).stdout).unwrap();
+    assert_eq!(v["tip"]["commit"], risky.as_str());
+    // After the pass the applied commit is still the applied one: its request is what counts.
+    assert_eq!(v["reboot"]["commit"], applied.as_str(), "{v}");
+    // And it runs it as --apply always does, attempt 1, as the pass says it.
+    assert_eq!(v["reason"], "always", "{v}");
+    assert_eq!(v["attempt"], 1, "{v}");
+    sync(&m, &url, host, 0, &always).expect(0);
+    assert_eq!(m.applied().unwrap(), applied);
+}
