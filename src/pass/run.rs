@@ -397,7 +397,10 @@ fn pass(
             let applied_attempts = state
                 .pending
                 .as_ref()
-                .filter(|p| applied_id.is_some_and(|a| a.to_string() == p.commit))
+                .filter(|p| {
+                    applied_id.is_some()
+                        && gix::ObjectId::from_hex(p.commit.as_bytes()).ok() == applied_id
+                })
                 .map(|p| p.attempts);
             match gate {
                 Gate::Run => {}
