@@ -188,3 +188,109 @@ fn the_plan_under_apply_always_while_the_tip_waits_reads_the_reboot_request_of_t
     sync(&m, &url, host, 0, &always).expect(0);
     assert_eq!(m.applied().unwrap(), applied);
 }
+
+fn notify_to(m: &Machine, hook: &str) {
+    let file = m.dir.path().join("notify-url");
+    std::fs::write(&file, format!("{hook}\n")).unwrap();
+    chmod(&file, 0o600);
+    std::fs::write(
+        &m.config,
+        format!(
+            "GITOPS_NOTIFY_URL_FILE={}\nGITOPS_NOTIFY_FORMAT=json\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_held_change_is_told_once_not_as_suspended_and_the_plan_agrees_with_each_pass() {
+    let hook = Receiver::start(vec![]);
+    let up = Upstream::new();
+    up.commit(
+        &[("hosts/web-1/run.sh", RECORDER), ("common/motd", "hello\n")],
+        "one host",
+    );
+    let url = up.file_url();
+    let m = Machine::new();
+    let host = "web-1";
+    let revert = ["--on-failure", "revert", "--retry-reverted", "1h"];
+    sync(&m, &url, host, 0, &revert).expect(0);
+    let good = m.applied().unwrap();
+    notify_to(&m, &hook.url("/hook"));
+    let bad = up.commit(
+        &[("hosts/web-1/run.sh", "#!/bin/sh\necho bad; exit 1\n")],
+        "bad",
+    );
+    let run = sync(&m, &url, host, 0, &revert);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(kinds(&hook), ["reverted"]);
+    m.run(&["suspend", "--for", "2h"]).expect(0);
+    // Other hosts' commits keep coming, while suspended: the reverted change is held, as
+    // itself, not as a suspended apply; told once.
+    for n in 0..3 {
+        let other = up.commit(&[("hosts/web-2/n", &format!("{n}\n"))], "other");
+        let p = plan(&m, &url, host, 0, &revert).expect(0);
+        assert!(p.stdout.contains("would hold"), "{}", p.stdout);
+        let run = sync(&m, &url, host, 0, &revert);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains(&other[..12]), "{}", run.stderr);
+        assert!(run.stderr.contains(&bad[..12]), "{}", run.stderr);
+        let state = m.state_json();
+        assert_eq!(state["last_pass"]["outcome"], "reverted");
+        assert_eq!(state["pending"]["commit"], bad.as_str());
+        assert_eq!(state["applied"]["commit"], good.as_str());
+    }
+    assert_eq!(
+        kinds(&hook),
+        ["reverted", "suspended"],
+        "{:?}",
+        events(&hook)
+    );
+    m.run(&["resume"]).expect(0);
+    // An hour on, --retry-reverted tries the change again at the tip: the plan says so (10).
+    let p = plan(&m, &url, host, 3700, &revert).expect(10);
+    let run = sync(&m, &url, host, 3700, &revert);
+    assert_eq!(run.code, 1, "{} / {}", p.stdout, run.stderr);
+    assert_eq!(m.state_json()["applied"]["commit"], good.as_str());
+    // A fix, under another host's commit after it: applied, told, and nothing held.
+    let fixed = format!("{RECORDER}# fixed\n");
+    up.commit(&[("hosts/web-1/run.sh", &fixed)], "fix");
+    let tip = up.commit(&[("hosts/web-2/n", "later\n")], "other");
+    plan(&m, &url, host, 3700, &revert).expect(10);
+    sync(&m, &url, host, 3700, &revert).expect(0);
+    assert_eq!(m.applied().unwrap(), tip);
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {tip}"));
+    assert_eq!(
+        kinds(&hook).last().unwrap(),
+        "applied",
+        "{:?}",
+        kinds(&hook)
+    );
+}
+
+#[test]
+fn a_lost_state_json_under_apply_always_runs_the_stores_applied_commit_while_the_tip_waits() {
+    let hook = Receiver::start(vec![]);
+    let (up, url) = fleet();
+    let (host, m) = waiting_machine(&url, &up, &hook.url("/hook"));
+    let applied = m.applied().unwrap();
+    let risky = up.commit(&[("common/motd", "risky\n")], "risky");
+    std::fs::remove_file(m.state.join("state.json")).unwrap();
+    let always = ["--apply", "always"];
+    plan(&m, &url, host, 0, &always).expect(10);
+    let run = sync(&m, &url, host, 0, &always).expect(0);
+    assert!(run.stderr.contains("waiting for wave 1"), "{}", run.stderr);
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {applied}"));
+    let state = m.state_json();
+    assert_eq!(state["applied"]["commit"], applied.as_str(), "{state}");
+    assert_eq!(state["waiting"]["commit"], risky.as_str(), "{state}");
+    // Without --apply always, the same: nothing runs, and the tip still waits.
+    std::fs::remove_file(m.state.join("state.json")).unwrap();
+    let before = ran(&m).len();
+    plan(&m, &url, host, 0, &[]).expect(0);
+    sync(&m, &url, host, 0, &[]).expect(0);
+    assert_eq!(ran(&m).len(), before);
+    sync(&m, &url, host, 3700, &[]).expect(0);
+    assert_eq!(ran(&m).last().unwrap(), &format!("{host} {risky}"));
+}
