@@ -17,6 +17,7 @@ mod fleet;
 mod fleet_attacks;
 mod fleet_sim;
 mod fleetlock_server;
+mod gate_attacks;
 mod hostile_content;
 mod install_trigger;
 mod install_units;

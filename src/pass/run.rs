@@ -289,16 +289,20 @@ fn pass(
         _ => Gate::Run,
     };
     let always = settings.apply == crate::config::ApplyPolicy::Always;
-    let would_run = match (gate, action) {
-        (Gate::Run, action) => action,
-        // --apply always runs the applied commit while the tip waits.
-        (Gate::Wait { .. }, Action::Apply { attempt, .. }) if always => Action::Apply {
-            attempt,
-            reason: Reason::Always,
-        },
-        _ => Action::UpToDate,
+    let (would_run, runs) = match (gate, action) {
+        (Gate::Run, action) => (action, tip.clone()),
+        // --apply always runs the applied commit while the tip waits: that one is what the
+        // suspension holds back (no news), not the tip, which waits for its wave anyway.
+        (Gate::Wait { .. }, Action::Apply { attempt, .. }) if always => (
+            Action::Apply {
+                attempt,
+                reason: Reason::Always,
+            },
+            applied_id.map_or(tip.clone(), |a| a.to_string()),
+        ),
+        _ => (Action::UpToDate, tip.clone()),
     };
-    if super::suspend::holds_back(settings, layout, state, &would_run, &tip, now()) {
+    if super::suspend::holds_back(settings, layout, state, &would_run, &runs, now()) {
         return Ok(Outcome::Suspended);
     }
     match action {
@@ -388,6 +392,16 @@ fn pass(
                 None => None,
             };
             let mut rerun = false;
+            // The applied commit's failed attempts, counted on by its run again under
+            // --apply always: note_wait drops a pending commit that is not the tip.
+            let applied_attempts = state
+                .pending
+                .as_ref()
+                .filter(|p| {
+                    applied_id.is_some()
+                        && gix::ObjectId::from_hex(p.commit.as_bytes()).ok() == applied_id
+                })
+                .map(|p| p.attempts);
             match gate {
                 Gate::Run => {}
                 Gate::Held => return held_back(settings, layout, state, &tip, entry_umask),
@@ -423,10 +437,7 @@ fn pass(
                         None => None,
                     };
                     let applied_hex = applied.to_string();
-                    let attempt = match &state.pending {
-                        Some(p) if p.commit == applied_hex => p.attempts.saturating_add(1),
-                        _ => 1,
-                    };
+                    let attempt = applied_attempts.map_or(1, |a| a.saturating_add(1));
                     let committed_at = state.applied.as_ref().and_then(|a| a.committed_at.clone());
                     (
                         applied_hex,

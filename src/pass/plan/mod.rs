@@ -465,6 +465,9 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         },
         outcome => outcome,
     };
+    // --apply always while the tip waits: the pass runs the applied commit again, as
+    // "always", its failed attempts counted on.
+    let rerun = always && matches!(gate, Some((Gate::Wait { .. }, _)));
     let gate = gate.map(|(gate, facts)| gate_shown(settings, gate, facts));
 
     let tip_tree = tree_of(&repo, fetched.tip)?;
@@ -505,6 +508,7 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
     );
     // After the pass, the reboot plan is the applied commit's: the tip's once it is applied.
     let reboot_commit = match outcome {
+        Outcome::Applied if rerun => applied_id,
         Outcome::Applied => Some(fetched.tip),
         // Up to date: the applied commit is the tip, or a later tip changed nothing here.
         _ => applied_id,
@@ -528,6 +532,19 @@ fn make(settings: &Settings, layout: &Layout, now: &dyn Fn() -> OffsetDateTime) 
         Action::UpToDate => ("up-to-date", None, None),
         Action::Refuse => ("refuse", None, None),
         Action::HeldBack => ("held-back", None, None),
+        Action::Apply { .. } if rerun => {
+            let applied = applied_id.map(|a| a.to_string());
+            let attempts = state
+                .pending
+                .as_ref()
+                .filter(|p| applied.as_deref() == Some(p.commit.as_str()))
+                .map_or(0, |p| p.attempts);
+            (
+                "apply",
+                Some(reason_name(Reason::Always)),
+                Some(attempts.saturating_add(1)),
+            )
+        }
         Action::Apply { attempt, reason } => ("apply", Some(reason_name(reason)), Some(attempt)),
     };
     Ok(Plan {
