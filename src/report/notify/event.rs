@@ -235,10 +235,15 @@ pub fn subject_of(kind: Kind, after: &State) -> (Option<String>, Option<String>,
     let pass = after.last_pass.as_ref();
     let remote = pass.and_then(|p| p.remote_commit.clone());
     let applied = after.applied.as_ref();
-    let pending = after
-        .pending
-        .as_ref()
-        .filter(|p| remote.is_none() || remote.as_deref() == Some(p.commit.as_str()));
+    // The failed commit is the branch's tip, or one a pass may try while the tip is another:
+    // the applied commit run again (--apply always while the tip waits for its wave) or a
+    // reverted commit held back while the branch moves elsewhere (--watch).
+    let pending = after.pending.as_ref().filter(|p| {
+        remote.is_none()
+            || remote.as_deref() == Some(p.commit.as_str())
+            || p.outcome.is_some()
+            || applied.is_some_and(|a| a.commit == p.commit)
+    });
     match kind {
         Kind::Applied
         | Kind::Recovered
@@ -489,6 +494,38 @@ mod tests {
         ];
         for (before, after, want) in table {
             assert_eq!(stale_is_news(before, after), want, "{before:?} {after:?}");
+        }
+    }
+
+    #[test]
+    fn a_failure_names_the_commit_that_failed_even_when_the_tip_is_another() {
+        const C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+        let with = |commit: &str, outcome: Option<Outcome>| {
+            let mut after = state(Some(Outcome::ApplyFailed), 1, None);
+            // The branch's tip is C; the pending record is `commit`'s.
+            after.last_pass.as_mut().unwrap().remote_commit = Some(C.into());
+            let pending = after.pending.as_mut().unwrap();
+            pending.commit = commit.into();
+            pending.outcome = outcome;
+            after
+        };
+        #[rustfmt::skip]
+        let table: &[(&str, Option<Outcome>, Kind, &str)] = &[
+            // pending  its outcome               event             named
+            // the applied commit run again while the tip waits (--apply always)
+            (A,         None,                     Kind::ApplyFailed, A),
+            // a reverted commit held back while the branch moves elsewhere (--watch)
+            (B,         Some(Outcome::Reverted),  Kind::Reverted,    B),
+            // a stale record of a commit the branch moved past: the tip
+            (B,         None,                     Kind::ApplyFailed, C),
+        ];
+        for (commit, outcome, kind, named) in table {
+            let (got, _, _) = subject_of(*kind, &with(commit, *outcome));
+            assert_eq!(
+                got.as_deref(),
+                Some(*named),
+                "{commit} {outcome:?} {kind:?}"
+            );
         }
     }
 }
