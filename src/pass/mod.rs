@@ -6,6 +6,7 @@ pub mod commit;
 pub mod decide;
 pub mod guard;
 pub mod health;
+mod hold;
 pub mod lock;
 pub mod observe;
 pub mod plan;
