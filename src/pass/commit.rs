@@ -47,11 +47,14 @@ pub(super) fn repair_checkout(
     use std::os::unix::fs::MetadataExt;
     let tree = layout.trees().join(applied);
     let me = nix::unistd::geteuid().as_raw();
-    let ours = std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir() && m.uid() == me);
+    let meta = std::fs::symlink_metadata(&tree).ok();
+    let ours = meta.as_ref().is_some_and(|m| m.is_dir() && m.uid() == me);
     // Written with other --watch or --sparse settings (or other files to hold): the options
     // as they are now decide what the checkout shows, not the next commit.
     let reshaped = ours
-        && checkout::flavor_of(&layout.trees(), &tree)
+        && meta
+            .as_ref()
+            .and_then(|m| checkout::flavor_of(&layout.trees(), m.ino()))
             .is_some_and(|f| f != flavor(settings, umask));
     if !ours || reshaped {
         let repo = git::open_store(&layout.repo(), settings)?;

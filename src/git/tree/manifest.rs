@@ -48,19 +48,17 @@ pub(super) fn manifest_path(spares: &Path, ino: u64) -> PathBuf {
     spares.join(format!("{ino}.manifest"))
 }
 
-/// The flavor the tree at `tree` (under `trees/`) was written with, from its manifest's first
-/// lines alone (a manifest lists every file: a no-op pass must not read it whole). None when
-/// it has no manifest, which says nothing either way.
-pub fn flavor_of(trees: &Path, tree: &Path) -> Option<String> {
+/// The flavor the tree whose top directory has inode `ino` (under `trees/`) was written with,
+/// from one read of its manifest's head (a manifest lists every file: a no-op pass must not
+/// read it whole). None when it has no manifest, which says nothing either way.
+pub fn flavor_of(trees: &Path, ino: u64) -> Option<String> {
     use std::io::Read;
-    let ino = fs::symlink_metadata(tree).ok()?.ino();
-    let mut head = Vec::new();
-    fs::File::open(manifest_path(&super::spare_dir(trees), ino))
+    let mut head = [0u8; 4096];
+    let n = fs::File::open(manifest_path(&super::spare_dir(trees), ino))
         .ok()?
-        .take(8192)
-        .read_to_end(&mut head)
+        .read(&mut head)
         .ok()?;
-    let rest = head.strip_prefix(MANIFEST_MAGIC)?;
+    let rest = head[..n].strip_prefix(MANIFEST_MAGIC)?;
     let (_commit, rest) = rest.split_once_str(b"\n")?;
     let (flavor, _) = rest.split_once_str(b"\n")?;
     Some(flavor.to_str().ok()?.to_string())
