@@ -7,10 +7,11 @@ use crate::support::Upstream;
 
 /// An entry point that records its host and the commit it ran.
 const RECORDER: &str = "#!/bin/sh\necho \"$GITOPS_HOST $GITOPS_COMMIT\" >> \"$OUT/ran\"\n";
-const ROLLOUT: &str = "waves = 1, 100%\ninterval = 1h\n";
-const WATCH: &str = "hosts/{host}/ common/";
+pub(crate) const ROLLOUT: &str = "waves = 1, 100%\ninterval = 1h\n";
+pub(crate) const WATCH: &str = "hosts/{host}/ common/";
 
-fn ran(m: &Machine) -> Vec<String> {
+/// The lines of `$OUT/ran`: one per entry point run, its host and commit.
+pub(crate) fn ran(m: &Machine) -> Vec<String> {
     std::fs::read_to_string(m.out.join("ran"))
         .map(|t| t.lines().map(str::to_string).collect())
         .unwrap_or_default()

@@ -2,6 +2,7 @@
 //! elsewhere, and `--apply always` running the applied commit while the tip waits for its wave:
 //! attacked with a suspension, a failing applied commit and the notifications each sends.
 
+use crate::fleet_attacks::{ran, ROLLOUT, WATCH};
 use crate::harness::{chmod, Machine, Run};
 use crate::receiver::Receiver;
 use crate::support::Upstream;
@@ -9,15 +10,6 @@ use crate::support::Upstream;
 /// An entry point that records its host and commit, and fails while $OUT/broken exists (the
 /// machine's state, not the commit's).
 const RECORDER: &str = "#!/bin/sh\necho \"$GITOPS_HOST $GITOPS_COMMIT\" >> \"$OUT/ran\"\n[ ! -e \"$OUT/broken\" ] || { echo broken; exit 1; }\n";
-const ROLLOUT: &str = "waves = 1, 100%\ninterval = 1h\n";
-const WATCH: &str = "hosts/{host}/ common/";
-
-fn ran(m: &Machine) -> Vec<String> {
-    std::fs::read_to_string(m.out.join("ran"))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 fn fleet() -> (Upstream, String) {
     let up = Upstream::new();
     up.commit(
@@ -65,17 +57,7 @@ fn waiting_machine(url: &str, up: &Upstream, hook: &str) -> (&'static str, Machi
         .find(|(_, m)| m.state_json().get("waiting").is_some())
         .expect("one machine waits");
     sync(&m, url, host, 3700, &[]).expect(0);
-    let file = m.dir.path().join("notify-url");
-    std::fs::write(&file, format!("{hook}\n")).unwrap();
-    chmod(&file, 0o600);
-    std::fs::write(
-        &m.config,
-        format!(
-            "GITOPS_NOTIFY_URL_FILE={}\nGITOPS_NOTIFY_FORMAT=json\n",
-            file.display()
-        ),
-    )
-    .unwrap();
+    notify_to(&m, hook);
     (host, m)
 }
 

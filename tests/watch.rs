@@ -279,3 +279,27 @@ fn turning_sparse_on_or_off_reshapes_the_applied_tree_at_the_next_pass() {
     assert!(files(&m.checkout).contains(&"hosts/web-2/run.sh".to_string()));
     assert_eq!(ran(&m).len(), 1, "no entry point ran for it");
 }
+
+#[test]
+fn the_variables_watch_and_sparse_as_the_options_do() {
+    let (up, _daemon, url) = fleet();
+    let m = Machine::new();
+    let sync = || {
+        let mut cmd = m.command();
+        cmd.args(["sync", "--repo-url", &url])
+            .env("GITOPS_HOST", "web-1")
+            .env("GITOPS_WATCH", "hosts/{host}/ common/")
+            .env("GITOPS_SPARSE", "1");
+        crate::harness::Run::of(&mut cmd).expect(0)
+    };
+    sync();
+    assert_eq!(files(&m.checkout), ["common/motd", "hosts/web-1/run.sh"]);
+    up.commit(&[("hosts/web-2/app.conf", "x\n")], "web-2 only");
+    let run = sync();
+    assert!(
+        run.stderr.contains("no change under hosts/web-1/ common/"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ran(&m).len(), 1);
+}
